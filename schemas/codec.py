@@ -1,0 +1,29 @@
+"""The one set of encoders and decoders, created once at import."""
+
+from __future__ import annotations
+
+import msgspec
+
+from schemas.commands import COMMANDS, Command
+from schemas.events import AnyEvent
+from schemas.replies import AnyReply
+
+encoder = msgspec.json.Encoder()
+# Canonical JSON for digests: keys sorted at every depth.
+canonical_encoder = msgspec.json.Encoder(order="sorted")
+
+event_decoder = msgspec.json.Decoder(AnyEvent)
+reply_decoder = msgspec.json.Decoder(AnyReply)
+command_decoders: dict[str, msgspec.json.Decoder[Command]] = {
+    verb: msgspec.json.Decoder(cls) for verb, cls in COMMANDS.items()
+}
+
+
+class EventEnvelope(msgspec.Struct, frozen=True):
+    """The few fields the relay needs to route a stored event; the rest is skipped unparsed."""
+
+    type: str
+    workspace_id: str
+
+
+envelope_decoder = msgspec.json.Decoder(EventEnvelope)

@@ -1,0 +1,112 @@
+"""Commands: what callers ask the command service to do (imperative names)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+
+from schemas.types import (
+    ActionKind,
+    Actor,
+    Credits,
+    Digest,
+    LongText,
+    Mode,
+    Name,
+    Person,
+    RiskLevel,
+    ShortText,
+)
+
+IdempotencyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+ExpiresIn = Annotated[int, msgspec.Meta(ge=1, le=30 * 24 * 3600)]
+
+
+class Scope(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What the action touches: the seed's table, column, workflow, filters, rows."""
+
+    table: ShortText | None = None
+    column: ShortText | None = None
+    workflow: ShortText | None = None
+    filters: dict[str, Any] | None = None
+    row_ids: tuple[str, ...] | None = None
+    row_count: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+
+class Action(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The high-impact action a caller wants to take."""
+
+    kind: ActionKind
+    mode: Mode
+    provider: ShortText | None = None
+    destination: ShortText | None = None
+    scope: Scope = Scope()
+    max_credits: Credits | None = None
+    expected_credits: Credits | None = None
+    preview: Any = None
+
+
+class Command(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of every command body."""
+
+
+class Request(Command, frozen=True, kw_only=True):
+    """Ask for a human decision before ``action`` runs."""
+
+    requested_by: Actor
+    skill_name: Name
+    skill_execution_id: Name
+    title: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    summary: LongText
+    risk_level: RiskLevel
+    action: Action
+    idempotency_key: IdempotencyKey | None = None
+    on_behalf_of: Person | None = None
+    proposed_payload: Any = None
+    trace_id: ShortText | None = None
+    expires_in_s: ExpiresIn | None = None
+
+
+class Approve(Command, frozen=True, kw_only=True):
+    approval_id: UUID
+    approver: Actor
+    digest: Digest
+    reason: LongText | None = None
+
+
+class Reject(Command, frozen=True, kw_only=True):
+    approval_id: UUID
+    approver: Actor
+    reason: LongText | None = None
+    rerun: bool = False
+
+
+class Cancel(Command, frozen=True, kw_only=True):
+    approval_id: UUID
+    by: Actor
+    reason: LongText | None = None
+
+
+class Expire(Command, frozen=True, kw_only=True):
+    approval_id: UUID
+    by: Actor = "service:scheduler"
+
+
+class Deliver(Command, frozen=True, kw_only=True):
+    approval_id: UUID
+    channel: Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+    target: ShortText
+    external_ref: ShortText | None = None
+    by: Actor = "service:delivery"
+
+
+COMMANDS: dict[str, type[Command]] = {
+    "request": Request,
+    "approve": Approve,
+    "reject": Reject,
+    "cancel": Cancel,
+    "expire": Expire,
+    "deliver": Deliver,
+}

@@ -1,0 +1,97 @@
+"""Replies and the error shape: every reply is ``{"ok": true, ...}`` or ``{"ok": false, "error"}``."""
+
+from __future__ import annotations
+
+from datetime import datetime  # noqa: TC003
+from typing import Any, Literal
+from uuid import UUID  # noqa: TC003
+
+import msgspec
+
+from schemas.commands import Action  # noqa: TC001
+from schemas.types import RiskLevel, Status  # noqa: TC001
+
+ErrorCode = Literal[
+    "invalid",
+    "not_found",
+    "conflict",
+    "forbidden",
+    "expired",
+    "already_decided",
+    "digest_mismatch",
+    "too_large",
+    "unavailable",
+    "internal",
+]
+
+Outcome = Literal[
+    "approval_required",
+    "not_required",
+    "approved",
+    "rejected",
+    "cancelled",
+    "expired",
+    "delivered",
+]
+
+
+class Delivery(msgspec.Struct, frozen=True, kw_only=True):
+    channel: str
+    target: str
+    external_ref: str | None = None
+
+
+class ApprovalState(msgspec.Struct, frozen=True, kw_only=True):
+    """An approval as a reply shows it."""
+
+    id: UUID
+    workspace_id: str
+    status: Status
+    version: int
+    digest: str
+    created_at: datetime
+    expires_at: datetime
+    resolved_at: datetime | None
+    web_url: str
+    title: str
+    summary: str
+    risk_level: RiskLevel
+    requested_by: str
+    on_behalf_of: str | None
+    skill_name: str
+    skill_execution_id: str
+    action: Action
+    proposed_payload: Any
+    trace_id: str | None
+    deliveries: tuple[Delivery, ...]
+    decided_by: str | None
+    reason: str | None
+
+
+class Reply(msgspec.Struct, frozen=True, kw_only=True):
+    ok: Literal[True] = True
+    outcome: Outcome
+    approval: ApprovalState | None = None
+    replayed: bool = False
+
+
+class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
+    code: ErrorCode
+    message: str
+    details: dict[str, Any] = {}
+
+
+class ErrorReply(msgspec.Struct, frozen=True, kw_only=True):
+    ok: Literal[False] = False
+    error: ErrorBody
+    approval: ApprovalState | None = None
+
+
+class AnyReply(msgspec.Struct, frozen=True, kw_only=True):
+    """What a client decodes any reply into: ``ok`` tells which fields are set."""
+
+    ok: bool
+    outcome: Outcome | None = None
+    approval: ApprovalState | None = None
+    replayed: bool = False
+    error: ErrorBody | None = None

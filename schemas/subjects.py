@@ -1,0 +1,76 @@
+"""Subject names on the bus and the token rule that keeps tenants apart."""
+
+from __future__ import annotations
+
+import re
+from typing import Final, Literal
+
+STREAM: Final = "APPROVALS_EVENTS"
+COMMAND_QUEUE: Final = "approvals-commands"
+EVENTS_WILDCARD: Final = "approvals.events.>"
+
+# Headers the relay sets on every published event.
+MSG_ID_HEADER: Final = "Nats-Msg-Id"
+NOTIFICATION_ID_HEADER: Final = "Approvals-Notification-Id"
+
+CommandVerb = Literal["request", "approve", "reject", "cancel", "expire", "deliver"]
+COMMAND_VERBS: Final[tuple[CommandVerb, ...]] = (
+    "request",
+    "approve",
+    "reject",
+    "cancel",
+    "expire",
+    "deliver",
+)
+
+TOKEN_PATTERN: Final = r"^[A-Za-z0-9_-]{1,64}$"
+_TOKEN = re.compile(TOKEN_PATTERN)
+
+
+class IllegalToken(ValueError):
+    """A value that may not be placed in a subject."""
+
+
+def is_token(value: str) -> bool:
+    return _TOKEN.fullmatch(value) is not None
+
+
+def token(value: str, what: str = "token") -> str:
+    """Return ``value`` if it may stand as one subject token, else raise IllegalToken."""
+    if not is_token(value):
+        raise IllegalToken(f"{what} {value!r} must match {TOKEN_PATTERN}")
+    return value
+
+
+def command(workspace: str, verb: CommandVerb) -> str:
+    return f"approvals.cmd.{token(workspace, 'workspace')}.{verb}"
+
+
+def command_wildcard(verb: CommandVerb) -> str:
+    return f"approvals.cmd.*.{verb}"
+
+
+def event(workspace: str, approval_id: str, event_type: str) -> str:
+    return (
+        f"approvals.events.{token(workspace, 'workspace')}."
+        f"{token(approval_id, 'approval id')}.{token(event_type, 'event type')}"
+    )
+
+
+def events_of(workspace: str = "*", approval_id: str = "*") -> str:
+    """Filter subject for the events of one workspace and/or one approval."""
+    ws = workspace if workspace == "*" else token(workspace, "workspace")
+    aid = approval_id if approval_id == "*" else token(approval_id, "approval id")
+    return f"approvals.events.{ws}.{aid}.*"
+
+
+def workspace_of(subject: str) -> str:
+    """The workspace token of a command or event subject (its third token)."""
+    parts = subject.split(".")
+    if len(parts) < 4:
+        raise IllegalToken(f"subject {subject!r} has no workspace token")
+    return token(parts[2], "workspace")
+
+
+def msg_id(approval_id: str, version: int) -> str:
+    return f"{approval_id}:{version}"

@@ -1,0 +1,50 @@
+"""Constrained field types shared by commands and events."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+ACTOR_PATTERN = r"^(user|service|policy):[A-Za-z0-9_.@+-]{1,128}$"
+
+Actor = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=ACTOR_PATTERN,
+        description="Who or what acts: user:<id>, service:<name> or policy:<rule>.",
+        examples=["service:enricher", "user:ana"],
+    ),
+]
+Person = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^user:[A-Za-z0-9_.@+-]{1,128}$",
+        description="A person: user:<id>.",
+    ),
+]
+ShortText = Annotated[str, msgspec.Meta(max_length=200)]
+LongText = Annotated[str, msgspec.Meta(max_length=4000)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Digest = Annotated[
+    str,
+    msgspec.Meta(pattern=r"^[0-9a-f]{64}$", description="SHA-256 hex of the canonical action."),
+]
+Credits = Annotated[float, msgspec.Meta(ge=0)]
+
+RiskLevel = Literal["low", "medium", "high", "critical"]
+Mode = Literal["live", "dry_run", "smoke_test"]
+ActionKind = Literal[
+    "provider_call",
+    "column_run",
+    "crm_write",
+    "outbound_enrollment",
+    "linkedin_action",
+    "campaign_sync",
+    "workflow_fire",
+    "read",
+    "publish",
+    "other",
+]
+Status = Literal["pending", "approved", "rejected", "expired", "cancelled"]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"approved", "rejected", "expired", "cancelled"})

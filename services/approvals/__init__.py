@@ -1,0 +1,1 @@
+"""The command service: the only writer of the event store."""

@@ -1,0 +1,256 @@
+"""The Approval aggregate: decisions (state + command -> event) and evolution (state + event).
+
+Pure: no I/O, no clock reads (``now`` is passed in), no bus. Decisions raise an ApprovalError
+subclass when an invariant would break, and otherwise return the one event to store.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from functools import singledispatch
+from typing import TYPE_CHECKING, Any, TypeVar
+from uuid import UUID, uuid4
+
+import msgspec
+
+from schemas import events
+from schemas.replies import Delivery
+from schemas.types import TERMINAL_STATUSES, Status
+from services.approvals.digest import action_digest
+from services.approvals.errors import (
+    AlreadyDecided,
+    Conflict,
+    DeadlinePassed,
+    DigestMismatch,
+    Forbidden,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from schemas import commands
+
+
+E = TypeVar("E", bound=events.Event)
+
+
+class Approval(msgspec.Struct, frozen=True, kw_only=True):
+    id: UUID
+    version: int
+    workspace_id: str
+    status: Status
+    request: events.Requested
+    modified_at: datetime
+    resolved_at: datetime | None = None
+    deliveries: tuple[Delivery, ...] = ()
+    decided_by: str | None = None
+    reason: str | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+# -- decisions ------------------------------------------------------------------------------
+
+
+def request(
+    cmd: commands.Request,
+    *,
+    approval_id: UUID,
+    workspace_id: str,
+    now: datetime,
+    default_expiry_s: int,
+) -> events.Requested:
+    expires_in = cmd.expires_in_s if cmd.expires_in_s is not None else default_expiry_s
+    return events.Requested(
+        event_id=uuid4(),
+        approval_id=approval_id,
+        version=1,
+        workspace_id=workspace_id,
+        occurred_at=now,
+        actor=cmd.requested_by,
+        trace_id=cmd.trace_id,
+        requested_by=cmd.requested_by,
+        skill_name=cmd.skill_name,
+        skill_execution_id=cmd.skill_execution_id,
+        title=cmd.title,
+        summary=cmd.summary,
+        risk_level=cmd.risk_level,
+        action=cmd.action,
+        digest=action_digest(cmd.action, cmd.proposed_payload),
+        expires_at=now + timedelta(seconds=expires_in),
+        idempotency_key=cmd.idempotency_key,
+        on_behalf_of=cmd.on_behalf_of,
+        proposed_payload=cmd.proposed_payload,
+    )
+
+
+def request_again(existing: Approval, cmd: commands.Request) -> None:
+    """A request that reuses an idempotency key must name the same action."""
+    digest = action_digest(cmd.action, cmd.proposed_payload)
+    if digest != existing.request.digest:
+        raise Conflict(
+            "idempotency_key was already used for a different action",
+            approval_id=str(existing.id),
+            idempotency_key=cmd.idempotency_key,
+            existing_digest=existing.request.digest,
+            digest=digest,
+        )
+
+
+def approve(approval: Approval, cmd: commands.Approve, now: datetime) -> events.Approved:
+    _require_pending(approval, now)
+    if not cmd.approver.startswith("user:"):
+        raise Forbidden("only a person (user:<id>) can approve", approver=cmd.approver)
+    if cmd.approver in (approval.request.requested_by, approval.request.on_behalf_of):
+        raise Forbidden(
+            "the requester and the person it acts for cannot approve their own request",
+            approver=cmd.approver,
+        )
+    if cmd.digest != approval.request.digest:
+        raise DigestMismatch(
+            "the digest shown to the approver is not the digest of this request",
+            expected=approval.request.digest,
+            given=cmd.digest,
+        )
+    return _next(approval, events.Approved, now, cmd.approver, digest=cmd.digest, reason=cmd.reason)
+
+
+def reject(approval: Approval, cmd: commands.Reject, now: datetime) -> events.Rejected:
+    _require_pending(approval, now)
+    return _next(
+        approval, events.Rejected, now, cmd.approver, reason=cmd.reason, rerun=cmd.rerun
+    )
+
+
+def cancel(approval: Approval, cmd: commands.Cancel, now: datetime) -> events.Cancelled:
+    _require_pending(approval, now)
+    return _next(approval, events.Cancelled, now, cmd.by, reason=cmd.reason)
+
+
+def expire(approval: Approval, cmd: commands.Expire, now: datetime) -> events.Expired:
+    if approval.is_terminal:
+        raise _already_decided(approval)
+    if now < approval.request.expires_at:
+        raise Conflict(
+            "the approval is not due to expire yet",
+            expires_at=approval.request.expires_at.isoformat(),
+        )
+    return _next(approval, events.Expired, now, cmd.by)
+
+
+def deliver(approval: Approval, cmd: commands.Deliver, now: datetime) -> events.Delivered:
+    _require_pending(approval, now)
+    return _next(
+        approval,
+        events.Delivered,
+        now,
+        cmd.by,
+        channel=cmd.channel,
+        target=cmd.target,
+        external_ref=cmd.external_ref,
+    )
+
+
+def _require_pending(approval: Approval, now: datetime) -> None:
+    if approval.is_terminal:
+        raise _already_decided(approval)
+    if now >= approval.request.expires_at:
+        raise DeadlinePassed(
+            "the approval's deadline has passed",
+            expires_at=approval.request.expires_at.isoformat(),
+        )
+
+
+def _already_decided(approval: Approval) -> AlreadyDecided:
+    return AlreadyDecided(
+        f"the approval is already {approval.status}",
+        status=approval.status,
+        decided_by=approval.decided_by,
+    )
+
+
+def _next(
+    approval: Approval, cls: type[E], now: datetime, actor: str, **fields: Any
+) -> E:
+    return cls(
+        event_id=uuid4(),
+        approval_id=approval.id,
+        version=approval.version + 1,
+        workspace_id=approval.workspace_id,
+        occurred_at=now,
+        actor=actor,
+        trace_id=approval.request.trace_id,
+        **fields,
+    )
+
+
+# -- evolution ------------------------------------------------------------------------------
+
+
+@singledispatch
+def mutate(event: events.Event, approval: Approval | None) -> Approval:
+    raise TypeError(f"no mutator for {type(event).__name__}")
+
+
+@mutate.register(events.Requested)
+def _requested(event: events.Requested, approval: Approval | None) -> Approval:
+    return Approval(
+        id=event.approval_id,
+        version=event.version,
+        workspace_id=event.workspace_id,
+        status="pending",
+        request=event,
+        modified_at=event.occurred_at,
+    )
+
+
+@mutate.register(events.Delivered)
+def _delivered(event: events.Delivered, approval: Approval | None) -> Approval:
+    current = _existing(approval, event)
+    delivery = Delivery(channel=event.channel, target=event.target, external_ref=event.external_ref)
+    return msgspec.structs.replace(
+        current,
+        version=event.version,
+        modified_at=event.occurred_at,
+        deliveries=(*current.deliveries, delivery),
+    )
+
+
+@mutate.register(events.Approved)
+@mutate.register(events.Rejected)
+@mutate.register(events.Expired)
+@mutate.register(events.Cancelled)
+def _resolved(event: events.Event, approval: Approval | None) -> Approval:
+    current = _existing(approval, event)
+    status: Status = _STATUS_AFTER[type(event)]
+    return msgspec.structs.replace(
+        current,
+        version=event.version,
+        modified_at=event.occurred_at,
+        status=status,
+        resolved_at=event.occurred_at,
+        decided_by=event.actor,
+        reason=getattr(event, "reason", None),
+    )
+
+
+_STATUS_AFTER: dict[type[events.Event], Status] = {
+    events.Approved: "approved",
+    events.Rejected: "rejected",
+    events.Expired: "expired",
+    events.Cancelled: "cancelled",
+}
+
+
+def _existing(approval: Approval | None, event: events.Event) -> Approval:
+    if approval is None:
+        raise TypeError(f"{event.event_type} before requested for {event.approval_id}")
+    return approval
+
+
+def project(approval: Approval | None, history: Iterable[events.Event]) -> Approval | None:
+    for event in history:
+        approval = mutate(event, approval)
+    return approval

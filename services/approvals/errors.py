@@ -1,0 +1,46 @@
+"""Domain errors: one small hierarchy, each with the stable code a reply carries."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ApprovalError(Exception):
+    code: ClassVar[str] = "internal"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class Invalid(ApprovalError):
+    code = "invalid"
+
+
+class TooLarge(ApprovalError):
+    code = "too_large"
+
+
+class NotFound(ApprovalError):
+    code = "not_found"
+
+
+class Conflict(ApprovalError):
+    code = "conflict"
+
+
+class Forbidden(ApprovalError):
+    code = "forbidden"
+
+
+class DeadlinePassed(ApprovalError):
+    code = "expired"
+
+
+class AlreadyDecided(ApprovalError):
+    code = "already_decided"
+
+
+class DigestMismatch(ApprovalError):
+    code = "digest_mismatch"

@@ -1,0 +1,42 @@
+"""Settings, read once from the environment (every name is listed in README.md)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    nats_url: str = "nats://127.0.0.1:4222"
+    store: Literal["sqlite", "postgres"] = "sqlite"
+    sqlite_path: Path = Path("var/approvals.db")
+    postgres_dsn: str | None = None
+    postgres_schema: str | None = None
+    max_payload_bytes: int = 256 * 1024
+    default_expiry_s: int = 24 * 3600
+    web_url: str = "http://127.0.0.1:8080"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for name, var in _ENV_VARS.items():
+            if var in env and env[var] != "":
+                values[name] = env[var]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return msgspec.convert(values, cls, strict=False)
+
+
+_ENV_VARS = {
+    "nats_url": "NATS_URL",
+    "store": "APPROVALS_STORE",
+    "sqlite_path": "APPROVALS_SQLITE_PATH",
+    "postgres_dsn": "APPROVALS_POSTGRES_DSN",
+    "postgres_schema": "APPROVALS_POSTGRES_SCHEMA",
+    "max_payload_bytes": "APPROVALS_MAX_PAYLOAD_BYTES",
+    "default_expiry_s": "APPROVALS_DEFAULT_EXPIRY_S",
+    "web_url": "APPROVALS_WEB_URL",
+}
