@@ -1,0 +1,148 @@
+"""The relay: the store's notification log is the outbox, JetStream is where it goes.
+
+It reads notifications in order after the last one the stream holds and publishes each event with
+``Nats-Msg-Id = <approval_id>:<version>``, the notification id in a header, and
+``Nats-Expected-Last-Sequence``: the stream stores a message only if it directly follows the one
+before it, so the stream is the notification log in order, with no gap and no duplicate, even if a
+publish fails half-way or a second relay runs. On any failure the relay re-reads its position from
+the stream and carries on from there. A crash between commit and publish loses nothing: the next
+start reads the position from the stream and publishes what is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from nats.errors import Error as NatsError
+from nats.js import api
+
+from schemas.codec import envelope_decoder
+from schemas.subjects import MSG_ID_HEADER, NOTIFICATION_ID_HEADER, STREAM
+from services.bus import ensure_events_stream
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from eventsourcing.persistence import Notification
+    from nats.js import JetStreamContext
+
+    from services.approvals.application import Approvals
+
+log = logging.getLogger(__name__)
+
+
+class RelayInterrupted(Exception):
+    """A publish was refused or not acknowledged in time: re-read the position and go on."""
+
+
+class Relay:
+    def __init__(
+        self,
+        app: Approvals,
+        js: JetStreamContext,
+        *,
+        batch_size: int = 1000,
+        poll_interval_s: float = 1.0,
+        ack_timeout_s: float = 10.0,
+    ) -> None:
+        self.app = app
+        self.js = js
+        self.batch_size = batch_size
+        self.poll_interval_s = poll_interval_s
+        self.ack_timeout_s = ack_timeout_s
+        self.published_up_to = 0  # last notification id the stream holds
+        self._last_seq = 0  # the stream's last sequence
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def nudge(self) -> None:
+        """Tell the relay that new events were committed."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        await ensure_events_stream(self.js)
+        await self.resync()
+        self._task = asyncio.create_task(self._run(), name="relay")
+
+    async def stop(self) -> None:
+        """Publish what is committed, then stop."""
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+        with contextlib.suppress(RelayInterrupted, NatsError, TimeoutError):
+            await self.publish_pending()
+
+    async def resync(self) -> None:
+        """Read the position from the stream: its last sequence and that message's notification id."""
+        info = await self.js.stream_info(STREAM)
+        self._last_seq = info.state.last_seq
+        if info.state.messages == 0:
+            self.published_up_to = 0
+            return
+        last = await self.js.get_msg(STREAM, seq=self._last_seq)
+        self.published_up_to = int((last.headers or {})[NOTIFICATION_ID_HEADER])
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self.publish_pending()
+            except (RelayInterrupted, NatsError, TimeoutError) as error:
+                log.warning("relay interrupted (%s); re-reading position from the stream", error)
+                await self._recover()
+                continue
+            except Exception:
+                log.exception("relay failed; re-reading position from the stream")
+                await self._recover()
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
+
+    async def _recover(self) -> None:
+        await asyncio.sleep(0.2)  # back off before retrying against the server
+        with contextlib.suppress(NatsError, TimeoutError):
+            await self.resync()
+
+    async def publish_pending(self) -> int:
+        """Publish every committed event the stream does not hold yet; return how many."""
+        published = 0
+        while True:
+            notifications = self.app.notifications(self.published_up_to + 1, self.batch_size)
+            if not notifications:
+                return published
+            await self._publish(notifications)
+            published += len(notifications)
+
+    async def _publish(self, notifications: Sequence[Notification]) -> None:
+        futures = []
+        expected = self._last_seq
+        for notification in notifications:
+            envelope = envelope_decoder.decode(notification.state)
+            approval_id = str(notification.originator_id)
+            headers = {
+                MSG_ID_HEADER: f"{approval_id}:{notification.originator_version}",
+                NOTIFICATION_ID_HEADER: str(notification.id),
+                api.Header.EXPECTED_LAST_SEQUENCE.value: str(expected),
+            }
+            subject = f"approvals.events.{envelope.workspace_id}.{approval_id}.{envelope.type}"
+            futures.append(await self.js.publish_async(subject, notification.state, headers=headers))
+            expected += 1
+        try:
+            acks = await asyncio.wait_for(
+                asyncio.gather(*futures, return_exceptions=True), self.ack_timeout_s
+            )
+        except TimeoutError:
+            for future in futures:
+                future.cancel()  # frees publish_async's pending slots
+            raise RelayInterrupted("acknowledgements timed out") from None
+        for notification, ack in zip(notifications, acks, strict=True):
+            if isinstance(ack, BaseException):
+                raise RelayInterrupted(str(ack)) from ack
+            self._last_seq = ack.seq
+            self.published_up_to = notification.id

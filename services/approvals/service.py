@@ -1,0 +1,57 @@
+"""The command service: store, handlers and relay, over one broker connection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from faststream.nats import NatsBroker
+
+from services.approvals.application import Approvals
+from services.approvals.handlers import CommandHandlers
+from services.approvals.relay import Relay
+from services.approvals.store import store_env
+
+if TYPE_CHECKING:
+    from services.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class CommandService:
+    """The only writer of the event store. ``async with CommandService(settings): ...``"""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.broker = NatsBroker(settings.nats_url, logger=log, max_reconnect_attempts=-1)
+        self.app: Approvals | None = None
+        self.relay: Relay | None = None
+        self.handlers: CommandHandlers | None = None
+
+    async def start(self) -> None:
+        self.app = await asyncio.to_thread(
+            Approvals, store_env(self.settings), default_expiry_s=self.settings.default_expiry_s
+        )
+        await self.broker.start()
+        nc = self.broker.connection
+        self.relay = Relay(self.app, nc.jetstream())
+        await self.relay.start()
+        self.handlers = CommandHandlers(self.app, nc, self.settings, on_commit=self.relay.nudge)
+        await self.handlers.start()
+
+    async def stop(self) -> None:
+        if self.handlers is not None:
+            await self.handlers.stop()
+        if self.relay is not None:
+            await self.relay.stop()
+        await self.broker.stop()
+        if self.app is not None:
+            self.app.close()
+
+    async def __aenter__(self) -> CommandService:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

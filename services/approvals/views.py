@@ -1,0 +1,42 @@
+"""How an approval appears in replies."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from schemas.replies import ApprovalState
+
+if TYPE_CHECKING:
+    from services.approvals.domain import Approval
+
+
+def web_url(base: str, workspace_id: str, approval_id: str) -> str:
+    return f"{base.rstrip('/')}/workspaces/{workspace_id}/approvals/{approval_id}"
+
+
+def approval_state(approval: Approval, web_url_base: str) -> ApprovalState:
+    request = approval.request
+    return ApprovalState(
+        id=approval.id,
+        workspace_id=approval.workspace_id,
+        status=approval.status,
+        version=approval.version,
+        digest=request.digest,
+        created_at=request.occurred_at,
+        expires_at=request.expires_at,
+        resolved_at=approval.resolved_at,
+        web_url=web_url(web_url_base, approval.workspace_id, str(approval.id)),
+        title=request.title,
+        summary=request.summary,
+        risk_level=request.risk_level,
+        requested_by=request.requested_by,
+        on_behalf_of=request.on_behalf_of,
+        skill_name=request.skill_name,
+        skill_execution_id=request.skill_execution_id,
+        action=request.action,
+        proposed_payload=request.proposed_payload,
+        trace_id=request.trace_id,
+        deliveries=approval.deliveries,
+        decided_by=approval.decided_by,
+        reason=approval.reason,
+    )

