@@ -87,7 +87,7 @@ class ErrorReply(msgspec.Struct, frozen=True, kw_only=True):
     approval: ApprovalState | None = None
 
 
-class AnyReply(msgspec.Struct, frozen=True, kw_only=True):
+class AnyReply(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """What a client decodes any reply into: ``ok`` tells which fields are set."""
 
     ok: bool

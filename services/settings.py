@@ -10,7 +10,7 @@ import msgspec
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
-    nats_url: str = "nats://127.0.0.1:4222"
+    nats_url: str = "nats://127.0.0.1:4333"  # where `approvals dev` runs its nats-server
     store: Literal["sqlite", "postgres"] = "sqlite"
     sqlite_path: Path = Path("var/approvals.db")
     postgres_dsn: str | None = None

@@ -1,0 +1,68 @@
+"""Server fixtures: a real nats-server per test, SQLite in a temporary folder, and PostgreSQL
+from APPROVALS_TEST_POSTGRES_DSN (skipped with a printed reason when unset, failed in CI)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import TYPE_CHECKING
+
+import pytest
+
+from services.approvals.store import postgres_env, store_env
+from services.natsserver import NatsServer
+from services.settings import Settings
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+POSTGRES_DSN = os.environ.get("APPROVALS_TEST_POSTGRES_DSN")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if POSTGRES_DSN:
+        return
+    if os.environ.get("CI"):
+        raise pytest.UsageError("CI is set but APPROVALS_TEST_POSTGRES_DSN is not: PostgreSQL tests would skip")
+    skip = pytest.mark.skip(reason="APPROVALS_TEST_POSTGRES_DSN is not set: PostgreSQL tests skipped")
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A fresh nats-server with JetStream on a free port and its own store directory."""
+    with NatsServer(tmp_path / "jetstream") as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_schema() -> Iterator[str]:
+    """A fresh schema in the test database, dropped afterwards."""
+    import psycopg
+    from psycopg import sql
+
+    assert POSTGRES_DSN is not None
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    yield schema
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """Settings for one store backend; every test that takes it runs against both."""
+    if request.param == "sqlite":
+        return Settings(store="sqlite", sqlite_path=tmp_path / "approvals.db")
+    schema = request.getfixturevalue("postgres_schema")
+    return Settings(store="postgres", postgres_dsn=POSTGRES_DSN, postgres_schema=schema)
+
+
+@pytest.fixture
+def store_environment(settings: Settings) -> dict[str, str]:
+    return store_env(settings)
+
+
+__all__ = ["POSTGRES_DSN", "postgres_env"]
