@@ -6,14 +6,14 @@ are stored. New fields always get defaults; a change of shape is a new ``schema_
 
 from __future__ import annotations
 
-from datetime import datetime  # noqa: TC003 - msgspec needs it at run time
+from datetime import datetime
 from typing import Any
-from uuid import UUID  # noqa: TC003
+from uuid import UUID
 
 import msgspec
 
-from schemas.commands import Action  # noqa: TC001
-from schemas.types import Actor, RiskLevel  # noqa: TC001
+from schemas.commands import Action
+from schemas.types import Actor, RiskLevel
 
 SCHEMA_VERSION = 1
 
@@ -84,4 +84,11 @@ class Cancelled(Event, frozen=True, kw_only=True, tag="cancelled"):
 
 
 AnyEvent = Requested | Delivered | Approved | Rejected | Expired | Cancelled
-EVENT_TYPES: tuple[type[Event], ...] = (Requested, Delivered, Approved, Rejected, Expired, Cancelled)
+EVENT_TYPES: tuple[type[Event], ...] = (
+    Requested,
+    Delivered,
+    Approved,
+    Rejected,
+    Expired,
+    Cancelled,
+)

@@ -1,15 +1,18 @@
-"""Replies and the error shape: every reply is ``{"ok": true, ...}`` or ``{"ok": false, "error"}``."""
+"""Replies and the error shape.
+
+Every reply is ``{"ok": true, ...}`` or ``{"ok": false, "error": {...}}``.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime  # noqa: TC003
+from datetime import datetime
 from typing import Any, Literal
-from uuid import UUID  # noqa: TC003
+from uuid import UUID
 
 import msgspec
 
-from schemas.commands import Action  # noqa: TC001
-from schemas.types import RiskLevel, Status  # noqa: TC001
+from schemas.commands import Action
+from schemas.types import RiskLevel, Status
 
 ErrorCode = Literal[
     "invalid",

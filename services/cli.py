@@ -42,7 +42,7 @@ class Context(msgspec.Struct):
 
         try:
             code = asyncio.run(main())
-        except (OSError, TimeoutError, asyncio.TimeoutError) as error:
+        except (OSError, TimeoutError) as error:
             console.fail(self.as_json, "unavailable", f"cannot reach {self.nats_url}: {error}")
             code = 1
         sys.exit(code)
@@ -64,7 +64,9 @@ class Context(msgspec.Struct):
 
 @click.group()
 @click.option("--nats-url", envvar="NATS_URL", default=DEFAULT_NATS_URL, show_default=True)
-@click.option("--workspace", "-w", envvar="APPROVALS_WORKSPACE", default="default", show_default=True)
+@click.option(
+    "--workspace", "-w", envvar="APPROVALS_WORKSPACE", default="default", show_default=True
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
 @click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for a reply.")
 @click.pass_context
@@ -103,11 +105,20 @@ def serve(obj: Context) -> None:
 @click.option("--skill-execution-id", default="cli")
 @click.option("--title")
 @click.option("--summary", default="")
-@click.option("--risk", "risk_level", default="medium", show_default=True,
-              type=click.Choice(["low", "medium", "high", "critical"]))
+@click.option(
+    "--risk",
+    "risk_level",
+    default="medium",
+    show_default=True,
+    type=click.Choice(["low", "medium", "high", "critical"]),
+)
 @click.option("--kind", default="other", show_default=True)
-@click.option("--mode", default="live", show_default=True,
-              type=click.Choice(["live", "dry_run", "smoke_test"]))
+@click.option(
+    "--mode",
+    default="live",
+    show_default=True,
+    type=click.Choice(["live", "dry_run", "smoke_test"]),
+)
 @click.option("--provider")
 @click.option("--destination")
 @click.option("--max-credits", type=float)
@@ -117,7 +128,7 @@ def serve(obj: Context) -> None:
 @click.option("--trace-id")
 @click.option("--expires-in", "expires_in_s", type=int, help="Seconds until it expires.")
 @click.pass_obj
-def request(obj: Context, body: Any, **fields: Any) -> None:
+def request(obj: Context, /, body: Any, **fields: Any) -> None:
     """Ask for approval of an action."""
     if body is not None:
         obj.run(lambda client: _send_raw(obj, client, body.read()))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 import nats
 from nats.js import api
 
@@ -13,8 +12,9 @@ from schemas import subjects
 from schemas.codec import encoder, event_decoder, reply_decoder
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncGenerator
 
+    import msgspec
     from nats.aio.client import Client
 
     from schemas.events import AnyEvent
@@ -23,14 +23,15 @@ if TYPE_CHECKING:
 
 
 class ApprovalsClient:
-    def __init__(self, nc: Client, workspace: str, timeout: float = 5.0) -> None:
+    def __init__(self, nc: Client, workspace: str, reply_timeout: float = 5.0) -> None:
         self.nc = nc
         self.workspace = subjects.token(workspace, "workspace")
-        self.timeout = timeout
+        self.timeout = reply_timeout
 
     @classmethod
-    async def connect(cls, url: str, workspace: str, timeout: float = 5.0) -> ApprovalsClient:
-        return cls(await nats.connect(url, connect_timeout=timeout), workspace, timeout)
+    async def connect(cls, url: str, workspace: str, reply_timeout: float = 5.0) -> ApprovalsClient:
+        nc = await nats.connect(url, connect_timeout=reply_timeout)
+        return cls(nc, workspace, reply_timeout)
 
     async def close(self) -> None:
         await self.nc.drain()
@@ -48,7 +49,7 @@ class ApprovalsClient:
 
     async def events(
         self, approval_id: str = "*", *, follow: bool = False
-    ) -> AsyncIterator[tuple[int, AnyEvent]]:
+    ) -> AsyncGenerator[tuple[int, AnyEvent]]:
         """The stored events of this workspace (or one approval) in stream order, with sequences.
 
         Without ``follow`` it stops at the last event the stream holds now.

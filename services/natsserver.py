@@ -49,10 +49,13 @@ class NatsServer:
         self._process = subprocess.Popen(
             [
                 nats_server_binary(),
-                "-a", self.host,
-                "-p", str(self.port),
+                "-a",
+                self.host,
+                "-p",
+                str(self.port),
                 "-js",
-                "-sd", str(self.store_dir),
+                "-sd",
+                str(self.store_dir),
             ],
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
@@ -65,7 +68,8 @@ class NatsServer:
         return self
 
     def _read_log(self) -> None:
-        assert self._process is not None and self._process.stderr is not None
+        assert self._process is not None
+        assert self._process.stderr is not None
         for line in self._process.stderr:
             self.log.append(line.rstrip())
             if match := _LISTENING.search(line):

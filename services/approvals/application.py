@@ -73,7 +73,9 @@ class Approvals(Application[UUID]):
 
     # -- writes --------------------------------------------------------------------------
 
-    def handle(self, workspace_id: str, cmd: commands.Command, now: datetime | None = None) -> Result:
+    def handle(
+        self, workspace_id: str, cmd: commands.Command, now: datetime | None = None
+    ) -> Result:
         """Handle one command; raise its ApprovalError if refused."""
         outcome = self.handle_batch([(workspace_id, cmd)], now).results[0]
         if isinstance(outcome, ApprovalError):

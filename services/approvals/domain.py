@@ -119,9 +119,7 @@ def approve(approval: Approval, cmd: commands.Approve, now: datetime) -> events.
 
 def reject(approval: Approval, cmd: commands.Reject, now: datetime) -> events.Rejected:
     _require_pending(approval, now)
-    return _next(
-        approval, events.Rejected, now, cmd.approver, reason=cmd.reason, rerun=cmd.rerun
-    )
+    return _next(approval, events.Rejected, now, cmd.approver, reason=cmd.reason, rerun=cmd.rerun)
 
 
 def cancel(approval: Approval, cmd: commands.Cancel, now: datetime) -> events.Cancelled:
@@ -171,9 +169,7 @@ def _already_decided(approval: Approval) -> AlreadyDecided:
     )
 
 
-def _next(
-    approval: Approval, cls: type[E], now: datetime, actor: str, **fields: Any
-) -> E:
+def _next(approval: Approval, cls: type[E], now: datetime, actor: str, **fields: Any) -> E:
     return cls(
         event_id=uuid4(),
         approval_id=approval.id,

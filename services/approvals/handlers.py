@@ -91,9 +91,7 @@ class CommandHandlers:
         parts = msg.subject.split(".")
         workspace_id, verb = parts[2], parts[3]
         if not subjects.is_token(workspace_id):
-            raise Invalid(
-                f"workspace must match {subjects.TOKEN_PATTERN}", workspace=workspace_id
-            )
+            raise Invalid(f"workspace must match {subjects.TOKEN_PATTERN}", workspace=workspace_id)
         if len(msg.data) > self.settings.max_payload_bytes:
             raise TooLarge(
                 f"the command is {len(msg.data)} bytes, over the limit of "

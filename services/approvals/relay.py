@@ -79,7 +79,7 @@ class Relay:
             await self.publish_pending()
 
     async def resync(self) -> None:
-        """Read the position from the stream: its last sequence and that message's notification id."""
+        """Read the position from the stream: its last sequence and that message's notification."""
         info = await self.js.stream_info(STREAM)
         self._last_seq = info.state.last_seq
         if info.state.messages == 0:
@@ -131,7 +131,9 @@ class Relay:
                 api.Header.EXPECTED_LAST_SEQUENCE.value: str(expected),
             }
             subject = f"approvals.events.{envelope.workspace_id}.{approval_id}.{envelope.type}"
-            futures.append(await self.js.publish_async(subject, notification.state, headers=headers))
+            futures.append(
+                await self.js.publish_async(subject, notification.state, headers=headers)
+            )
             expected += 1
         try:
             acks = await asyncio.wait_for(

@@ -32,11 +32,12 @@ class MsgspecMapper(Mapper[Any]):
         )
 
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[Any]:
-        return event_decoder.decode(stored_event.state)
+        event: DomainEventProtocol[Any] = event_decoder.decode(stored_event.state)
+        return event
 
 
 class FullSyncSQLitePool(SQLiteConnectionPool):
-    """Every connection commits with ``synchronous=FULL``: an acknowledged write survives power loss."""
+    """Connections commit with ``synchronous=FULL``: an acknowledged write survives power loss."""
 
     def _create_connection(self) -> SQLiteConnection:
         connection = super()._create_connection()
