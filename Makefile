@@ -1,0 +1,34 @@
+# The two commands of the quick start: `make run` and `make test`. Each sets up what it needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: run test lint bench setup
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --editable '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+## run: the service on its embedded default (nats-server + SQLite under ./var); Ctrl-C stops it
+run: $(STAMP)
+	$(BIN)/approvals dev
+
+## test: every test (PostgreSQL ones need APPROVALS_TEST_POSTGRES_DSN)
+test: $(STAMP)
+	$(BIN)/pytest
+
+## lint: ruff and mypy, as CI runs them
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+## bench: the end-to-end request benchmark
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_requests.py

@@ -1,0 +1,1 @@
+"""Read models: disposable views rebuilt from the event store or the stream."""
