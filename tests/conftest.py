@@ -24,8 +24,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if POSTGRES_DSN:
         return
     if os.environ.get("CI"):
-        raise pytest.UsageError("CI is set but APPROVALS_TEST_POSTGRES_DSN is not: PostgreSQL tests would skip")
-    skip = pytest.mark.skip(reason="APPROVALS_TEST_POSTGRES_DSN is not set: PostgreSQL tests skipped")
+        raise pytest.UsageError(
+            "CI is set but APPROVALS_TEST_POSTGRES_DSN is not: PostgreSQL tests would be skipped"
+        )
+    skip = pytest.mark.skip(reason="APPROVALS_TEST_POSTGRES_DSN is not set: PostgreSQL skipped")
     for item in items:
         if "postgres" in item.keywords:
             item.add_marker(skip)
