@@ -13,8 +13,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     nats_url: str = "nats://127.0.0.1:4333"  # where `approvals dev` runs its nats-server
     store: Literal["sqlite", "postgres"] = "sqlite"
     sqlite_path: Path = Path("var/approvals.db")
+    view_sqlite_path: Path = Path("var/status.db")
     postgres_dsn: str | None = None
     postgres_schema: str | None = None
+    view_postgres_schema: str | None = None
     max_payload_bytes: int = 256 * 1024
     default_expiry_s: int = 24 * 3600
     web_url: str = "http://127.0.0.1:8080"
@@ -34,7 +36,9 @@ _ENV_VARS = {
     "nats_url": "NATS_URL",
     "store": "APPROVALS_STORE",
     "sqlite_path": "APPROVALS_SQLITE_PATH",
+    "view_sqlite_path": "APPROVALS_VIEW_SQLITE_PATH",
     "postgres_dsn": "APPROVALS_POSTGRES_DSN",
+    "view_postgres_schema": "APPROVALS_VIEW_POSTGRES_SCHEMA",
     "postgres_schema": "APPROVALS_POSTGRES_SCHEMA",
     "max_payload_bytes": "APPROVALS_MAX_PAYLOAD_BYTES",
     "default_expiry_s": "APPROVALS_DEFAULT_EXPIRY_S",

@@ -1,0 +1,37 @@
+"""The status view in PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.postgres import PostgresTrackingRecorder
+from psycopg.sql import SQL
+
+from projections.status.view import UPSTREAM, StatusView, create_statements
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+
+class PostgresStatusView(PostgresTrackingRecorder, StatusView):
+    placeholder = "%s"
+
+    def __init__(self, datastore: Any, **kwargs: Any) -> None:
+        super().__init__(datastore, **kwargs)
+        schema = f'"{self.datastore.schema}"'
+        self.approvals_table = f"{schema}.status_approvals"
+        self.timeline_table = f"{schema}.status_timeline"
+        for statement in create_statements(
+            self.approvals_table, self.timeline_table, "DOUBLE PRECISION"
+        ):
+            self.sql_create_statements.append(SQL(statement))  # type: ignore[arg-type]
+
+    def _transaction(self, *, commit: bool) -> AbstractContextManager[Any]:
+        return self.datastore.transaction(commit=commit)
+
+    def _position(self, cursor: Any) -> int:
+        return self._max_tracking_id(UPSTREAM, cursor) or 0
+
+    def _record_position(self, cursor: Any, notification_id: int) -> None:
+        self._insert_tracking(cursor, Tracking(UPSTREAM, notification_id))

@@ -1,0 +1,67 @@
+"""Pure folding of events into view rows."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from schemas import events
+from schemas.queries import ApprovalView
+
+if TYPE_CHECKING:
+    from schemas.types import Status
+
+_RESOLVED: dict[type[events.Event], Status] = {
+    events.Approved: "approved",
+    events.Rejected: "rejected",
+    events.Expired: "expired",
+    events.Cancelled: "cancelled",
+}
+
+
+def fold(row: ApprovalView | None, event: events.Event) -> ApprovalView | None:
+    """The row after ``event``; an event the row already reflects changes nothing."""
+    if isinstance(event, events.Requested):
+        return row if row is not None else _requested(event)
+    if row is None or event.version <= row.version:
+        return row
+    if isinstance(event, events.Delivered):
+        channels = row.channels if event.channel in row.channels else (*row.channels, event.channel)
+        return msgspec.structs.replace(row, channels=channels, version=event.version)
+    return msgspec.structs.replace(
+        row,
+        status=_RESOLVED[type(event)],
+        decided_by=event.actor,
+        reason=getattr(event, "reason", None),
+        resolved_at=event.occurred_at,
+        version=event.version,
+    )
+
+
+def _requested(event: events.Requested) -> ApprovalView:
+    return ApprovalView(
+        id=event.approval_id,
+        workspace_id=event.workspace_id,
+        status="pending",
+        title=event.title,
+        summary=event.summary,
+        risk_level=event.risk_level,
+        requested_by=event.requested_by,
+        on_behalf_of=event.on_behalf_of,
+        skill_name=event.skill_name,
+        skill_execution_id=event.skill_execution_id,
+        action_kind=event.action.kind,
+        mode=event.action.mode,
+        provider=event.action.provider,
+        destination=event.action.destination,
+        max_credits=event.action.max_credits,
+        digest=event.digest,
+        channels=(),
+        decided_by=None,
+        reason=None,
+        created_at=event.occurred_at,
+        expires_at=event.expires_at,
+        resolved_at=None,
+        version=event.version,
+    )

@@ -1,0 +1,30 @@
+"""The status view in SQLite (the default)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.sqlite import SQLiteTrackingRecorder
+
+from projections.status.view import UPSTREAM, StatusView, create_statements
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+
+class SQLiteStatusView(SQLiteTrackingRecorder, StatusView):
+    def construct_create_table_statements(self) -> list[str]:
+        return [
+            *super().construct_create_table_statements(),
+            *create_statements(self.approvals_table, self.timeline_table, "REAL"),
+        ]
+
+    def _transaction(self, *, commit: bool) -> AbstractContextManager[Any]:
+        return self.datastore.transaction(commit=commit)
+
+    def _position(self, cursor: Any) -> int:
+        return self._max_tracking_id(UPSTREAM, cursor) or 0
+
+    def _record_position(self, cursor: Any, notification_id: int) -> None:
+        self._insert_tracking(cursor, Tracking(UPSTREAM, notification_id))

@@ -1,0 +1,33 @@
+"""Open the configured status view."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from eventsourcing.postgres import PostgresFactory
+from eventsourcing.sqlite import SQLiteFactory
+from eventsourcing.utils import Environment
+
+from projections.status.postgres import PostgresStatusView
+from projections.status.sqlite import SQLiteStatusView
+from services.approvals.store import postgres_env
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from projections.status.view import StatusView
+    from services.settings import Settings
+
+
+def open_view(settings: Settings, sqlite_path: Path | None = None) -> StatusView:
+    """The view in the store's backend: its own SQLite file, or the PostgreSQL database."""
+    if settings.store == "sqlite":
+        path = sqlite_path or settings.view_sqlite_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        factory = SQLiteFactory({"SQLITE_DBNAME": str(path), "SQLITE_LOCK_TIMEOUT": "10"})
+        return factory.tracking_recorder(SQLiteStatusView)  # type: ignore[return-value]
+    assert settings.postgres_dsn is not None
+    schema = settings.view_postgres_schema or settings.postgres_schema
+    # Named "status", the factory calls the position table status_tracking.
+    pg = PostgresFactory(Environment("status", postgres_env(settings.postgres_dsn, schema)))
+    return pg.tracking_recorder(PostgresStatusView)  # type: ignore[return-value]

@@ -1,0 +1,260 @@
+"""The status view: SQL shared by the SQLite and PostgreSQL backends.
+
+Each batch of events changes the view rows and records the position (eventsourcing's tracking
+row) in one transaction. Events at or below the recorded position are skipped, so a redelivered
+or duplicated event changes nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from abc import ABC, abstractmethod
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+import msgspec
+from eventsourcing.persistence import Tracking, TrackingRecorder
+
+from projections.status.rows import fold
+from schemas.codec import encoder
+from schemas.queries import ApprovalView, TimelineEntry
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+    from contextlib import AbstractContextManager
+
+    from schemas import queries
+    from schemas.events import Event
+
+Projected = tuple[int, "Event", bytes]  # notification id, event, the event's JSON as stored
+
+UPSTREAM = "approvals"  # the application whose notification ids the position counts
+
+COLUMNS = (
+    "id", "workspace_id", "status", "title", "summary", "risk_level", "requested_by",
+    "on_behalf_of", "skill_name", "skill_execution_id", "action_kind", "mode", "provider",
+    "destination", "max_credits", "digest", "channels", "decided_by", "reason", "created_at",
+    "expires_at", "resolved_at", "version",
+)  # fmt: skip
+
+
+def create_statements(approvals: str, timeline: str, real: str) -> list[str]:
+    columns = ", ".join(
+        f"{c} {real if c == 'max_credits' else 'INTEGER' if c == 'version' else 'TEXT'}"
+        for c in COLUMNS
+    )
+    return [
+        f"CREATE TABLE IF NOT EXISTS {approvals} ({columns}, PRIMARY KEY (id))",
+        f"CREATE INDEX IF NOT EXISTS {approvals.split('.')[-1]}_by_created "
+        f"ON {approvals} (workspace_id, created_at DESC, id DESC)",
+        f"CREATE INDEX IF NOT EXISTS {approvals.split('.')[-1]}_by_status "
+        f"ON {approvals} (workspace_id, status, created_at DESC, id DESC)",
+        f"CREATE INDEX IF NOT EXISTS {approvals.split('.')[-1]}_due "
+        f"ON {approvals} (status, expires_at)",
+        f"CREATE TABLE IF NOT EXISTS {timeline} (approval_id TEXT, version INTEGER, "
+        "notification_id INTEGER, type TEXT, actor TEXT, occurred_at TEXT, event TEXT, "
+        "PRIMARY KEY (approval_id, version))",
+    ]
+
+
+def timestamp(value: datetime) -> str:
+    """Fixed-width UTC text, so text order is time order on both backends."""
+    if value.utcoffset() != _ZERO:
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="microseconds")
+
+
+_ZERO = timedelta(0)
+
+
+class StatusView(TrackingRecorder, ABC):
+    approvals_table = "status_approvals"
+    timeline_table = "status_timeline"
+    placeholder = "?"
+
+    @abstractmethod
+    def _transaction(self, *, commit: bool) -> AbstractContextManager[Any]: ...
+
+    @abstractmethod
+    def _position(self, cursor: Any) -> int: ...
+
+    @abstractmethod
+    def _record_position(self, cursor: Any, notification_id: int) -> None: ...
+
+    def _sql(self, text: str) -> str:
+        text = text.format(a=self.approvals_table, t=self.timeline_table)
+        return text if self.placeholder == "?" else text.replace("?", self.placeholder)
+
+    # -- writes --------------------------------------------------------------------------
+
+    def project(self, batch: Sequence[Projected]) -> dict[UUID, ApprovalView]:
+        """Apply events (with notification ids and stored JSON, in order); return changed rows."""
+        with self._transaction(commit=True) as cursor:
+            position = self._position(cursor)
+            fresh = [item for item in batch if item[0] > position]
+            if not fresh:
+                return {}
+            rows = self._select(cursor, {e.approval_id for _, e, _ in fresh if e.version > 1})
+            changed: dict[UUID, ApprovalView] = {}
+            for _, event, _ in fresh:
+                row = fold(rows.get(event.approval_id), event)
+                if row is not None and row is not rows.get(event.approval_id):
+                    rows[event.approval_id] = changed[event.approval_id] = row
+            self._upsert(cursor, changed.values())
+            cursor.executemany(
+                self._sql("INSERT INTO {t} VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"),
+                [
+                    (str(e.approval_id), e.version, nid, e.event_type, e.actor,
+                     timestamp(e.occurred_at), raw.decode())
+                    for nid, e, raw in fresh
+                ],
+            )  # fmt: skip
+            self._record_position(cursor, fresh[-1][0])
+            return changed
+
+    def _select(self, cursor: Any, ids: set[UUID]) -> dict[UUID, ApprovalView]:
+        if not ids:
+            return {}
+        marks = ", ".join("?" * len(ids))
+        cursor.execute(
+            self._sql(f"SELECT * FROM {{a}} WHERE id IN ({marks})"), [str(i) for i in ids]
+        )
+        return {view.id: view for view in map(_from_row, cursor.fetchall())}
+
+    def _upsert(self, cursor: Any, rows: Any) -> None:
+        updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:])
+        marks = ", ".join("?" * len(COLUMNS))
+        cursor.executemany(
+            self._sql(
+                f"INSERT INTO {{a}} VALUES ({marks}) ON CONFLICT (id) DO UPDATE SET {updates}"
+            ),
+            [_to_row(row) for row in rows],
+        )
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def position(self) -> int:
+        with self._transaction(commit=False) as cursor:
+            return self._position(cursor)
+
+    def get(self, workspace_id: str, approval_id: UUID) -> ApprovalView | None:
+        rows = self._fetch(
+            "SELECT * FROM {a} WHERE id = ? AND workspace_id = ?", [str(approval_id), workspace_id]
+        )
+        return _from_row(rows[0]) if rows else None
+
+    def list(self, workspace_id: str, query: queries.List) -> tuple[list[ApprovalView], str | None]:
+        where, params = ["workspace_id = ?"], [workspace_id]
+        for column in ("status", "risk_level", "skill_name", "requested_by"):
+            if (value := getattr(query, column)) is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if query.created_after is not None:
+            where.append("created_at > ?")
+            params.append(timestamp(query.created_after))
+        if query.created_before is not None:
+            where.append("created_at < ?")
+            params.append(timestamp(query.created_before))
+        if query.cursor is not None:
+            where.append("(created_at, id) < (?, ?)")
+            params.extend(decode_cursor(query.cursor))
+        rows = self._fetch(
+            f"SELECT * FROM {{a}} WHERE {' AND '.join(where)} "
+            "ORDER BY created_at DESC, id DESC LIMIT ?",
+            [*params, query.limit + 1],
+        )
+        items = [_from_row(row) for row in rows[: query.limit]]
+        more = len(rows) > query.limit
+        return items, encode_cursor(items[-1]) if more else None
+
+    def count(self, workspace_id: str, status: str | None = None) -> dict[str, int]:
+        where, params = "workspace_id = ?", [workspace_id]
+        if status is not None:
+            where, params = f"{where} AND status = ?", [*params, status]
+        rows = self._fetch(
+            f"SELECT status, COUNT(*) AS n FROM {{a}} WHERE {where} GROUP BY status", params
+        )
+        return {row["status"]: int(row["n"]) for row in rows}
+
+    def history(self, workspace_id: str, approval_id: UUID) -> list[TimelineEntry] | None:
+        if self.get(workspace_id, approval_id) is None:
+            return None
+        rows = self._fetch(
+            "SELECT * FROM {t} WHERE approval_id = ? ORDER BY version", [str(approval_id)]
+        )
+        return [
+            TimelineEntry(
+                version=row["version"],
+                type=row["type"],
+                actor=row["actor"],
+                occurred_at=datetime.fromisoformat(row["occurred_at"]),
+                notification_id=row["notification_id"],
+                event=msgspec.json.decode(row["event"]),
+            )
+            for row in rows
+        ]
+
+    def due(self, now: datetime, limit: int = 500) -> list[tuple[str, UUID]]:
+        """Pending approvals whose deadline has passed: (workspace, id), oldest deadline first."""
+        rows = self._fetch(
+            "SELECT workspace_id, id FROM {a} WHERE status = 'pending' AND expires_at <= ? "
+            "ORDER BY expires_at LIMIT ?",
+            [timestamp(now), limit],
+        )
+        return [(row["workspace_id"], _uuid(row["id"])) for row in rows]
+
+    def content_hash(self) -> str:
+        """SHA-256 over every view row and timeline entry, in a fixed order."""
+        digest = hashlib.sha256()
+        for row in self._iterate("SELECT * FROM {a} ORDER BY id"):
+            digest.update(encoder.encode([row[c] for c in COLUMNS]))
+        for row in self._iterate("SELECT * FROM {t} ORDER BY approval_id, version"):
+            digest.update(encoder.encode([row[c] for c in row.keys()]))  # noqa: SIM118
+        return digest.hexdigest()
+
+    def _fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        with self._transaction(commit=False) as cursor:
+            cursor.execute(self._sql(sql), params)
+            return list(cursor.fetchall())
+
+    def _iterate(self, sql: str) -> Iterator[Any]:
+        yield from self._fetch(sql, [])
+
+
+def _uuid(value: str) -> UUID:
+    return UUID(value)
+
+
+def _to_row(view: ApprovalView) -> tuple[Any, ...]:
+    return (
+        str(view.id), view.workspace_id, view.status, view.title, view.summary, view.risk_level,
+        view.requested_by, view.on_behalf_of, view.skill_name, view.skill_execution_id,
+        view.action_kind, view.mode, view.provider, view.destination, view.max_credits,
+        view.digest, encoder.encode(view.channels).decode(), view.decided_by, view.reason,
+        timestamp(view.created_at), timestamp(view.expires_at),
+        None if view.resolved_at is None else timestamp(view.resolved_at), view.version,
+    )  # fmt: skip
+
+
+def _from_row(row: Any) -> ApprovalView:
+    values = {c: row[c] for c in COLUMNS}
+    values["channels"] = msgspec.json.decode(values["channels"])
+    return msgspec.convert(values, ApprovalView, strict=False)
+
+
+def encode_cursor(view: ApprovalView) -> str:
+    raw = f"{timestamp(view.created_at)}|{view.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[str, str]:
+    """Raises ValueError for a cursor this view did not make."""
+    try:
+        created_at, approval_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        datetime.fromisoformat(created_at)
+        _uuid(approval_id)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"not a cursor of this list: {cursor!r}") from error
+    return created_at, approval_id
