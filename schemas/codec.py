@@ -27,3 +27,10 @@ class EventEnvelope(msgspec.Struct, frozen=True):
 
 
 envelope_decoder = msgspec.json.Decoder(EventEnvelope)
+
+
+def encode_error(code: str, message: str, details: dict[str, object] | None = None) -> bytes:
+    """The one error shape: ``{"ok": false, "error": {"code", "message", "details"}}``."""
+    return encoder.encode(
+        {"ok": False, "error": {"code": code, "message": message, "details": details or {}}}
+    )

@@ -74,3 +74,11 @@ def workspace_of(subject: str) -> str:
 
 def msg_id(approval_id: str, version: int) -> str:
     return f"{approval_id}:{version}"
+
+
+def query(workspace: str, verb: str) -> str:
+    return f"approvals.query.{token(workspace, 'workspace')}.{token(verb, 'verb')}"
+
+
+def query_wildcard(verb: str) -> str:
+    return f"approvals.query.*.{verb}"

@@ -30,4 +30,4 @@ def open_view(settings: Settings, sqlite_path: Path | None = None) -> StatusView
     schema = settings.view_postgres_schema or settings.postgres_schema
     # Named "status", the factory calls the position table status_tracking.
     pg = PostgresFactory(Environment("status", postgres_env(settings.postgres_dsn, schema)))
-    return pg.tracking_recorder(PostgresStatusView)  # type: ignore[return-value]
+    return pg.tracking_recorder(PostgresStatusView)

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from schemas import subjects
+from schemas import codec, subjects
 from schemas.codec import command_decoders, encoder
-from schemas.replies import ErrorBody, ErrorReply, Reply
+from schemas.replies import Reply
 from services.approvals.errors import ApprovalError, Invalid, TooLarge
 from services.approvals.views import approval_state
 
@@ -113,8 +113,8 @@ class CommandHandlers:
             handled = self.app.handle_batch([(ws, cmd) for ws, cmd, _ in queued])
         except Exception:
             log.exception("a batch of %d commands failed; nothing of it was stored", len(queued))
-            failure = encoder.encode(
-                ErrorReply(error=ErrorBody(code="unavailable", message="the store failed; retry"))
+            failure = codec.encode_error(
+                "unavailable", "the store failed; nothing was stored; retry"
             )
             replies = [(reply, failure) for _, _, reply in queued]
         else:
@@ -147,5 +147,4 @@ class CommandHandlers:
 
 
 def encode_error(error: ApprovalError) -> bytes:
-    body = ErrorBody(code=error.code, message=error.message, details=error.details)  # type: ignore[arg-type]
-    return encoder.encode(ErrorReply(error=body))
+    return codec.encode_error(error.code, error.message, error.details)

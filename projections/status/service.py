@@ -1,0 +1,64 @@
+"""The status projection service: projector, query handlers and the expiry scheduler."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from faststream.nats import NatsBroker
+
+from projections.status.handlers import QueryHandlers
+from projections.status.projector import Projector
+from projections.status.storage import open_view
+from projections.status.waiters import Waiters
+from services.scheduler.expiry import ExpiryScheduler
+
+if TYPE_CHECKING:
+    from projections.status.view import StatusView
+    from services.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ProjectionService:
+    """``async with ProjectionService(settings): ...``; ``scheduler=False`` leaves expiry out."""
+
+    def __init__(self, settings: Settings, *, scheduler: bool = True) -> None:
+        self.settings = settings
+        self.broker = NatsBroker(settings.nats_url, logger=log, max_reconnect_attempts=-1)
+        self.with_scheduler = scheduler
+        self.view: StatusView | None = None
+        self.waiters = Waiters()
+        self._parts: list[Projector | QueryHandlers | ExpiryScheduler] = []
+
+    async def start(self) -> None:
+        self.view = await asyncio.to_thread(open_view, self.settings)
+        blocking = self.settings.store == "postgres"
+        await self.broker.start()
+        nc = self.broker.connection
+        self._parts = [
+            Projector(
+                self.view, nc.jetstream(), on_change=self.waiters.notify, blocking_io=blocking
+            ),
+            QueryHandlers(self.view, nc, self.waiters, self.settings, blocking_io=blocking),
+        ]
+        if self.with_scheduler:
+            self._parts.append(ExpiryScheduler(self.view, nc, blocking_io=blocking))
+        for part in self._parts:
+            await part.start()
+
+    async def stop(self) -> None:
+        for part in reversed(self._parts):
+            await part.stop()
+        self._parts = []
+        await self.broker.stop()
+        if self.view is not None:
+            self.view.datastore.close()  # type: ignore[attr-defined]
+
+    async def __aenter__(self) -> ProjectionService:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

@@ -1,0 +1,36 @@
+"""Callers waiting for an approval's row to change, woken by the projector."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+    from schemas.queries import ApprovalView
+
+
+class Waiters:
+    def __init__(self) -> None:
+        self._waiting: defaultdict[UUID, set[asyncio.Future[None]]] = defaultdict(set)
+
+    def register(self, approval_id: UUID) -> asyncio.Future[None]:
+        """Register before reading the view, so a change between the read and the wait wakes it."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting[approval_id].add(future)
+        return future
+
+    def discard(self, approval_id: UUID, future: asyncio.Future[None]) -> None:
+        futures = self._waiting.get(approval_id)
+        if futures is not None:
+            futures.discard(future)
+            if not futures:
+                del self._waiting[approval_id]
+
+    def notify(self, changed: dict[UUID, ApprovalView]) -> None:
+        for approval_id in changed:
+            for future in self._waiting.pop(approval_id, ()):
+                if not future.done():
+                    future.set_result(None)

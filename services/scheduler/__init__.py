@@ -1,0 +1,1 @@
+"""Timers: expiry of requests nobody answered (reminders and escalation come later)."""

@@ -1,0 +1,80 @@
+"""Expire pending approvals whose deadline has passed.
+
+The aggregate already refuses any decision after the deadline; the scheduler makes the state
+visible by sending ``expire`` commands, so ``expired`` is stored and published. It keeps nothing
+in memory between ticks: what is due is read from the status view each time, so a restart
+picks up where it stopped, and two schedulers at once only cost a refused duplicate command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from nats.errors import Error as NatsError
+
+from schemas import subjects
+from schemas.codec import encoder, reply_decoder
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+
+    from projections.status.view import StatusView
+
+log = logging.getLogger(__name__)
+
+ACTOR = "service:scheduler"
+
+
+class ExpiryScheduler:
+    def __init__(
+        self, view: StatusView, nc: Client, *, interval_s: float = 1.0, blocking_io: bool = False
+    ) -> None:
+        self.view = view
+        self.nc = nc
+        self.interval_s = interval_s
+        self.blocking_io = blocking_io
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="expiry-scheduler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.expire_due()
+            except Exception:
+                log.exception("expiry tick failed; trying again next tick")
+            await asyncio.sleep(self.interval_s)  # a timer's tick, not a wait for a condition
+
+    async def expire_due(self, now: datetime | None = None) -> int:
+        """Send ``expire`` for every due approval; return how many the command service took."""
+        now = now or datetime.now(UTC)
+        if self.blocking_io:
+            due = await asyncio.to_thread(self.view.due, now)
+        else:
+            due = self.view.due(now)
+        expired = 0
+        for workspace_id, approval_id in due:
+            body = encoder.encode({"approval_id": approval_id, "by": ACTOR})
+            try:
+                msg = await self.nc.request(subjects.command(workspace_id, "expire"), body, 5.0)
+            except (NatsError, TimeoutError) as error:
+                log.warning("expire %s not sent (%s); next tick retries", approval_id, error)
+                continue
+            reply = reply_decoder.decode(msg.data)
+            if reply.ok:
+                expired += 1
+            elif reply.error is not None and reply.error.code not in ("already_decided",):
+                log.warning("expire %s refused: %s", approval_id, reply.error.message)
+        return expired
