@@ -47,6 +47,13 @@ class ApprovalsClient:
         )
         return reply_decoder.decode(msg.data)
 
+    async def query(self, verb: str, body: msgspec.Struct | dict[str, Any]) -> bytes:
+        """Send one query to the status projection; the reply's raw JSON."""
+        msg = await self.nc.request(
+            subjects.query(self.workspace, verb), encoder.encode(body), timeout=self.timeout
+        )
+        return msg.data
+
     async def events(
         self, approval_id: str = "*", *, follow: bool = False
     ) -> AsyncGenerator[tuple[int, AnyEvent]]:

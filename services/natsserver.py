@@ -62,7 +62,7 @@ class NatsServer:
             text=True,
         )
         threading.Thread(target=self._read_log, daemon=True).start()
-        if not self._ready.wait(timeout):
+        if not self._ready.wait(timeout) or self._process.poll() is not None:
             self.stop()
             raise RuntimeError("nats-server did not become ready:\n" + "\n".join(self.log))
         return self
@@ -76,6 +76,7 @@ class NatsServer:
                 self.port = int(match.group(2))
             if _READY in line:
                 self._ready.set()
+        self._ready.set()  # the server exited: wake start() to report it
 
     def stop(self, timeout: float = 10.0) -> None:
         process, self._process = self._process, None

@@ -28,8 +28,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         for name, var in _ENV_VARS.items():
             if var in env and env[var] != "":
                 values[name] = env[var]
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return msgspec.convert(values, cls, strict=False)
+        settings = msgspec.convert(values, cls, strict=False, dec_hook=_decode_path)
+        return msgspec.structs.replace(
+            settings, **{k: v for k, v in overrides.items() if v is not None}
+        )
 
 
 _ENV_VARS = {
@@ -44,3 +46,9 @@ _ENV_VARS = {
     "default_expiry_s": "APPROVALS_DEFAULT_EXPIRY_S",
     "web_url": "APPROVALS_WEB_URL",
 }
+
+
+def _decode_path(kind: type, value: object) -> object:
+    if kind is Path and isinstance(value, str):
+        return Path(value)
+    raise NotImplementedError(f"cannot read {kind} from {value!r}")

@@ -97,9 +97,10 @@ class Projector:
                 continue
             except NatsError as error:
                 log.warning("fetch failed (%s); retrying", error)
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(0.5)  # back off before asking the server again
                 continue
-            await self._handle(messages)
+            if messages:
+                await self._handle(messages)
 
     async def _handle(self, messages: Sequence[Msg]) -> None:
         batch = decode_batch(messages)
@@ -114,7 +115,11 @@ class Projector:
                 with contextlib.suppress(NatsError):
                     await message.nak(delay=1.0)
             return
-        await messages[-1].ack()  # AckAll: acknowledges the whole batch
+        try:
+            await messages[-1].ack()  # AckAll: acknowledges the whole batch
+        except NatsError as error:
+            # Committed but not acknowledged: the batch comes back and the view skips it.
+            log.warning("acknowledging a projected batch failed (%s)", error)
         if changed:
             self.on_change(changed)
 

@@ -7,6 +7,7 @@ once it has caught up, have the same content hash.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from nats.js import api
@@ -16,8 +17,6 @@ from schemas.codec import event_decoder
 from schemas.subjects import EVENTS_WILDCARD, STREAM
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from nats.js import JetStreamContext
 
     from projections.status.view import StatusView

@@ -1,0 +1,108 @@
+"""Commands: request, approve, reject, cancel."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from services.cli import Context, cli
+
+if TYPE_CHECKING:
+    from services.client import ApprovalsClient
+
+
+@cli.command()
+@click.option("--body", type=click.File("rb"), help="A whole request body as JSON ('-' for stdin).")
+@click.option("--requested-by", default="user:" + (Path.home().name or "cli"), show_default=True)
+@click.option("--on-behalf-of")
+@click.option("--skill-name", default="cli")
+@click.option("--skill-execution-id", default="cli")
+@click.option("--title")
+@click.option("--summary", default="")
+@click.option(
+    "--risk",
+    "risk_level",
+    default="medium",
+    show_default=True,
+    type=click.Choice(["low", "medium", "high", "critical"]),
+)
+@click.option("--kind", default="other", show_default=True)
+@click.option(
+    "--mode",
+    default="live",
+    show_default=True,
+    type=click.Choice(["live", "dry_run", "smoke_test"]),
+)
+@click.option("--provider")
+@click.option("--destination")
+@click.option("--max-credits", type=float)
+@click.option("--expected-credits", type=float)
+@click.option("--payload", help="The proposed payload as JSON.")
+@click.option("--idempotency-key")
+@click.option("--trace-id")
+@click.option("--expires-in", "expires_in_s", type=int, help="Seconds until it expires.")
+@click.pass_obj
+def request(obj: Context, /, body: Any, **fields: Any) -> None:
+    """Ask for approval of an action."""
+    if body is not None:
+        obj.run(lambda client: _send_raw(obj, client, body.read()))
+        return
+    if not fields["title"]:
+        raise click.UsageError("--title is required (or give a whole body with --body)")
+    action = {
+        "kind": fields.pop("kind"),
+        "mode": fields.pop("mode"),
+        "provider": fields.pop("provider"),
+        "destination": fields.pop("destination"),
+        "max_credits": fields.pop("max_credits"),
+        "expected_credits": fields.pop("expected_credits"),
+    }
+    payload = fields.pop("payload")
+    fields["proposed_payload"] = json.loads(payload) if payload else None
+    fields["action"] = {k: v for k, v in action.items() if v is not None}
+    obj.command("request", fields)
+
+
+async def _send_raw(obj: Context, client: ApprovalsClient, payload: bytes) -> int:
+    return obj.print_reply(await client.send_raw("request", payload))
+
+
+@cli.command()
+@click.argument("approval_id")
+@click.option("--approver", required=True, help="user:<id> of the person approving.")
+@click.option("--digest", required=True, help="The digest of the request you were shown.")
+@click.option("--reason")
+@click.pass_obj
+def approve(obj: Context, approval_id: str, approver: str, digest: str, reason: str | None) -> None:
+    """Approve a pending request."""
+    obj.command(
+        "approve",
+        {"approval_id": approval_id, "approver": approver, "digest": digest, "reason": reason},
+    )
+
+
+@cli.command()
+@click.argument("approval_id")
+@click.option("--approver", required=True)
+@click.option("--reason")
+@click.option("--rerun", is_flag=True, help="Ask the caller to prepare a new request.")
+@click.pass_obj
+def reject(obj: Context, approval_id: str, approver: str, reason: str | None, rerun: bool) -> None:
+    """Reject a pending request."""
+    obj.command(
+        "reject",
+        {"approval_id": approval_id, "approver": approver, "reason": reason, "rerun": rerun},
+    )
+
+
+@cli.command()
+@click.argument("approval_id")
+@click.option("--by", required=True, help="Who cancels: user:<id> or service:<name>.")
+@click.option("--reason")
+@click.pass_obj
+def cancel(obj: Context, approval_id: str, by: str, reason: str | None) -> None:
+    """Cancel a pending request."""
+    obj.command("cancel", {"approval_id": approval_id, "by": by, "reason": reason})

@@ -1,0 +1,156 @@
+"""Operating it: dev, serve, schema export, projections status and rebuild."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from schemas.codec import encoder
+from services import console
+from services.cli import Context, cli
+from services.dev import DEFAULT_NATS_PORT
+from services.settings import Settings
+
+if TYPE_CHECKING:
+    from projections.status.view import StatusView
+
+
+@cli.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), default=Path("var"), show_default=True)
+@click.option("--nats-port", type=int, default=DEFAULT_NATS_PORT, show_default=True)
+def dev(data_dir: Path, nats_port: int) -> None:
+    """Run everything on the embedded default: nats-server, SQLite, every service."""
+    from services.dev import run_dev
+
+    run_dev(data_dir, nats_port)
+
+
+@cli.command()
+@click.option(
+    "--only",
+    type=click.Choice(["commands", "projection"]),
+    help="Run one service (default: the command service and the status projection).",
+)
+@click.pass_obj
+def serve(obj: Context, only: str | None) -> None:
+    """Run the services against NATS_URL and the configured store."""
+    from projections.status.service import ProjectionService
+    from services.approvals.service import CommandService
+    from services.dev import Service, run_until_stopped
+
+    settings = Settings.from_env(nats_url=obj.nats_url)
+    services: list[Service] = []
+    if only in (None, "commands"):
+        services.append(CommandService(settings))
+    if only in (None, "projection"):
+        services.append(ProjectionService(settings))
+    asyncio.run(run_until_stopped(*services))
+
+
+@cli.group()
+def schema() -> None:
+    """The JSON Schema of every message."""
+
+
+@schema.command("export")
+@click.argument("directory", type=click.Path(path_type=Path))
+def schema_export(directory: Path) -> None:
+    """Write one JSON Schema file per message into DIRECTORY."""
+    from schemas.export import export
+
+    for path in export(directory):
+        click.echo(str(path))
+
+
+@cli.group()
+def projections() -> None:
+    """The status projection: its lag, and rebuilding it."""
+
+
+@projections.command("status")
+@click.pass_obj
+def projections_status(obj: Context) -> None:
+    """Lag: the last event in the store against the last one projected."""
+    from projections.status.storage import open_view
+    from services.approvals.application import Approvals
+    from services.approvals.store import store_env
+
+    settings = Settings.from_env()
+    app = Approvals(store_env(settings))
+    view = open_view(settings)
+    store_last, projected = app.last_notification_id(), view.position()
+    report = {"store_last": store_last, "projected": projected, "lag": store_last - projected}
+    if obj.as_json:
+        click.echo(encoder.encode(report))
+    else:
+        click.echo(console.table(list(report.items())))
+
+
+@projections.command("rebuild")
+@click.option("--from", "source", type=click.Choice(["store", "stream"]), required=True)
+@click.option(
+    "--into",
+    type=click.Path(path_type=Path),
+    help="SQLite file for the new view [default: var/status-<source>.db].",
+)
+@click.option("--into-schema", help="PostgreSQL schema for the new view (postgres store).")
+@click.pass_obj
+def projections_rebuild(
+    obj: Context, source: str, into: Path | None, into_schema: str | None
+) -> None:
+    """Build a fresh view from the event store or from the stream; print its content hash."""
+    import msgspec
+
+    from projections.status.storage import open_view
+
+    settings = Settings.from_env(nats_url=obj.nats_url)
+    if settings.store == "postgres":
+        if not into_schema:
+            raise click.UsageError("--into-schema is required with the postgres store")
+        settings = msgspec.structs.replace(settings, view_postgres_schema=into_schema)
+    target = into or settings.sqlite_path.parent / f"status-{source}.db"
+    view = open_view(settings, sqlite_path=target)
+    if view.position() != 0:
+        raise click.UsageError(f"{target} already holds a view: rebuild into a new one")
+    applied = _rebuild(obj, settings, source, view, _progress)
+    click.echo("", err=True)
+    report: dict[str, Any] = {
+        "source": source,
+        "events": applied,
+        "position": view.position(),
+        "content_hash": view.content_hash(),
+        "into": into_schema or str(target),
+    }
+    if obj.as_json:
+        click.echo(encoder.encode(report))
+    else:
+        click.echo(console.table(list(report.items())))
+
+
+def _rebuild(obj: Context, settings: Settings, source: str, view: StatusView, progress: Any) -> int:
+    from projections.status import rebuild
+
+    if source == "store":
+        from services.approvals.application import Approvals
+        from services.approvals.store import store_env
+
+        return rebuild.from_store(Approvals(store_env(settings)), view, progress)
+
+    async def from_stream() -> int:
+        import nats
+
+        nc = await nats.connect(obj.nats_url)
+        try:
+            return await rebuild.from_stream(nc.jetstream(), view, progress)
+        finally:
+            await nc.close()
+
+    return asyncio.run(from_stream())
+
+
+def _progress(done: int, total: int) -> None:
+    """Progress goes to stderr, so stdout stays one JSON document with --json."""
+    click.echo(f"\rrebuilding: {done}/{total} events", nl=False, err=True)
