@@ -57,7 +57,11 @@ def postgres_schema() -> Iterator[str]:
 def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     """Settings for one store backend; every test that takes it runs against both."""
     if request.param == "sqlite":
-        return Settings(store="sqlite", sqlite_path=tmp_path / "approvals.db")
+        return Settings(
+            store="sqlite",
+            sqlite_path=tmp_path / "approvals.db",
+            view_sqlite_path=tmp_path / "status.db",
+        )
     schema = request.getfixturevalue("postgres_schema")
     return Settings(store="postgres", postgres_dsn=POSTGRES_DSN, postgres_schema=schema)
 
