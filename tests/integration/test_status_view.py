@@ -1,0 +1,161 @@
+"""The status view's contract, run against SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import pytest
+
+from projections.status.storage import open_view
+from projections.status.view import StatusView
+from schemas import commands, queries
+from schemas.codec import event_decoder
+from services.approvals.application import Approvals
+from services.approvals.store import store_env
+
+if TYPE_CHECKING:
+    from projections.status.view import Projected
+    from services.settings import Settings
+
+
+def a_request(title: str = "Sync 40 contacts", **changes: object) -> commands.Request:
+    fields: dict[str, object] = {
+        "requested_by": "service:enricher",
+        "skill_name": "crm-sync",
+        "skill_execution_id": "exec-1",
+        "title": title,
+        "summary": "Writes 40 contacts to HubSpot",
+        "risk_level": "high",
+        "action": commands.Action(kind="crm_write", mode="live", max_credits=40.0),
+    }
+    fields.update(changes)
+    return commands.Request(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def app(settings: Settings) -> Approvals:
+    return Approvals(store_env(settings))
+
+
+@pytest.fixture
+def view(settings: Settings) -> StatusView:
+    return open_view(settings)
+
+
+def stored(app: Approvals, after: int = 0) -> list[Projected]:
+    return [
+        (n.id, event_decoder.decode(n.state), n.state)
+        for n in app.notifications(after + 1, 100_000)
+    ]
+
+
+def test_projects_a_lifecycle_and_records_its_position(app: Approvals, view: StatusView) -> None:
+    # Check a request, a delivery and an approval make one row and a three-entry timeline.
+    requested = app.handle("acme", a_request())
+    assert requested.approval is not None
+    approval_id = requested.approval.id
+    app.handle("acme", commands.Deliver(approval_id=approval_id, channel="slack", target="#ops"))
+    app.handle(
+        "acme",
+        commands.Approve(
+            approval_id=approval_id, approver="user:ana", digest=requested.approval.request.digest
+        ),
+    )
+    changed = view.project(stored(app))
+    assert set(changed) == {approval_id}
+    row = view.get("acme", approval_id)
+    assert row is not None
+    assert (row.status, row.version, row.decided_by) == ("approved", 3, "user:ana")
+    assert row.channels == ("slack",)
+    assert row.resolved_at is not None
+    assert view.position() == 3
+    history = view.history("acme", approval_id)
+    assert history is not None
+    assert [(e.version, e.type) for e in history] == [
+        (1, "requested"),
+        (2, "delivered"),
+        (3, "approved"),
+    ]
+    # Check the row belongs to its workspace only.
+    assert view.get("other", approval_id) is None
+    assert view.history("other", approval_id) is None
+
+
+def test_a_redelivered_batch_changes_nothing(app: Approvals, view: StatusView) -> None:
+    app.handle_batch([("acme", a_request(f"r{i}")) for i in range(20)])
+    events = stored(app)
+    view.project(events)
+    before = view.content_hash()
+    # Check the same batch, part of it, and a duplicated event are all skipped.
+    assert view.project(events) == {}
+    assert view.project(events[5:9]) == {}
+    assert view.project([events[3], events[3]]) == {}
+    assert view.content_hash() == before
+    assert view.count("acme") == {"pending": 20}
+
+
+def test_list_pages_newest_first_and_is_stable_under_inserts(
+    app: Approvals, view: StatusView
+) -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for i in range(7):
+        app.handle("acme", a_request(f"r{i}"), now=start + timedelta(minutes=i))
+    view.project(stored(app))
+    first, cursor = view.list_page("acme", queries.List(limit=3))
+    assert [v.title for v in first] == ["r6", "r5", "r4"]
+    assert cursor is not None
+    # Check a newer approval arriving between pages does not shift the next page.
+    position = view.position()
+    app.handle("acme", a_request("newer"), now=start + timedelta(hours=1))
+    view.project(stored(app, position))
+    second, cursor = view.list_page("acme", queries.List(limit=3, cursor=cursor))
+    assert [v.title for v in second] == ["r3", "r2", "r1"]
+    third, cursor = view.list_page("acme", queries.List(limit=3, cursor=cursor))
+    assert [v.title for v in third] == ["r0"]
+    assert cursor is None
+
+
+def test_list_filters_and_count(app: Approvals, view: StatusView) -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    low = app.handle("acme", a_request("low", risk_level="low"), now=start)
+    app.handle(
+        "acme", a_request("by bot", requested_by="service:bot"), now=start + timedelta(hours=1)
+    )
+    app.handle("acme", a_request("other skill", skill_name="s2"), now=start + timedelta(hours=2))
+    assert low.approval is not None
+    app.handle(
+        "acme",
+        commands.Reject(approval_id=low.approval.id, approver="user:ana"),
+        now=start + timedelta(hours=3),
+    )
+    view.project(stored(app))
+
+    def titles(**filters: object) -> list[str]:
+        items, _ = view.list_page("acme", queries.List(**filters))  # type: ignore[arg-type]
+        return [v.title for v in items]
+
+    assert titles(status="rejected") == ["low"]
+    assert titles(risk_level="low") == ["low"]
+    assert titles(requested_by="service:bot") == ["by bot"]
+    assert titles(skill_name="s2") == ["other skill"]
+    assert titles(created_after=start + timedelta(minutes=30)) == ["other skill", "by bot"]
+    assert titles(created_before=start + timedelta(minutes=30)) == ["low"]
+    assert view.count("acme") == {"pending": 2, "rejected": 1}
+    assert view.count("acme", "pending") == {"pending": 2}
+    assert view.count("nobody") == {}
+
+
+def test_a_cursor_it_did_not_make_is_refused(view: StatusView) -> None:
+    with pytest.raises(ValueError, match="not a cursor"):
+        view.list_page("acme", queries.List(cursor="bm90IGEgY3Vyc29y"))
+
+
+def test_due_lists_pending_approvals_past_their_deadline(app: Approvals, view: StatusView) -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    soon = app.handle("acme", a_request("soon", expires_in_s=60), now=now)
+    app.handle("acme", a_request("later", expires_in_s=3600), now=now)
+    view.project(stored(app))
+    assert soon.approval is not None
+    assert view.due(now + timedelta(seconds=59)) == []
+    assert view.due(now + timedelta(seconds=61)) == [("acme", soon.approval.id)]
