@@ -59,12 +59,13 @@ class Projector:
         self.ack_wait_s = ack_wait_s
         self.blocking_io = blocking_io
         self._task: asyncio.Task[None] | None = None
+        self._subscription: JetStreamContext.PullSubscription | None = None
 
     async def start(self) -> None:
         await ensure_events_stream(self.js)
         await self._ensure_consumer()
-        subscription = await self.js.pull_subscribe_bind(self.durable, stream=STREAM)
-        self._task = asyncio.create_task(self._run(subscription), name="status-projector")
+        self._subscription = await self.js.pull_subscribe_bind(self.durable, stream=STREAM)
+        self._task = asyncio.create_task(self._run(self._subscription), name="status-projector")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -72,6 +73,11 @@ class Projector:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._subscription is not None:
+            # Unacknowledged messages it holds go back to the consumer; a drain would wait on them.
+            with contextlib.suppress(NatsError):
+                await self._subscription.unsubscribe()
+            self._subscription = None
 
     async def _ensure_consumer(self) -> None:
         try:

@@ -145,7 +145,9 @@ class StatusView(TrackingRecorder, ABC):
         )
         return _from_row(rows[0]) if rows else None
 
-    def list_page(self, workspace_id: str, query: queries.List) -> tuple[list[ApprovalView], str | None]:
+    def list_page(
+        self, workspace_id: str, query: queries.List
+    ) -> tuple[list[ApprovalView], str | None]:
         where, params = ["workspace_id = ?"], [workspace_id]
         for column in ("status", "risk_level", "skill_name", "requested_by"):
             if (value := getattr(query, column)) is not None:

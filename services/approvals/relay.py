@@ -21,13 +21,14 @@ from nats.js import api
 
 from schemas.codec import envelope_decoder
 from schemas.subjects import MSG_ID_HEADER, NOTIFICATION_ID_HEADER, STREAM
+from services.approvals.publisher import PipelinedPublisher
 from services.bus import ensure_events_stream
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from eventsourcing.persistence import Notification
-    from nats.js import JetStreamContext
+    from nats.aio.client import Client
 
     from services.approvals.application import Approvals
 
@@ -42,20 +43,22 @@ class Relay:
     def __init__(
         self,
         app: Approvals,
-        js: JetStreamContext,
+        nc: Client,
         *,
         batch_size: int = 1000,
         poll_interval_s: float = 1.0,
         ack_timeout_s: float = 10.0,
     ) -> None:
         self.app = app
-        self.js = js
+        self.js = nc.jetstream()
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
         self.ack_timeout_s = ack_timeout_s
         self.published_up_to = 0  # last notification id the stream holds
         self._last_seq = 0  # the stream's last sequence
         self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()  # one publishing pass at a time
+        self._publisher = PipelinedPublisher(nc)
         self._task: asyncio.Task[None] | None = None
 
     def nudge(self) -> None:
@@ -64,6 +67,7 @@ class Relay:
 
     async def start(self) -> None:
         await ensure_events_stream(self.js)
+        await self._publisher.start()
         await self.resync()
         self._task = asyncio.create_task(self._run(), name="relay")
 
@@ -77,6 +81,7 @@ class Relay:
         self._task = None
         with contextlib.suppress(RelayInterrupted, NatsError, TimeoutError):
             await self.publish_pending()
+        await self._publisher.stop()
 
     async def resync(self) -> None:
         """Read the position from the stream: its last sequence and that message's notification."""
@@ -112,12 +117,13 @@ class Relay:
     async def publish_pending(self) -> int:
         """Publish every committed event the stream does not hold yet; return how many."""
         published = 0
-        while True:
-            notifications = self.app.notifications(self.published_up_to + 1, self.batch_size)
-            if not notifications:
-                return published
-            await self._publish(notifications)
-            published += len(notifications)
+        async with self._lock:
+            while True:
+                notifications = self.app.notifications(self.published_up_to + 1, self.batch_size)
+                if not notifications:
+                    return published
+                await self._publish(notifications)
+                published += len(notifications)
 
     async def _publish(self, notifications: Sequence[Notification]) -> None:
         futures = []
@@ -131,20 +137,17 @@ class Relay:
                 api.Header.EXPECTED_LAST_SEQUENCE.value: str(expected),
             }
             subject = f"approvals.events.{envelope.workspace_id}.{approval_id}.{envelope.type}"
-            futures.append(
-                await self.js.publish_async(subject, notification.state, headers=headers)
-            )
+            futures.append(await self._publisher.publish(subject, notification.state, headers))
             expected += 1
         try:
             acks = await asyncio.wait_for(
                 asyncio.gather(*futures, return_exceptions=True), self.ack_timeout_s
             )
         except TimeoutError:
-            for future in futures:
-                future.cancel()  # frees publish_async's pending slots
+            self._publisher.cancel_pending()
             raise RelayInterrupted("acknowledgements timed out") from None
         for notification, ack in zip(notifications, acks, strict=True):
             if isinstance(ack, BaseException):
                 raise RelayInterrupted(str(ack)) from ack
-            self._last_seq = ack.seq
+            self._last_seq = ack
             self.published_up_to = notification.id

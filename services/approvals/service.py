@@ -35,7 +35,7 @@ class CommandService:
         )
         await self.broker.start()
         nc = self.broker.connection
-        self.relay = Relay(self.app, nc.jetstream())
+        self.relay = Relay(self.app, nc)
         await self.relay.start()
         self.handlers = CommandHandlers(self.app, nc, self.settings, on_commit=self.relay.nudge)
         await self.handlers.start()

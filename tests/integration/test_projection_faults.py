@@ -1,0 +1,201 @@
+"""The projection under faults: a batch that fails half-way, a killed projector, a duplicate."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import nats
+import pytest
+from eventsourcing.sqlite import SQLiteFactory
+
+from projections.status import rebuild
+from projections.status.projector import DURABLE, Projector
+from projections.status.sqlite import SQLiteStatusView
+from projections.status.storage import open_view
+from schemas import commands
+from schemas.subjects import STREAM
+from services.approvals.application import Approvals
+from services.approvals.relay import Relay
+from services.approvals.store import store_env
+from services.settings import Settings
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from nats.aio.client import Client
+    from nats.js import JetStreamContext
+
+    from services.natsserver import NatsServer
+
+
+def a_request(i: int) -> commands.Request:
+    return commands.Request(
+        requested_by="service:enricher",
+        skill_name="crm-sync",
+        skill_execution_id=f"exec-{i}",
+        title=f"request {i}",
+        summary="",
+        risk_level="medium",
+        action=commands.Action(kind="crm_write", mode="live"),
+    )
+
+
+def write_history(app: Approvals, approvals: int) -> int:
+    """Requests, half of them approved: the store's last notification id."""
+    for start in range(0, approvals, 500):
+        batch = range(start, min(start + 500, approvals))
+        handled = app.handle_batch([("acme", a_request(i)) for i in batch])
+        decisions = [
+            ("acme", commands.Approve(approval_id=r.approval.id, approver="user:ana",
+                                      digest=r.approval.request.digest))
+            for r in handled.results[::2]
+            if not isinstance(r, Exception) and r.approval is not None
+        ]  # fmt: skip
+        app.handle_batch(decisions)
+    return app.last_notification_id()
+
+
+async def publish_all(app: Approvals, nc: Client) -> None:
+    relay = Relay(app, nc)
+    await relay.start()
+    await relay.publish_pending()
+    await relay.stop()
+
+
+async def eventually(check: Callable[[], bool], within_s: float = 30.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not check():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        await asyncio.sleep(0.02)
+
+
+def rebuilt_hash(app: Approvals, path: Path) -> str:
+    view = open_view(Settings(), sqlite_path=path)
+    rebuild.from_store(app, view)
+    return view.content_hash()
+
+
+class FailsOnce(SQLiteStatusView):
+    """Fails the first batch after writing its rows, before the transaction commits."""
+
+    failed = False
+
+    def _record_position(self, cursor: Any, notification_id: int) -> None:
+        if not FailsOnce.failed:
+            FailsOnce.failed = True
+            raise RuntimeError("crash in the middle of a batch")
+        super()._record_position(cursor, notification_id)
+
+
+async def test_a_batch_that_fails_half_way_is_redone_whole(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    app = Approvals(store_env(Settings(sqlite_path=tmp_path / "approvals.db")))
+    last = write_history(app, 1000)
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    await publish_all(app, nc)
+    factory = SQLiteFactory({"SQLITE_DBNAME": str(tmp_path / "status.db")})
+    view = factory.tracking_recorder(FailsOnce)
+    assert isinstance(view, FailsOnce)
+    # Check the failed batch left nothing behind and was delivered again.
+    projector = Projector(view, js, batch_size=400, ack_wait_s=2.0)
+    await projector.start()
+    try:
+        await eventually(lambda: view.position() == last)
+    finally:
+        await projector.stop()
+        await nc.close()
+    assert FailsOnce.failed
+    assert view.count("acme") == {"approved": 500, "pending": 500}
+    assert view.content_hash() == rebuilt_hash(app, tmp_path / "rebuilt.db")
+
+
+async def test_the_same_event_delivered_twice_changes_nothing(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    app = Approvals(store_env(Settings(sqlite_path=tmp_path / "approvals.db")))
+    last = write_history(app, 10)
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    await publish_all(app, nc)
+    view = open_view(Settings(), sqlite_path=tmp_path / "status.db")
+    projector = Projector(view, js)
+    await projector.start()
+    try:
+        await eventually(lambda: view.position() == last)
+        before = view.content_hash()
+        # Check a second copy of an already projected event (a redelivery, a republish).
+        copy = await js.get_msg(STREAM, seq=3)
+        headers = dict(copy.headers or {})
+        headers["Nats-Msg-Id"] = "a-second-copy"  # so that the stream stores it again
+        del headers["Nats-Expected-Last-Sequence"]
+        ack = await js.publish(copy.subject or "", copy.data or b"", headers=headers)
+        await eventually_consumed(js, ack.seq)
+        assert view.content_hash() == before
+        assert view.position() == last
+    finally:
+        await projector.stop()
+        await nc.close()
+
+
+async def eventually_consumed(js: JetStreamContext, seq: int) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        info = await js.consumer_info(STREAM, DURABLE)
+        if info.ack_floor.stream_seq >= seq:
+            return
+        assert time.monotonic() < deadline, "the projector did not consume the copy"
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.slow
+async def test_a_killed_projector_restarts_to_a_view_equal_to_a_rebuild(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    store = tmp_path / "approvals.db"
+    app = Approvals(store_env(Settings(sqlite_path=store)))
+    last = write_history(app, 20_000)
+    nc = await nats.connect(nats_server.url)
+    await publish_all(app, nc)
+    await nc.close()
+    view_path = tmp_path / "status.db"
+    view = open_view(Settings(), sqlite_path=view_path)
+
+    def serve() -> subprocess.Popen[bytes]:
+        env = {
+            **os.environ,
+            "APPROVALS_SQLITE_PATH": str(store),
+            "APPROVALS_VIEW_SQLITE_PATH": str(view_path),
+        }
+        approvals = str(Path(sys.executable).parent / "approvals")
+        return subprocess.Popen(
+            [approvals, "--nats-url", nats_server.url, "serve", "--only", "projection"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    # Check: kill it with SIGKILL while it is catching up, part of the way through.
+    process = serve()
+    try:
+        await eventually(lambda: 0 < view.position() < last)
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+        killed_at = view.position()
+        assert killed_at < last
+        # Check: restarted, it finishes, and the view equals one rebuilt from the store.
+        process = serve()
+        await eventually(lambda: view.position() == last, within_s=60)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(15)
+    assert view.count("acme") == {"approved": 10_000, "pending": 10_000}
+    assert view.content_hash() == rebuilt_hash(app, tmp_path / "rebuilt.db")
