@@ -8,6 +8,7 @@ from uuid import UUID
 import msgspec
 
 from schemas.types import (
+    END,
     ActionKind,
     Actor,
     Credits,
@@ -96,7 +97,7 @@ class Expire(Command, frozen=True, kw_only=True):
 
 class Deliver(Command, frozen=True, kw_only=True):
     approval_id: UUID
-    channel: Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+    channel: Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,31}" + END)]
     target: ShortText
     external_ref: ShortText | None = None
     by: Actor = "service:delivery"

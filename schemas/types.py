@@ -6,7 +6,11 @@ from typing import Annotated, Literal
 
 import msgspec
 
-ACTOR_PATTERN = r"^(user|service|policy):[A-Za-z0-9_.@+-]{1,128}$"
+# msgspec matches a pattern with re.search, where `$` also matches before a final newline:
+# `$(?!\n)` ends the string in Python and in JSON Schema alike, so "user:ana\n" is refused
+# rather than slipping past the rule that the requester cannot approve.
+END = r"$(?!\n)"
+ACTOR_PATTERN = r"^(user|service|policy):[A-Za-z0-9_.@+-]{1,128}" + END
 
 Actor = Annotated[
     str,
@@ -19,7 +23,7 @@ Actor = Annotated[
 Person = Annotated[
     str,
     msgspec.Meta(
-        pattern=r"^user:[A-Za-z0-9_.@+-]{1,128}$",
+        pattern=r"^user:[A-Za-z0-9_.@+-]{1,128}" + END,
         description="A person: user:<id>.",
     ),
 ]
@@ -28,7 +32,9 @@ LongText = Annotated[str, msgspec.Meta(max_length=4000)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Digest = Annotated[
     str,
-    msgspec.Meta(pattern=r"^[0-9a-f]{64}$", description="SHA-256 hex of the canonical action."),
+    msgspec.Meta(
+        pattern=r"^[0-9a-f]{64}" + END, description="SHA-256 hex of the canonical action."
+    ),
 ]
 Credits = Annotated[float, msgspec.Meta(ge=0)]
 

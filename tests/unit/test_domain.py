@@ -1,0 +1,404 @@
+"""The Approval aggregate's invariants, through its decide functions and its projector."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+from typing import TYPE_CHECKING, Any, get_args
+from uuid import UUID
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas import commands, events
+from schemas.replies import Delivery
+from schemas.types import TERMINAL_STATUSES, ActionKind, Mode
+from services.approvals import domain
+from services.approvals.digest import action_digest
+from services.approvals.errors import (
+    AlreadyDecided,
+    ApprovalError,
+    Conflict,
+    DeadlinePassed,
+    DigestMismatch,
+    Forbidden,
+)
+from services.approvals.policy import requires_approval
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+APPROVAL_ID = UUID("0b8f5a52-7c1e-4d7a-9a51-1f2a3b4c5d6e")
+WORKSPACE = "acme"
+NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+EXPIRES_IN_S = 3600
+DEADLINE = NOW + timedelta(seconds=EXPIRES_IN_S)
+BEFORE = DEADLINE - timedelta(microseconds=1)
+REQUESTER = "service:enricher"
+ON_BEHALF_OF = "user:bob"
+APPROVER = "user:carol"
+OTHER_DIGEST = "0" * 64
+
+
+def a_request(**changes: Any) -> commands.Request:
+    fields: dict[str, Any] = {
+        "requested_by": REQUESTER,
+        "on_behalf_of": ON_BEHALF_OF,
+        "skill_name": "crm-sync",
+        "skill_execution_id": "exec-1",
+        "title": "Sync 40 contacts",
+        "summary": "Writes 40 contacts to HubSpot",
+        "risk_level": "high",
+        "action": commands.Action(
+            kind="crm_write",
+            mode="live",
+            provider="hubspot",
+            destination="crm:contacts",
+            scope=commands.Scope(table="contacts", row_count=40),
+            max_credits=40.0,
+        ),
+        "proposed_payload": {"set": {"lifecycle": "lead"}},
+        "trace_id": "trace-1",
+        "expires_in_s": EXPIRES_IN_S,
+    }
+    return commands.Request(**{**fields, **changes})
+
+
+def requested(**changes: Any) -> events.Requested:
+    return domain.request(
+        a_request(**changes),
+        approval_id=APPROVAL_ID,
+        workspace_id=WORKSPACE,
+        now=NOW,
+        default_expiry_s=60,
+    )
+
+
+def pending(**changes: Any) -> domain.Approval:
+    return domain.mutate(requested(**changes), None)
+
+
+def approve_cmd(approver: str = APPROVER, digest: str | None = None) -> commands.Approve:
+    digest = digest if digest is not None else requested().digest
+    return commands.Approve(approval_id=APPROVAL_ID, approver=approver, digest=digest, reason="ok")
+
+
+def reject_cmd(approver: str = APPROVER) -> commands.Reject:
+    return commands.Reject(approval_id=APPROVAL_ID, approver=approver, reason="no", rerun=True)
+
+
+def cancel_cmd(by: str = REQUESTER) -> commands.Cancel:
+    return commands.Cancel(approval_id=APPROVAL_ID, by=by, reason="not needed")
+
+
+def expire_cmd(by: str = "service:scheduler") -> commands.Expire:
+    return commands.Expire(approval_id=APPROVAL_ID, by=by)
+
+
+def deliver_cmd(by: str = "service:delivery") -> commands.Deliver:
+    return commands.Deliver(approval_id=APPROVAL_ID, channel="slack", target="#ops", by=by)
+
+
+VERBS: dict[str, Callable[[domain.Approval, datetime], events.Event]] = {
+    "approve": lambda a, now: domain.approve(a, approve_cmd(), now),
+    "reject": lambda a, now: domain.reject(a, reject_cmd(), now),
+    "cancel": lambda a, now: domain.cancel(a, cancel_cmd(), now),
+    "expire": lambda a, now: domain.expire(a, expire_cmd(), now),
+    "deliver": lambda a, now: domain.deliver(a, deliver_cmd(), now),
+}
+DECISIONS = ("approve", "reject", "cancel", "deliver")
+
+
+def resolved(status: str) -> domain.Approval:
+    """A pending approval taken to ``status`` by the verb that leads there."""
+    verb, when = {
+        "approved": ("approve", NOW),
+        "rejected": ("reject", NOW),
+        "cancelled": ("cancel", NOW),
+        "expired": ("expire", DEADLINE),
+    }[status]
+    approval = pending()
+    after = domain.mutate(VERBS[verb](approval, when), approval)
+    assert after.status == status
+    return after
+
+
+# -- terminal states are final ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("verb", sorted(VERBS))
+@pytest.mark.parametrize("status", sorted(TERMINAL_STATUSES))
+def test_a_terminal_approval_refuses_every_verb_before_and_after_the_deadline(
+    status: str, verb: str
+) -> None:
+    approval = resolved(status)
+    for when in (NOW, BEFORE, DEADLINE, DEADLINE + timedelta(days=1)):
+        with pytest.raises(AlreadyDecided) as refused:
+            VERBS[verb](approval, when)
+        assert refused.value.code == "already_decided"
+        assert refused.value.details["status"] == status
+
+
+# -- the deadline ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("verb", DECISIONS)
+def test_a_decision_at_or_after_the_deadline_is_refused_as_expired(verb: str) -> None:
+    approval = pending()
+    assert isinstance(VERBS[verb](approval, BEFORE), events.Event)
+    for when in (DEADLINE, DEADLINE + timedelta(seconds=1)):
+        with pytest.raises(DeadlinePassed) as refused:
+            VERBS[verb](approval, when)
+        assert refused.value.code == "expired"
+        assert approval.status == "pending"
+
+
+def test_expire_before_the_deadline_is_a_conflict() -> None:
+    with pytest.raises(Conflict) as refused:
+        domain.expire(pending(), expire_cmd(), BEFORE)
+    assert refused.value.code == "conflict"
+    assert refused.value.details["expires_at"] == DEADLINE.isoformat()
+
+
+@pytest.mark.parametrize("when", [DEADLINE, DEADLINE + timedelta(hours=5)])
+def test_expire_at_or_after_the_deadline_expires(when: datetime) -> None:
+    event = domain.expire(pending(), expire_cmd(), when)
+    assert isinstance(event, events.Expired)
+    assert event.occurred_at == when
+    assert event.actor == "service:scheduler"
+
+
+# -- who may approve -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("approver", ["service:billing", "policy:auto-approve"])
+def test_only_a_person_can_approve(approver: str) -> None:
+    with pytest.raises(Forbidden) as refused:
+        domain.approve(pending(), approve_cmd(approver), NOW)
+    assert refused.value.code == "forbidden"
+
+
+def test_the_requester_cannot_approve_their_own_request() -> None:
+    approval = pending(requested_by="user:ana")
+    with pytest.raises(Forbidden) as refused:
+        domain.approve(approval, approve_cmd("user:ana"), NOW)
+    assert refused.value.code == "forbidden"
+
+
+def test_the_person_a_request_acts_for_cannot_approve_it() -> None:
+    with pytest.raises(Forbidden) as refused:
+        domain.approve(pending(), approve_cmd(ON_BEHALF_OF), NOW)
+    assert refused.value.code == "forbidden"
+
+
+def test_a_service_may_reject() -> None:
+    event = domain.reject(pending(), reject_cmd("service:enricher"), NOW)
+    assert isinstance(event, events.Rejected)
+    assert event.actor == "service:enricher"
+    assert (event.reason, event.rerun) == ("no", True)
+
+
+def test_approving_with_another_digest_is_a_digest_mismatch() -> None:
+    with pytest.raises(DigestMismatch) as refused:
+        domain.approve(pending(), approve_cmd(digest=OTHER_DIGEST), NOW)
+    assert refused.value.code == "digest_mismatch"
+    assert refused.value.details == {"expected": requested().digest, "given": OTHER_DIGEST}
+
+
+# -- idempotent requests ---------------------------------------------------------------------
+
+
+def test_requesting_again_the_same_action_and_payload_is_accepted() -> None:
+    assert domain.request_again(pending(), a_request(title="Another title")) is None
+
+
+ACTION = a_request().action
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({"proposed_payload": {"set": {"lifecycle": "customer"}}}, id="payload"),
+        pytest.param({"action": msgspec.structs.replace(ACTION, max_credits=41.0)}, id="ceiling"),
+        pytest.param({"action": msgspec.structs.replace(ACTION, destination="x")}, id="dest"),
+        pytest.param(
+            {"action": msgspec.structs.replace(ACTION, scope=commands.Scope(table="deals"))},
+            id="scope",
+        ),
+    ],
+)
+def test_requesting_again_a_different_action_is_a_conflict(changes: dict[str, Any]) -> None:
+    with pytest.raises(Conflict) as refused:
+        domain.request_again(pending(), a_request(**changes))
+    assert refused.value.code == "conflict"
+    assert refused.value.details["existing_digest"] == requested().digest
+
+
+# -- events and versions ---------------------------------------------------------------------
+
+
+def test_a_request_becomes_a_requested_event_at_version_one() -> None:
+    event = requested()
+    assert (event.approval_id, event.version, event.workspace_id) == (APPROVAL_ID, 1, WORKSPACE)
+    assert (event.actor, event.trace_id, event.occurred_at) == (REQUESTER, "trace-1", NOW)
+    assert event.expires_at == DEADLINE
+    assert event.digest == action_digest(ACTION, {"set": {"lifecycle": "lead"}})
+
+
+def test_a_request_without_expiry_gets_the_default() -> None:
+    event = domain.request(
+        a_request(expires_in_s=None),
+        approval_id=APPROVAL_ID,
+        workspace_id=WORKSPACE,
+        now=NOW,
+        default_expiry_s=60,
+    )
+    assert event.expires_at == NOW + timedelta(seconds=60)
+
+
+def test_each_decision_is_the_next_version_with_the_approvals_fields() -> None:
+    # Check a delivery, then an approval, each one version on, stamped with now and the actor.
+    approval = pending()
+    later = NOW + timedelta(minutes=1)
+    delivered = domain.deliver(approval, deliver_cmd(), later)
+    approval = domain.mutate(delivered, approval)
+    approved = domain.approve(approval, approve_cmd(), later + timedelta(minutes=1))
+    expected = [(2, "service:delivery", later), (3, APPROVER, later + timedelta(minutes=1))]
+    for event, (version, actor, when) in zip([delivered, approved], expected, strict=True):
+        assert (event.version, event.actor, event.occurred_at) == (version, actor, when)
+        assert (event.approval_id, event.workspace_id) == (APPROVAL_ID, WORKSPACE)
+        assert event.trace_id == "trace-1"
+    assert approved.digest == requested().digest
+
+
+def test_project_folds_a_history_into_the_final_state() -> None:
+    # Check a request delivered twice then rejected projects to a rejected approval.
+    history: list[events.Event] = [requested()]
+    steps = [
+        lambda a, t: domain.deliver(a, deliver_cmd(), t),
+        lambda a, t: domain.deliver(
+            a, commands.Deliver(approval_id=APPROVAL_ID, channel="email", target="ops@x"), t
+        ),
+        lambda a, t: domain.reject(a, reject_cmd(), t),
+    ]
+    approval = domain.project(None, history)
+    for minutes, step in enumerate(steps, start=1):
+        assert approval is not None
+        history.append(step(approval, NOW + timedelta(minutes=minutes)))
+        approval = domain.mutate(history[-1], approval)
+    folded = domain.project(None, history)
+    assert folded == approval
+    assert folded is not None
+    assert (folded.status, folded.version) == ("rejected", 4)
+    assert folded.resolved_at == folded.modified_at == NOW + timedelta(minutes=3)
+    assert (folded.decided_by, folded.reason) == (APPROVER, "no")
+    assert folded.deliveries == (
+        Delivery(channel="slack", target="#ops"),
+        Delivery(channel="email", target="ops@x"),
+    )
+    assert folded.request == history[0]
+
+
+def test_project_continues_from_a_given_state_and_expire_keeps_no_reason() -> None:
+    start = pending()
+    expired = domain.expire(start, expire_cmd(), DEADLINE)
+    folded = domain.project(start, [expired])
+    assert folded is not None
+    assert (folded.status, folded.decided_by, folded.reason) == (
+        "expired",
+        "service:scheduler",
+        None,
+    )
+    assert domain.project(None, []) is None
+
+
+def test_an_event_before_requested_cannot_be_projected() -> None:
+    event = domain.expire(pending(), expire_cmd(), DEADLINE)
+    with pytest.raises(TypeError):
+        domain.project(None, [event])
+
+
+# -- what needs approval ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", get_args(Mode))
+@pytest.mark.parametrize("kind", get_args(ActionKind))
+def test_requires_approval_only_for_live_actions_that_are_not_reads(kind: str, mode: str) -> None:
+    action = commands.Action(kind=kind, mode=mode)  # type: ignore[arg-type]
+    assert requires_approval(action) is (kind != "read" and mode == "live")
+
+
+# -- any sequence of commands ----------------------------------------------------------------
+
+ACTORS = ["user:carol", "user:dave", REQUESTER, ON_BEHALF_OF, "service:x", "policy:y"]
+RESOLVING = (events.Approved, events.Rejected, events.Expired, events.Cancelled)
+
+
+def command_for(verb: str, actor: str, right_digest: bool) -> Callable[..., events.Event]:
+    digest = requested().digest if right_digest else OTHER_DIGEST
+    match verb:
+        case "approve":
+            cmd: commands.Command = approve_cmd(actor, digest)
+            return lambda a, now: domain.approve(a, cmd, now)
+        case "reject":
+            cmd = reject_cmd(actor)
+            return lambda a, now: domain.reject(a, cmd, now)
+        case "cancel":
+            cmd = cancel_cmd(actor)
+            return lambda a, now: domain.cancel(a, cmd, now)
+        case "expire":
+            cmd = expire_cmd(actor)
+            return lambda a, now: domain.expire(a, cmd, now)
+        case _:
+            cmd = deliver_cmd(actor)
+            return lambda a, now: domain.deliver(a, cmd, now)
+
+
+steps = st.lists(
+    st.tuples(
+        st.sampled_from(sorted(VERBS)),
+        st.sampled_from(ACTORS),
+        st.integers(min_value=0, max_value=2 * EXPIRES_IN_S),
+        st.booleans(),
+    ),
+    max_size=12,
+)
+
+
+@settings(deadline=None)
+@given(steps)
+def test_any_command_sequence_resolves_at_most_once(
+    sequence: list[tuple[str, str, int, bool]],
+) -> None:
+    history: list[events.Event] = [requested()]
+    approval = domain.mutate(history[0], None)
+    statuses = [approval.status]
+    refusals: list[tuple[str, str]] = []  # (code to expect, code given)
+    for verb, actor, seconds, right_digest in sequence:
+        now = NOW + timedelta(seconds=seconds)
+        try:
+            event = command_for(verb, actor, right_digest)(approval, now)
+        except ApprovalError as refused:
+            # Once resolved, every verb is already_decided; past the deadline, every verb but
+            # expire is expired; other refusals (who, digest) are not this test's concern.
+            if approval.is_terminal:
+                refusals.append(("already_decided", refused.code))
+            elif now >= DEADLINE and verb != "expire":
+                refusals.append(("expired", refused.code))
+            continue
+        history.append(event)
+        approval = domain.mutate(event, approval)
+        statuses.append(approval.status)
+
+    assert [expected for expected, _ in refusals] == [given for _, given in refusals]
+    assert [e.version for e in history] == list(range(1, len(history) + 1))
+    assert approval.version == len(history)
+    assert sum(isinstance(e, RESOLVING) for e in history) <= 1
+    changes = [s for before, s in pairwise(statuses) if s != before]
+    assert changes in ([], [approval.status])
+    assert approval.status in {"pending", *TERMINAL_STATUSES}
+    if approval.is_terminal:
+        assert isinstance(history[-1], RESOLVING)
+    assert domain.project(None, history) == approval
