@@ -73,14 +73,21 @@ class Relay:
 
     async def stop(self) -> None:
         """Publish what is committed, then stop."""
-        if self._task is None:
+        task, self._task = self._task, None
+        if task is None:
             return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
-        with contextlib.suppress(RelayInterrupted, NatsError, TimeoutError):
-            await self.publish_pending()
+        task.cancel()
+        # asyncio.wait, not suppress(CancelledError): a cancellation of our caller must go on.
+        await asyncio.wait({task})
+        # A batch cut off by the cancellation leaves the position behind the stream: re-read it.
+        for _ in range(3):
+            try:
+                await self.publish_pending()
+                break
+            except (RelayInterrupted, NatsError, TimeoutError) as error:
+                log.warning("relay interrupted while stopping (%s); re-reading position", error)
+                with contextlib.suppress(NatsError, TimeoutError):
+                    await self.resync()
         await self._publisher.stop()
 
     async def resync(self) -> None:
@@ -106,8 +113,11 @@ class Relay:
                 log.exception("relay failed; re-reading position from the stream")
                 await self._recover()
                 continue
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
+            # arrives as the nudge completes the wait, and then stop() waits for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
+                async with asyncio.timeout(self.poll_interval_s):
+                    await self._wake.wait()
 
     async def _recover(self) -> None:
         await asyncio.sleep(0.2)  # back off before retrying against the server
@@ -140,9 +150,8 @@ class Relay:
             futures.append(await self._publisher.publish(subject, notification.state, headers))
             expected += 1
         try:
-            acks = await asyncio.wait_for(
-                asyncio.gather(*futures, return_exceptions=True), self.ack_timeout_s
-            )
+            async with asyncio.timeout(self.ack_timeout_s):
+                acks = await asyncio.gather(*futures, return_exceptions=True)
         except TimeoutError:
             self._publisher.cancel_pending()
             raise RelayInterrupted("acknowledgements timed out") from None

@@ -1,0 +1,219 @@
+"""The whole system as a developer meets it: ``approvals dev``, then the CLI, all as processes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+APPROVALS = str(Path(sys.executable).parent / "approvals")
+TITLE = "Sync 40 contacts to HubSpot"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Dev:
+    """``approvals dev`` as a child process in a session of its own (it starts nats-server)."""
+
+    def __init__(self, data_dir: Path, port: int, log: Path) -> None:
+        self.url = f"nats://127.0.0.1:{port}"
+        self.log = log
+        self.output: list[str] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        with log.open("wb") as stderr:
+            self.process = subprocess.Popen(
+                [APPROVALS, "dev", "--data-dir", str(data_dir), "--nats-port", str(port)],
+                cwd=data_dir.parent,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                start_new_session=True,
+            )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)
+
+    def wait_for_line(self, prefix: str, within_s: float = 60.0) -> str:
+        """The first line from now on that starts with ``prefix``; fail at the deadline."""
+        deadline = time.monotonic() + within_s
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                line = self._lines.get(timeout=remaining)
+            except queue.Empty:
+                break
+            if line is None:
+                pytest.fail(f"approvals dev exited before {prefix!r}:\n{self.diagnostics()}")
+            self.output.append(line)
+            if line.startswith(prefix):
+                return line
+        pytest.fail(f"approvals dev printed no {prefix!r} in {within_s} s:\n{self.diagnostics()}")
+
+    def interrupt(self, within_s: float = 15.0) -> int:
+        """Ctrl-C: SIGINT to dev alone, then its exit code."""
+        self.process.send_signal(signal.SIGINT)
+        return self.process.wait(within_s)
+
+    def diagnostics(self) -> str:
+        return "\n".join(self.output) + "\n--- stderr ---\n" + self.log.read_text()[-4000:]
+
+    def kill(self) -> None:
+        """Teardown: stop it if it still runs, then kill whatever is left of its session."""
+        if self.process.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.interrupt()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        if self.process.poll() is None:
+            self.process.wait()
+
+
+@pytest.fixture
+def dev(tmp_path: Path) -> Iterator[Callable[[], Dev]]:
+    """Start ``approvals dev`` on one data directory and port, ready to take commands."""
+    port = free_port()
+    started: list[Dev] = []
+
+    def start() -> Dev:
+        process = Dev(tmp_path / "data", port, tmp_path / f"dev-{len(started)}.log")
+        started.append(process)
+        process.wait_for_line("ready")
+        return process
+
+    yield start
+    for process in started:
+        process.kill()
+
+
+def cli(url: str, *args: str, as_json: bool = True) -> subprocess.CompletedProcess[str]:
+    flags = ["--json"] if as_json else []
+    return subprocess.run(
+        [APPROVALS, "--nats-url", url, "-w", "acme", *flags, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def cli_json(url: str, *args: str) -> Any:
+    """Run a command that must succeed; its JSON output."""
+    done = cli(url, *args)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    return json.loads(done.stdout)
+
+
+def request(url: str, title: str, kind: str, requested_by: str) -> Any:
+    return cli_json(
+        url, "request", "--title", title, "--kind", kind, "--requested-by", requested_by
+    )
+
+
+def events(url: str) -> list[dict[str, Any]]:
+    done = cli(url, "events")
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def events_when(url: str, count: int, within_s: float = 30.0) -> list[dict[str, Any]]:
+    """The workspace's events once the stream holds ``count`` of them (the relay is async)."""
+    deadline = time.monotonic() + within_s
+    while len(found := events(url)) < count:
+        assert time.monotonic() < deadline, f"{len(found)} events, not {count}: {found}"
+        time.sleep(0.1)  # between retries of a whole CLI run
+    return found
+
+
+def story(found: list[dict[str, Any]]) -> list[tuple[str, int, str]]:
+    return [(e["event"]["approval_id"], e["event"]["version"], e["event"]["type"]) for e in found]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_approvals_dev_from_the_command_line(dev: Callable[[], Dev]) -> None:
+    first = dev()
+    url = first.url
+    # Check: a CRM write by a service needs approval.
+    requested = request(url, TITLE, "crm_write", "service:bot")
+    assert (requested["ok"], requested["outcome"]) == (True, "approval_required")
+    approval = requested["approval"]
+    approval_id, digest = approval["id"], approval["digest"]
+    assert (approval["status"], approval["version"]) == ("pending", 1)
+
+    # Check: a read needs none, and the readable output says so.
+    read = cli(
+        url, "request", "--title", "Look up", "--kind", "read", "--requested-by", "service:bot",
+        as_json=False,
+    )  # fmt: skip
+    assert read.returncode == 0, read.stderr
+    assert "not_required" in read.stdout
+
+    # Check: ana approves it with the digest she was shown.
+    approved = cli_json(url, "approve", approval_id, "--approver", "user:ana", "--digest", digest)
+    assert (approved["outcome"], approved["approval"]["version"]) == ("approved", 2)
+
+    # Check: the status projection shows it approved, with its two events.
+    waited = cli(url, "wait", approval_id, "--timeout", "30")
+    assert waited.returncode == 0, (waited.stdout, waited.stderr)
+    shown = cli_json(url, "show", approval_id)
+    assert shown["approval"]["status"] == "approved"
+    assert [(e["version"], e["type"]) for e in shown["timeline"]] == [
+        (1, "requested"),
+        (2, "approved"),
+    ]
+    readable = cli(url, "show", approval_id, as_json=False)
+    assert readable.returncode == 0, readable.stderr
+    assert TITLE in readable.stdout
+    assert "approved" in readable.stdout
+
+    # Check: a requester may not approve its own request; --json prints the error.
+    own = request(url, "My own request", "crm_write", "user:bo")["approval"]
+    refused = cli(url, "approve", own["id"], "--approver", "user:bo", "--digest", own["digest"])
+    assert refused.returncode == 1
+    assert json.loads(refused.stdout)["error"]["code"] == "forbidden"
+
+    # Check: the stream holds the three events, in order, and nothing of the read or the refusal.
+    before = events_when(url, 3)
+    assert story(before) == [
+        (approval_id, 1, "requested"),
+        (approval_id, 2, "approved"),
+        (own["id"], 1, "requested"),
+    ]
+
+    # Check: Ctrl-C stops everything, cleanly.
+    assert first.interrupt() == 0, first.diagnostics()
+    first.wait_for_line("stopped", within_s=5)
+
+    # Check: started again on the same data, it remembers, and the stream goes on.
+    second = dev()
+    again = cli_json(url, "show", approval_id)
+    assert again["approval"]["status"] == "approved"
+    new = request(url, "After the restart", "crm_write", "service:bot")["approval"]
+    assert new["version"] == 1
+    after = events_when(url, len(before) + 1)
+    assert len(after) == len(before) + 1
+    assert after[:-1] == before
+    assert after[-1]["seq"] == before[-1]["seq"] + 1
+    assert story(after[-1:]) == [(new["id"], 1, "requested")]
+    assert second.interrupt() == 0, second.diagnostics()
