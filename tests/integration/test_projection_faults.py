@@ -100,13 +100,12 @@ async def test_a_batch_that_fails_half_way_is_redone_whole(
     app = Approvals(store_env(Settings(sqlite_path=tmp_path / "approvals.db")))
     last = write_history(app, 1000)
     nc = await nats.connect(nats_server.url)
-    js = nc.jetstream()
     await publish_all(app, nc)
     factory = SQLiteFactory({"SQLITE_DBNAME": str(tmp_path / "status.db")})
     view = factory.tracking_recorder(FailsOnce)
     assert isinstance(view, FailsOnce)
-    # Check the failed batch left nothing behind and was delivered again.
-    projector = Projector(view, js, batch_size=400, ack_wait_s=2.0)
+    # Check the failed batch left nothing behind and was written again.
+    projector = Projector(view, nc, batch_size=400, ack_wait_s=2.0)
     await projector.start()
     try:
         await eventually(lambda: view.position() == last)
@@ -127,7 +126,7 @@ async def test_the_same_event_delivered_twice_changes_nothing(
     js = nc.jetstream()
     await publish_all(app, nc)
     view = open_view(Settings(), sqlite_path=tmp_path / "status.db")
-    projector = Projector(view, js)
+    projector = Projector(view, nc)
     await projector.start()
     try:
         await eventually(lambda: view.position() == last)
@@ -144,6 +143,54 @@ async def test_the_same_event_delivered_twice_changes_nothing(
     finally:
         await projector.stop()
         await nc.close()
+
+
+class NeverWrites(SQLiteStatusView):
+    """A projector on this view receives and never acknowledges: a process that hangs, then dies."""
+
+    def project(self, batch: Any) -> Any:
+        raise RuntimeError("the database is gone")
+
+
+async def test_a_restart_with_unacknowledged_messages_keeps_stream_order(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    app = Approvals(store_env(Settings(sqlite_path=tmp_path / "approvals.db")))
+    write_history(app, 100)
+    nc = await nats.connect(nats_server.url)
+    await publish_all(app, nc)
+    factory = SQLiteFactory({"SQLITE_DBNAME": str(tmp_path / "status.db")})
+    stuck = factory.tracking_recorder(NeverWrites)
+    first = Projector(stuck, nc, ack_wait_s=2.0)
+    first.retry_pause_s = 0.05
+    await first.start()
+    js = nc.jetstream()
+    try:
+        await eventually_pending(js, 150)
+    finally:
+        await first.stop()
+    # More events after it died: the server pushes these to the next projector at once, and the
+    # 150 the dead one held only when their ack_wait runs out.
+    handled = app.handle_batch([("acme", a_request(i)) for i in range(100, 120)])
+    assert len(handled.results) == 20
+    await publish_all(app, nc)
+    view = open_view(Settings(), sqlite_path=tmp_path / "status.db")
+    second = Projector(view, nc, ack_wait_s=2.0)
+    await second.start()
+    try:
+        await eventually(lambda: view.position() == app.last_notification_id())
+    finally:
+        await second.stop()
+        await nc.close()
+    assert view.count("acme") == {"approved": 50, "pending": 70}
+    assert view.content_hash() == rebuilt_hash(app, tmp_path / "rebuilt.db")
+
+
+async def eventually_pending(js: JetStreamContext, pending: int) -> None:
+    deadline = time.monotonic() + 10
+    while (await js.consumer_info(STREAM, DURABLE)).num_ack_pending < pending:
+        assert time.monotonic() < deadline, "the consumer did not deliver"
+        await asyncio.sleep(0.02)
 
 
 async def eventually_consumed(js: JetStreamContext, seq: int) -> None:
