@@ -195,7 +195,8 @@ class QueryHandlers:
                 remaining = min(deadline, started + appear_within_s) if view is None else deadline
                 remaining -= now
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(future, max(0.0, min(remaining, RECHECK_S)))
+                    async with asyncio.timeout(max(0.0, min(remaining, RECHECK_S))):
+                        await future
             finally:
                 self.waiters.discard(approval_id, future)
 
