@@ -57,9 +57,8 @@ class Projector:
         *,
         on_change: Callable[[dict[UUID, ApprovalView]], None] = lambda changed: None,
         durable: str = DURABLE,
-        batch_size: int = 2000,
+        batch_size: int = 4000,
         ack_wait_s: float = 10.0,
-        blocking_io: bool = False,
     ) -> None:
         self.view = view
         self.nc = nc
@@ -68,7 +67,6 @@ class Projector:
         self.durable = durable
         self.batch_size = batch_size
         self.ack_wait_s = ack_wait_s
-        self.blocking_io = blocking_io
         self.retry_pause_s = 0.5
         self._next_seq: int | None = None  # the stream sequence to accept next
         self._held: dict[int, Msg] = {}  # arrived ahead of a gap, by stream sequence
@@ -190,10 +188,8 @@ class Projector:
         pause = self.retry_pause_s
         while True:
             try:
-                if self.blocking_io:
-                    changed = await asyncio.to_thread(self.view.project, batch)
-                else:
-                    changed = self.view.project(batch)
+                # In a thread on every backend: the next batch arrives while this one is written.
+                changed = await asyncio.to_thread(self.view.project, batch)
                 break
             except Exception:
                 log.exception("projecting %d events failed; retrying in %.1fs", len(batch), pause)

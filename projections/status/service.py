@@ -38,7 +38,7 @@ class ProjectionService:
         await self.broker.start()
         nc = self.broker.connection
         self._parts = [
-            Projector(self.view, nc, on_change=self.waiters.notify, blocking_io=blocking),
+            Projector(self.view, nc, on_change=self.waiters.notify),
             QueryHandlers(self.view, nc, self.waiters, self.settings, blocking_io=blocking),
         ]
         if self.with_scheduler:
