@@ -100,14 +100,14 @@ def test_a_batch_of_50_requests_writes_50_consecutive_notifications_in_one_save(
 ) -> None:
     before = app.last_notification_id()
     saves = 0
-    save = app.save
+    insert_events = app.recorder.insert_events
 
-    def counting_save(*args: Any, **kwargs: Any) -> Any:
+    def counting_insert(*args: Any, **kwargs: Any) -> Any:
         nonlocal saves
         saves += 1
-        return save(*args, **kwargs)
+        return insert_events(*args, **kwargs)
 
-    app.save = counting_save  # type: ignore[method-assign]
+    app.recorder.insert_events = counting_insert  # type: ignore[method-assign]
     handled = app.handle_batch([("acme", a_request(skill_execution_id=f"e{i}")) for i in range(50)])
     assert saves == 1
     ids = {requested(result).id for result in handled.results}
