@@ -29,6 +29,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-## bench: the end-to-end request benchmark
+## bench: the end-to-end request benchmark, then the status projection benchmark
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_requests.py
+	$(BIN)/python benchmarks/bench_projection.py

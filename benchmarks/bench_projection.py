@@ -1,0 +1,311 @@
+"""The status projection: catch-up rate, query latency at 100,000 approvals, decision visibility.
+
+    .venv/bin/python benchmarks/bench_projection.py [--approvals 100000] [--decisions 200] [--json]
+
+One run, everything on 127.0.0.1 in a temporary directory removed at the end:
+
+1. baseline: the raw SQLite insert rate of the same view rows (the rows and timeline entries the
+   projection writes for these events, pre-built, ``executemany`` in transactions of 1,000, WAL,
+   ``synchronous=FULL``), measured in this run;
+2. --approvals requests (a fifth of them approved) written to a fresh event store and relayed to
+   a real nats-server; then ``approvals serve --only projection`` starts in its own process on an
+   empty view and the benchmark times its catch-up to the store's last event;
+3. ``get`` and ``list`` (50 rows, filtered by status) over NATS against that view, sequentially;
+4. with ``approvals serve`` (commands and projection) running, --decisions approvals: the time
+   from the ``approve`` reply to the answer of a ``get`` with ``min_version`` of the decision, and
+   to the answer of a ``wait`` that was already waiting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import nats
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from projections.status.rows import fold
+from projections.status.storage import open_view
+from projections.status.view import COLUMNS, _to_row, create_statements, timestamp
+from schemas import commands
+from schemas.codec import encoder, event_decoder
+from services.approvals.application import Approvals
+from services.approvals.relay import Relay
+from services.approvals.store import store_env
+from services.natsserver import NatsServer
+from services.settings import Settings
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from nats.aio.client import Client
+
+APPROVALS_BIN = str(Path(sys.executable).parent / "approvals")
+
+
+def a_request(i: int) -> commands.Request:
+    return commands.Request(
+        requested_by="service:bench",
+        skill_name=f"skill-{i % 7}",
+        skill_execution_id=f"exec-{i}",
+        title=f"Enrich rows batch {i}",
+        summary="Runs a paid enrichment over 100 rows",
+        risk_level=("low", "medium", "high", "critical")[i % 4],
+        action=commands.Action(
+            kind="provider_call", mode="live", provider="clearbit", max_credits=100
+        ),
+    )
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    return {"p50_ms": pick(0.50) * 1000, "p99_ms": pick(0.99) * 1000, "n": len(ordered)}
+
+
+def write_store(app: Approvals, approvals: int) -> int:
+    for start in range(0, approvals, 1000):
+        handled = app.handle_batch(
+            [("acme", a_request(i)) for i in range(start, min(start + 1000, approvals))]
+        )
+        approved = [
+            ("acme", commands.Approve(approval_id=r.approval.id, approver="user:ana",
+                                      digest=r.approval.request.digest))
+            for r in handled.results[::5]
+            if not isinstance(r, Exception) and r.approval is not None
+        ]  # fmt: skip
+        app.handle_batch(approved)
+    return app.last_notification_id()
+
+
+def raw_insert_rate(app: Approvals, path: Path) -> float:
+    """The same rows the projection writes, inserted with no projection logic at all."""
+    notifications = app.notifications(1, 10_000_000)
+    rows: dict[Any, Any] = {}
+    timeline = []
+    for n in notifications:
+        event = event_decoder.decode(n.state)
+        rows[event.approval_id] = fold(rows.get(event.approval_id), event)
+        timeline.append(
+            (str(event.approval_id), event.version, n.id, event.event_type, event.actor,
+             timestamp(event.occurred_at), n.state.decode())
+        )  # fmt: skip
+    row_tuples = [_to_row(row) for row in rows.values()]
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    for statement in create_statements("status_approvals", "status_timeline", "REAL"):
+        db.execute(statement)
+    marks = ", ".join("?" * len(COLUMNS))
+    started = time.perf_counter()
+    for i in range(0, len(timeline), 1000):
+        db.execute("BEGIN")
+        db.executemany(f"INSERT INTO status_approvals VALUES ({marks})", row_tuples[i : i + 1000])
+        db.executemany(
+            "INSERT INTO status_timeline VALUES (?, ?, ?, ?, ?, ?, ?)", timeline[i : i + 1000]
+        )
+        db.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    db.close()
+    return len(timeline) / elapsed
+
+
+@contextlib.contextmanager
+def serving(url: str, env: dict[str, str], *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    process = subprocess.Popen(
+        [APPROVALS_BIN, "--nats-url", url, "serve", *args],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+async def until(check: Any, within_s: float) -> None:
+    deadline = time.monotonic() + within_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.005)
+
+
+async def request(nc: Client, subject: str, body: Any) -> dict[str, Any]:
+    reply = json.loads((await nc.request(subject, encoder.encode(body), timeout=10)).data)
+    if not reply.get("ok"):
+        raise RuntimeError(f"{subject}: {reply}")
+    return reply  # type: ignore[no-any-return]
+
+
+async def query_latencies(nc: Client, ids: list[str], rounds: int) -> dict[str, Any]:
+    gets, lists = [], []
+    for i in range(rounds):
+        started = time.perf_counter()
+        await request(nc, "approvals.query.acme.get", {"approval_id": ids[i * 7919 % len(ids)]})
+        gets.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        page = await request(nc, "approvals.query.acme.list", {"status": "pending", "limit": 50})
+        lists.append(time.perf_counter() - started)
+        assert len(page["items"]) == 50
+    return {"get": percentiles(gets), "list": percentiles(lists)}
+
+
+async def decision_visibility(nc: Client, decisions: int) -> dict[str, Any]:
+    to_get, to_wait = [], []
+    for i in range(decisions):
+        made = await request(nc, "approvals.cmd.acme.request", msgspec_body(i))
+        approval = made["approval"]
+        body = {"approval_id": approval["id"]}
+        await request(nc, "approvals.query.acme.get", {**body, "min_version": 1})
+        waiting = asyncio.create_task(
+            request(nc, "approvals.query.acme.wait", {**body, "timeout_s": 30})
+        )
+        await asyncio.sleep(0.01)  # let the wait reach the service before the decision
+        approve = {**body, "approver": "user:ana", "digest": approval["digest"]}
+        await request(nc, "approvals.cmd.acme.approve", approve)
+        replied = time.perf_counter()
+        got = await request(nc, "approvals.query.acme.get", {**body, "min_version": 2})
+        to_get.append(time.perf_counter() - replied)
+        assert got["approval"]["status"] == "approved"
+        waited = await waiting
+        to_wait.append(time.perf_counter() - replied)
+        assert waited["approval"]["status"] == "approved"
+    return {"get": percentiles(to_get), "wait": percentiles(to_wait)}
+
+
+def msgspec_body(i: int) -> dict[str, Any]:
+    import msgspec
+
+    return msgspec.to_builtins(a_request(1_000_000 + i))  # type: ignore[no-any-return]
+
+
+async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    settings = Settings(sqlite_path=tmp / "approvals.db", view_sqlite_path=tmp / "status.db")
+    env = {"APPROVALS_SQLITE_PATH": str(settings.sqlite_path),
+           "APPROVALS_VIEW_SQLITE_PATH": str(settings.view_sqlite_path)}  # fmt: skip
+    app = Approvals(store_env(settings))
+    print(f"writing {args.approvals} approvals to the store ...", file=sys.stderr)
+    last = write_store(app, args.approvals)
+    baseline = raw_insert_rate(app, tmp / "raw.db")
+    with NatsServer(tmp / "jetstream") as server:
+        nc = await nats.connect(server.url)
+        relay = Relay(app, nc)
+        await relay.start()
+        await relay.publish_pending()
+        await relay.stop()
+        print(f"{last} events on the stream; projecting ...", file=sys.stderr)
+        view = open_view(settings)
+        with serving(server.url, env, "--only", "projection"):
+            await until(lambda: view.position() > 0, 30)
+            started, first = time.perf_counter(), view.position()
+            await until(lambda: view.position() >= last, 600)
+            catch_up = (last - first) / (time.perf_counter() - started)
+            ids = [str(a.id) for a in view.list_page("acme", _all_pending(1000))[0]]
+            queries = await query_latencies(nc, ids, args.queries)
+        with serving(server.url, env):
+            await answering(nc, "approvals.cmd.acme.approve")
+            await answering(nc, "approvals.query.acme.count")
+            visibility = await decision_visibility(nc, args.decisions)
+        await nc.close()
+    return {
+        "approvals_in_view": args.approvals,
+        "events": last,
+        "raw_insert_events_per_s": baseline,
+        "catch_up_events_per_s": catch_up,
+        "catch_up_ratio": catch_up / baseline,
+        "queries": queries,
+        "decision_visible": visibility,
+    }
+
+
+def _all_pending(limit: int) -> Any:
+    from schemas.queries import List
+
+    return List(status="pending", limit=min(limit, 500))
+
+
+async def answering(nc: Client, subject: str, within_s: float = 30) -> None:
+    """Until a service answers on ``subject`` (any reply, even an error, will do)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            await nc.request(subject, b"{}", timeout=0.5)
+            return
+        except (NoRespondersError, NatsTimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
+def render(report: dict[str, Any]) -> str:
+    q, v = report["queries"], report["decision_visible"]
+
+    def rate(name: str, per_s: float, ratio: float) -> str:
+        return f"{name:<44}{per_s:>10,.0f} e/s{'':>12}{ratio:>8.2f}x"
+
+    def latency(name: str, figures: dict[str, float]) -> str:
+        return f"{name:<44}{figures['p50_ms']:>11.2f} ms{figures['p99_ms']:>9.2f} ms"
+
+    title = f"status projection, {report['approvals_in_view']:,} approvals"
+    return "\n".join(
+        [
+            f"{title} ({report['events']:,} events)",
+            "",
+            f"{'measure':<44}{'rate or p50':>14}{'p99':>12}{'ratio':>9}",
+            rate(
+                "raw SQLite insert of the same rows (baseline)",
+                report["raw_insert_events_per_s"],
+                1.0,
+            ),
+            rate(
+                "projection catch-up over JetStream",
+                report["catch_up_events_per_s"],
+                report["catch_up_ratio"],
+            ),
+            latency("get over NATS", q["get"]),
+            latency("list 50 pending over NATS", q["list"]),
+            latency("approve reply -> get(min_version) answered", v["get"]),
+            latency("approve reply -> waiting wait answered", v["wait"]),
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--approvals", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=1000, help="get and list rounds")
+    parser.add_argument("--decisions", type=int, default=200)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-projection-"))
+    try:
+        report = asyncio.run(run(args, tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps(report, indent=2) if args.json else render(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
