@@ -47,6 +47,8 @@ class Action(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     max_credits: Credits | None = None
     expected_credits: Credits | None = None
     preview: Any = None
+    # For a workflow fire: the kinds of action its steps take (absent: unknown, so it may write).
+    touches: tuple[ActionKind, ...] | None = None
 
 
 class Command(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -23,6 +23,7 @@ ErrorCode = Literal[
     "already_decided",
     "digest_mismatch",
     "too_large",
+    "credit_ceiling_required",
     "unavailable",
     "internal",
 ]

@@ -44,3 +44,7 @@ class AlreadyDecided(ApprovalError):
 
 class DigestMismatch(ApprovalError):
     code = "digest_mismatch"
+
+
+class CreditCeilingRequired(ApprovalError):
+    code = "credit_ceiling_required"

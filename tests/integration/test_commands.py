@@ -148,6 +148,25 @@ async def test_reads_and_rehearsals_need_no_approval_and_store_nothing(
 
 
 @pytest.mark.parametrize(
+    "action",
+    [
+        {"kind": "provider_call", "mode": "live", "provider": "clearbit"},
+        {"kind": "column_run", "mode": "live", "scope": {"column": "score"}},
+        {"kind": "workflow_fire", "mode": "live", "touches": ["read", "provider_call"]},
+    ],
+    ids=["provider_call", "column_run", "workflow_fire"],
+)
+async def test_a_live_credit_spender_without_a_ceiling_is_refused_and_stores_nothing(
+    command_service: Started, action: dict[str, Any]
+) -> None:
+    service, client = command_service
+    reply = await send(client, "request", {**REQUEST, "action": action})
+    assert reply["ok"] is False
+    assert reply["error"]["code"] == "credit_ceiling_required"
+    assert stored(service) == 0
+
+
+@pytest.mark.parametrize(
     ("verb", "body", "outcome", "status"),
     [
         ("approve", {"approver": "user:ana", "reason": "fine"}, "approved", "approved"),

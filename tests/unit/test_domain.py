@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import msgspec
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from schemas import commands, events
 from schemas.replies import Delivery
-from schemas.types import TERMINAL_STATUSES, ActionKind, Mode
+from schemas.types import TERMINAL_STATUSES
 from services.approvals import domain
 from services.approvals.digest import action_digest
 from services.approvals.errors import (
@@ -25,7 +25,6 @@ from services.approvals.errors import (
     DigestMismatch,
     Forbidden,
 )
-from services.approvals.policy import requires_approval
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -318,16 +317,6 @@ def test_an_event_before_requested_cannot_be_projected() -> None:
     event = domain.expire(pending(), expire_cmd(), DEADLINE)
     with pytest.raises(TypeError):
         domain.project(None, [event])
-
-
-# -- what needs approval ---------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("mode", get_args(Mode))
-@pytest.mark.parametrize("kind", get_args(ActionKind))
-def test_requires_approval_only_for_live_actions_that_are_not_reads(kind: str, mode: str) -> None:
-    action = commands.Action(kind=kind, mode=mode)  # type: ignore[arg-type]
-    assert requires_approval(action) is (kind != "read" and mode == "live")
 
 
 # -- any sequence of commands ----------------------------------------------------------------
