@@ -42,9 +42,12 @@ from projections.status.storage import open_view
 from projections.status.view import COLUMNS, _to_row, create_statements, timestamp
 from schemas import commands
 from schemas.codec import encoder, event_decoder
+from schemas.events import Event
+from schemas.workspace import Member, WorkspaceSettings
 from services.approvals.application import Approvals
 from services.approvals.relay import Relay
 from services.approvals.store import store_env
+from services.dev import bootstrap_workspace
 from services.natsserver import NatsServer
 from services.settings import Settings
 
@@ -54,6 +57,15 @@ if TYPE_CHECKING:
     from nats.aio.client import Client
 
 APPROVALS_BIN = str(Path(sys.executable).parent / "approvals")
+
+# The benchmark's workspace: the requester asks, ana approves, one approval at every risk level.
+BENCH_WORKSPACE = WorkspaceSettings(
+    members={
+        "user:admin": Member(roles=("admin",)),
+        "service:bench": Member(roles=("requester",)),
+        "user:ana": Member(roles=("approver",)),
+    }
+)
 
 
 def a_request(i: int) -> commands.Request:
@@ -98,6 +110,8 @@ def raw_insert_rate(app: Approvals, path: Path) -> float:
     timeline = []
     for n in notifications:
         event = event_decoder.decode(n.state)
+        if not isinstance(event, Event):  # a workspace's settings: no row
+            continue
         rows[event.approval_id] = fold(rows.get(event.approval_id), event)
         timeline.append(
             (str(event.approval_id), event.version, n.id, event.event_type, event.actor,
@@ -202,6 +216,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     settings = Settings(sqlite_path=tmp / "approvals.db", view_sqlite_path=tmp / "status.db")
     env = {"APPROVALS_SQLITE_PATH": str(settings.sqlite_path),
            "APPROVALS_VIEW_SQLITE_PATH": str(settings.view_sqlite_path)}  # fmt: skip
+    bootstrap_workspace(settings, "acme", BENCH_WORKSPACE)
     app = Approvals(store_env(settings))
     print(f"writing {args.approvals} approvals to the store ...", file=sys.stderr)
     last = write_store(app, args.approvals)

@@ -50,9 +50,11 @@ from nats.errors import TimeoutError as NatsTimeoutError
 
 from schemas.codec import command_decoders
 from schemas.subjects import STREAM, command
+from schemas.workspace import Member, WorkspaceSettings
 from services.approvals import domain
 from services.approvals.application import Approvals
 from services.approvals.store import store_env
+from services.dev import bootstrap_workspace
 from services.natsserver import NatsServer, nats_server_binary
 from services.settings import Settings
 
@@ -71,6 +73,15 @@ CATCH_UP_TIMEOUT_S = 60.0
 START_TIMEOUT_S = 60.0
 # The clock for everything: CLOCK_MONOTONIC on Linux, so stamps compare across processes.
 clock = time.monotonic
+
+# The benchmark's workspace: the requester asks, ana approves, one approval at every risk level.
+BENCH_WORKSPACE = WorkspaceSettings(
+    members={
+        "user:admin": Member(roles=("admin",)),
+        "service:bench": Member(roles=("requester",)),
+        "user:ana": Member(roles=("approver",)),
+    }
+)
 
 # A live provider call: needs approval, so every request stores exactly one `Requested` event.
 # No idempotency key; `skill_execution_id` makes every body unique.
@@ -417,6 +428,7 @@ class Stack:
             "APPROVALS_VIEW_SQLITE_PATH": str(self.tmp / "status.db"),
             "PYTHONUNBUFFERED": "1",
         }
+        bootstrap_workspace(Settings(sqlite_path=self.store_path), WORKSPACE, BENCH_WORKSPACE)
         self.command_line = self.service_command()
         with self.log_path.open("wb") as log:
             self.service = subprocess.Popen(  # noqa: ASYNC220 (returns at once)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -20,6 +21,7 @@ from schemas.types import (
     RiskLevel,
     ShortText,
 )
+from schemas.workspace import WorkspaceSettings
 
 IdempotencyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 ExpiresIn = Annotated[int, msgspec.Meta(ge=1, le=30 * 24 * 3600)]
@@ -77,6 +79,7 @@ class Approve(Command, frozen=True, kw_only=True):
     approver: Actor
     digest: Digest
     reason: LongText | None = None
+    for_member: Person | None = None  # deciding in a member's place, under their delegation
 
 
 class Reject(Command, frozen=True, kw_only=True):
@@ -84,6 +87,7 @@ class Reject(Command, frozen=True, kw_only=True):
     approver: Actor
     reason: LongText | None = None
     rerun: bool = False
+    for_member: Person | None = None
 
 
 class Cancel(Command, frozen=True, kw_only=True):
@@ -105,6 +109,26 @@ class Deliver(Command, frozen=True, kw_only=True):
     by: Actor = "service:delivery"
 
 
+class Check(Request, frozen=True, kw_only=True):
+    """Would this request need approval, and why? Nothing is stored."""
+
+
+class Configure(Command, frozen=True, kw_only=True):
+    """Put ``settings`` in force for the workspace (``by`` must be one of its admins)."""
+
+    settings: WorkspaceSettings
+    by: Person
+
+
+class Delegate(Command, frozen=True, kw_only=True):
+    """``by`` lets ``to`` decide in their place until ``ends_at`` (a past time ends it)."""
+
+    by: Person
+    to: Person
+    ends_at: datetime
+    reason: LongText | None = None
+
+
 COMMANDS: dict[str, type[Command]] = {
     "request": Request,
     "approve": Approve,
@@ -112,4 +136,7 @@ COMMANDS: dict[str, type[Command]] = {
     "cancel": Cancel,
     "expire": Expire,
     "deliver": Deliver,
+    "check": Check,
+    "configure": Configure,
+    "delegate": Delegate,
 }

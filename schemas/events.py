@@ -14,6 +14,7 @@ import msgspec
 
 from schemas.commands import Action
 from schemas.types import Actor, RiskLevel
+from schemas.workspace import Change, WorkspaceSettings
 
 SCHEMA_VERSION = 1
 
@@ -57,6 +58,17 @@ class Requested(Event, frozen=True, kw_only=True, tag="requested"):
     idempotency_key: str | None = None
     on_behalf_of: str | None = None
     proposed_payload: Any = None
+    quorum: int = 1  # approvals needed, fixed when asked: a later workspace change moves nothing
+
+
+class VoteCast(Event, frozen=True, kw_only=True, tag="vote_cast"):
+    """One person's approval, counted towards the quorum."""
+
+    voter: str  # the member who acted, whichever alias or channel they used
+    signed_as: str  # the actor name the command carried
+    for_member: str | None = None  # the member they stood in for (a delegation): the vote is theirs
+    digest: str
+    reason: str | None = None
 
 
 class Delivered(Event, frozen=True, kw_only=True, tag="delivered"):
@@ -68,11 +80,14 @@ class Delivered(Event, frozen=True, kw_only=True, tag="delivered"):
 class Approved(Event, frozen=True, kw_only=True, tag="approved"):
     digest: str
     reason: str | None = None
+    votes: tuple[str, ...] = ()  # the members whose votes met the quorum
+    for_member: str | None = None
 
 
 class Rejected(Event, frozen=True, kw_only=True, tag="rejected"):
     reason: str | None = None
     rerun: bool = False
+    for_member: str | None = None
 
 
 class Expired(Event, frozen=True, kw_only=True, tag="expired"):
@@ -83,12 +98,67 @@ class Cancelled(Event, frozen=True, kw_only=True, tag="cancelled"):
     reason: str | None = None
 
 
-AnyEvent = Requested | Delivered | Approved | Rejected | Expired | Cancelled
-EVENT_TYPES: tuple[type[Event], ...] = (
+class WorkspaceEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Fields every event of a workspace's settings carries."""
+
+    event_id: UUID
+    aggregate_id: UUID  # the settings (uuid5 of the workspace id) or a standing allowance
+    version: int
+    workspace_id: str
+    occurred_at: datetime
+    actor: Actor
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def originator_id(self) -> UUID:
+        return self.aggregate_id
+
+    @property
+    def originator_version(self) -> int:
+        return self.version
+
+    @property
+    def event_type(self) -> str:
+        return str(type(self).__struct_config__.tag)
+
+
+class WorkspaceConfigured(WorkspaceEvent, frozen=True, kw_only=True, tag="workspace_configured"):
+    """The settings in force from now on, and what changed (``actor`` made the change)."""
+
+    settings: WorkspaceSettings
+    changes: tuple[Change, ...]
+
+
+class Delegated(WorkspaceEvent, frozen=True, kw_only=True, tag="delegated"):
+    """``delegator`` lets ``delegate`` decide in their place until ``ends_at``."""
+
+    delegator: str
+    delegate: str
+    ends_at: datetime
+    reason: str | None = None
+
+
+class StandingUsed(WorkspaceEvent, frozen=True, kw_only=True, tag="standing_used"):
+    """A standing permission approved ``approval_id``; ``total`` is the day's use so far."""
+
+    rule: str
+    day: str
+    approval_id: UUID
+    credits: float
+    total: float
+
+
+ApprovalEvent = Requested | Delivered | VoteCast | Approved | Rejected | Expired | Cancelled
+AnyEvent = ApprovalEvent | WorkspaceConfigured | Delegated | StandingUsed
+EVENT_TYPES: tuple[type[Event] | type[WorkspaceEvent], ...] = (
     Requested,
     Delivered,
+    VoteCast,
     Approved,
     Rejected,
     Expired,
     Cancelled,
+    WorkspaceConfigured,
+    Delegated,
+    StandingUsed,
 )

@@ -13,6 +13,7 @@ import msgspec
 
 from schemas.commands import Action
 from schemas.types import RiskLevel, Status
+from schemas.workspace import Change, WorkspaceSettings
 
 ErrorCode = Literal[
     "invalid",
@@ -36,6 +37,9 @@ Outcome = Literal[
     "cancelled",
     "expired",
     "delivered",
+    "vote_cast",
+    "configured",
+    "delegated",
 ]
 
 
@@ -70,6 +74,18 @@ class ApprovalState(msgspec.Struct, frozen=True, kw_only=True):
     deliveries: tuple[Delivery, ...]
     decided_by: str | None
     reason: str | None
+    quorum: int = 1
+    votes: tuple[str, ...] = ()  # the members who approved so far
+
+
+class PolicyInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """Why a request needs approval or not: the row of the table, and any standing rule."""
+
+    required: bool
+    row: str
+    reason: str
+    standing_rule: str | None = None
+    quorum: int | None = None
 
 
 class Reply(msgspec.Struct, frozen=True, kw_only=True):
@@ -77,6 +93,31 @@ class Reply(msgspec.Struct, frozen=True, kw_only=True):
     outcome: Outcome
     approval: ApprovalState | None = None
     replayed: bool = False
+    policy: PolicyInfo | None = None
+    settings_version: int | None = None  # configure, delegate: the workspace's settings version
+    changes: tuple[Change, ...] | None = None  # configure: what changed
+
+
+class DelegationState(msgspec.Struct, frozen=True, kw_only=True):
+    delegator: str
+    delegate: str
+    ends_at: datetime
+
+
+class WorkspaceState(msgspec.Struct, frozen=True, kw_only=True):
+    """The settings in force, as ``approvals.query.<workspace>.workspace`` answers."""
+
+    workspace_id: str
+    version: int
+    settings: WorkspaceSettings
+    configured_by: str
+    configured_at: datetime
+    delegations: tuple[DelegationState, ...] = ()  # those not yet ended
+
+
+class WorkspaceReply(msgspec.Struct, frozen=True, kw_only=True):
+    ok: Literal[True] = True
+    workspace: WorkspaceState
 
 
 class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
@@ -98,4 +139,7 @@ class AnyReply(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     outcome: Outcome | None = None
     approval: ApprovalState | None = None
     replayed: bool = False
+    policy: PolicyInfo | None = None
+    settings_version: int | None = None
+    changes: tuple[Change, ...] | None = None
     error: ErrorBody | None = None

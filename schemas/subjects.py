@@ -13,7 +13,9 @@ EVENTS_WILDCARD: Final = "approvals.events.>"
 MSG_ID_HEADER: Final = "Nats-Msg-Id"
 NOTIFICATION_ID_HEADER: Final = "Approvals-Notification-Id"
 
-CommandVerb = Literal["request", "approve", "reject", "cancel", "expire", "deliver"]
+CommandVerb = Literal[
+    "request", "approve", "reject", "cancel", "expire", "deliver", "check", "configure", "delegate"
+]
 COMMAND_VERBS: Final[tuple[CommandVerb, ...]] = (
     "request",
     "approve",
@@ -21,6 +23,9 @@ COMMAND_VERBS: Final[tuple[CommandVerb, ...]] = (
     "cancel",
     "expire",
     "deliver",
+    "check",
+    "configure",
+    "delegate",
 )
 
 TOKEN_PATTERN: Final = r"^[A-Za-z0-9_-]{1,64}$"

@@ -10,11 +10,12 @@ import msgspec
 from schemas.codec import encode_error, encoder
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
-    from schemas.events import Event
+    from schemas.events import Event, WorkspaceEvent
     from schemas.queries import ApprovalView, ListReply, TimelineEntry, WaitReply
-    from schemas.replies import AnyReply, ApprovalState
+    from schemas.replies import AnyReply, ApprovalState, WorkspaceReply
+    from schemas.workspace import Change
 
 
 def table(rows: Sequence[tuple[str, Any]]) -> str:
@@ -40,9 +41,81 @@ def print_reply(reply: AnyReply) -> None:
     rows: list[tuple[str, Any]] = [("outcome", reply.outcome)]
     if reply.replayed:
         rows.append(("replayed", "yes: an earlier request with this idempotency key"))
+    if reply.policy is not None:
+        policy = reply.policy
+        rows.append(("policy", f"{policy.row}: {policy.reason}"))
+        if policy.standing_rule:
+            rows.append(("standing rule", policy.standing_rule))
     if reply.approval is not None:
         rows.extend(_approval_rows(reply.approval))
+    if reply.settings_version is not None:
+        rows.append(("settings version", reply.settings_version))
     click.echo(table(rows))
+    if reply.changes is not None:
+        click.echo("")
+        click.echo(_changes(reply.changes) if reply.changes else "no change: already in force")
+
+
+def _changes(changes: Sequence[Change]) -> str:
+    return table([(c.path, f"{_short(c.before)} -> {_short(c.after)}") for c in changes])
+
+
+def _short(value: Any) -> str:
+    if value is None:
+        return "(none)"
+    text = encoder.encode(value).decode()
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def print_workspace(as_json: bool, reply: WorkspaceReply) -> None:
+    if as_json:
+        click.echo(encoder.encode(reply))
+        return
+    ws = reply.workspace
+    settings = ws.settings
+    rows: list[tuple[str, Any]] = [
+        ("workspace", ws.workspace_id),
+        ("version", ws.version),
+        ("configured", f"{ws.configured_at.isoformat()} by {ws.configured_by}"),
+        ("default expiry", f"{settings.default_expiry_s} s" if settings.default_expiry_s else
+         "service default"),
+        ("quorum", _by_risk(settings.quorum) or "1 everywhere"),
+        ("approvers", _by_risk({k: ",".join(v) for k, v in settings.approvers.items()})
+         or "every approver"),
+        ("channels", _by_risk({k: ",".join(v) for k, v in settings.channels.items()})
+         or "inbox"),
+        ("bar skill owner", "yes" if settings.bar_skill_owner else "no"),
+        ("budget", f"{settings.budget.cap} credits per {settings.budget.period}"
+         if settings.budget else None),
+    ]  # fmt: skip
+    click.echo(table(rows))
+    click.echo("")
+    click.echo(table([(m, ", ".join(e.roles) + _aliases(e.aliases))
+                      for m, e in sorted(settings.members.items())]))  # fmt: skip
+    if settings.groups:
+        click.echo("")
+        click.echo(
+            table([(f"group {g}", ", ".join(p)) for g, p in sorted(settings.groups.items())])
+        )
+    if settings.standing:
+        click.echo("")
+        click.echo(table([
+            (f"standing {r.name}", f"{','.join(r.kinds)} up to {r.max_credits_per_run} per run"
+             + (f", {r.max_credits_per_day} per day" if r.max_credits_per_day else ""))
+            for r in settings.standing
+        ]))  # fmt: skip
+    if ws.delegations:
+        click.echo("")
+        click.echo(table([(f"delegation {d.delegator}", f"to {d.delegate} until {d.ends_at}")
+                          for d in ws.delegations]))  # fmt: skip
+
+
+def _by_risk(values: Mapping[Any, Any]) -> str:
+    return " ".join(f"{risk}={value}" for risk, value in values.items())
+
+
+def _aliases(aliases: Sequence[str]) -> str:
+    return f"  (also {', '.join(aliases)})" if aliases else ""
 
 
 def _approval_rows(state: ApprovalState) -> list[tuple[str, Any]]:
@@ -66,25 +139,27 @@ def _approval_rows(state: ApprovalState) -> list[tuple[str, Any]]:
         ("resolved", state.resolved_at.isoformat() if state.resolved_at else None),
         ("decided by", state.decided_by),
         ("reason", state.reason),
+        ("votes", f"{len(state.votes)} of {state.quorum}: {', '.join(state.votes)}".rstrip(": ")),
         ("delivered to", ", ".join(f"{d.channel}:{d.target}" for d in state.deliveries)),
         ("version", state.version),
         ("web", state.web_url),
     ]
 
 
-def print_event(as_json: bool, sequence: int, event: Event) -> None:
+def print_event(as_json: bool, sequence: int, event: Event | WorkspaceEvent) -> None:
     if as_json:
         click.echo(encoder.encode({"seq": sequence, "event": event}))
         return
     click.echo(
         f"{sequence:>8}  {event.occurred_at.isoformat()}  {event.event_type:<10} "
-        f"{event.approval_id} v{event.version}  {_event_line(event)}"
+        f"{event.originator_id} v{event.version}  {_event_line(event)}"
     )
 
 
-def _event_line(event: Event) -> str:
+def _event_line(event: Event | WorkspaceEvent) -> str:
     fields = msgspec.structs.asdict(event)
-    shown = {k: fields[k] for k in ("reason", "channel", "target", "title") if fields.get(k)}
+    keys = ("reason", "channel", "target", "title", "voter", "delegate", "rule", "credits")
+    shown = {k: fields[k] for k in keys if fields.get(k)}
     extra = " ".join(f"{k}={v}" for k, v in shown.items())
     return f"{event.actor} {extra}".rstrip()
 

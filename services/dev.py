@@ -5,10 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from importlib.resources import files
 from typing import TYPE_CHECKING, Protocol
 
 from projections.status.service import ProjectionService
+from schemas.commands import Configure
+from schemas.workspace import WorkspaceSettings, parse_workspace
+from services.approvals.application import Approvals
 from services.approvals.service import CommandService
+from services.approvals.store import store_env
 from services.natsserver import NatsServer
 from services.settings import Settings
 
@@ -43,6 +48,30 @@ async def run_until_stopped(*services: Service) -> None:
             await service.stop()
 
 
+EXAMPLE_WORKSPACE = files("schemas") / "examples" / "workspace.toml"
+DEV_WORKSPACE = "default"
+
+
+def bootstrap_workspace(
+    settings: Settings,
+    workspace_id: str = DEV_WORKSPACE,
+    workspace: WorkspaceSettings | None = None,
+) -> str | None:
+    """Apply ``workspace`` (by default the example file) to ``workspace_id`` if it has no
+    settings yet, before the command service starts (so it is still the only writer); the admin
+    it applied as, or None if the workspace was already set up."""
+    settings_in_file = workspace or parse_workspace(EXAMPLE_WORKSPACE.read_text(encoding="utf-8"))
+    admin = next(m for m, e in settings_in_file.members.items() if "admin" in e.roles)
+    app = Approvals(store_env(settings), default_expiry_s=settings.default_expiry_s)
+    try:
+        if app.workspace(workspace_id) is not None:
+            return None
+        app.handle(workspace_id, Configure(settings=settings_in_file, by=admin))
+        return admin
+    finally:
+        app.close()
+
+
 def run_dev(data_dir: Path, nats_port: int) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     server = NatsServer(data_dir / "jetstream", port=nats_port).start()
@@ -56,6 +85,9 @@ def run_dev(data_dir: Path, nats_port: int) -> None:
         print(f"nats-server   {server.url}  (JetStream store {data_dir / 'jetstream'})")
         print(f"event store   sqlite {settings.sqlite_path}")
         print(f"status view   sqlite {settings.view_sqlite_path}")
+        admin = bootstrap_workspace(settings)
+        if admin is not None:
+            print(f"workspace     {DEV_WORKSPACE}: applied {EXAMPLE_WORKSPACE} as {admin}")
         print("services      commands on approvals.cmd.<workspace>.<verb>")
         print("              relay -> stream APPROVALS_EVENTS")
         print("              status projection, queries on approvals.query.<workspace>.<verb>")

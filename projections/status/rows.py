@@ -26,6 +26,8 @@ def fold(row: ApprovalView | None, event: events.Event) -> ApprovalView | None:
         return row if row is not None else _requested(event)
     if row is None or event.version <= row.version:
         return row
+    if isinstance(event, events.VoteCast):
+        return msgspec.structs.replace(row, version=event.version)
     if isinstance(event, events.Delivered):
         channels = row.channels if event.channel in row.channels else (*row.channels, event.channel)
         return msgspec.structs.replace(row, channels=channels, version=event.version)

@@ -19,6 +19,7 @@ from eventsourcing.persistence import TrackingRecorder
 
 from projections.status.rows import fold
 from schemas.codec import encoder
+from schemas.events import Event
 from schemas.queries import ApprovalView, TimelineEntry
 
 if TYPE_CHECKING:
@@ -26,9 +27,9 @@ if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
     from schemas import queries
-    from schemas.events import Event
+    from schemas.events import AnyEvent
 
-Projected = tuple[int, "Event", bytes]  # notification id, event, the event's JSON as stored
+Projected = tuple[int, "AnyEvent", bytes]  # notification id, event, the event's JSON as stored
 
 UPSTREAM = "approvals"  # the application whose notification ids the position counts
 
@@ -93,9 +94,11 @@ class StatusView(TrackingRecorder, ABC):
         """Apply events (with notification ids and stored JSON, in order); return changed rows."""
         with self._transaction(commit=True) as cursor:
             position = self._position(cursor)
-            fresh = [item for item in batch if item[0] > position]
-            if not fresh:
+            everything = [item for item in batch if item[0] > position]
+            if not everything:
                 return {}
+            # A workspace's settings move the position but no approval row.
+            fresh = [(nid, e, raw) for nid, e, raw in everything if isinstance(e, Event)]
             rows = self._select(cursor, {e.approval_id for _, e, _ in fresh if e.version > 1})
             changed: dict[UUID, ApprovalView] = {}
             for _, event, _ in fresh:
@@ -111,7 +114,7 @@ class StatusView(TrackingRecorder, ABC):
                     for nid, e, raw in fresh
                 ],
             )  # fmt: skip
-            self._record_position(cursor, fresh[-1][0])
+            self._record_position(cursor, everything[-1][0])
             return changed
 
     def _select(self, cursor: Any, ids: set[UUID]) -> dict[UUID, ApprovalView]:

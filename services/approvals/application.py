@@ -12,14 +12,15 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 from uuid import UUID, uuid4, uuid5
 
+import msgspec
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import get_topic
 
-from schemas import commands
-from services.approvals import domain
+from schemas import commands, events
+from schemas.replies import PolicyInfo
+from services.approvals import domain, governance, policy
 from services.approvals.errors import ApprovalError, NotFound
-from services.approvals.policy import requires_approval
 from services.approvals.store import MsgspecMapper
 
 if TYPE_CHECKING:
@@ -27,9 +28,10 @@ if TYPE_CHECKING:
 
     from eventsourcing.persistence import Notification, Recording
 
-    from schemas import events
+    from schemas.workspace import Change
 
 IDEMPOTENCY_NAMESPACE = UUID("6f1d7c1e-3a0b-4c55-9d3e-4b8f1f0a9e21")
+DEFAULT_EXPIRY_S = 86400
 CONFLICT_RETRIES = 5
 
 
@@ -37,6 +39,9 @@ class Result(NamedTuple):
     outcome: str
     approval: domain.Approval | None
     replayed: bool = False
+    policy: PolicyInfo | None = None
+    workspace: governance.Workspace | None = None
+    changes: tuple[Change, ...] | None = None
 
 
 class Handled(NamedTuple):
@@ -47,13 +52,16 @@ class Handled(NamedTuple):
 
 
 Work = tuple[str, commands.Command]  # (workspace id, command)
+State = dict[UUID, Any]  # what a batch has loaded or changed: approvals, workspaces, allowances
 
 
 class Approvals(Application[UUID]):
     name = "approvals"
     env: ClassVar[dict[str, str]] = {"MAPPER_TOPIC": get_topic(MsgspecMapper)}
 
-    def __init__(self, env: dict[str, str] | None = None, *, default_expiry_s: int = 86400):
+    def __init__(
+        self, env: dict[str, str] | None = None, *, default_expiry_s: int = DEFAULT_EXPIRY_S
+    ):
         super().__init__(env)
         self.default_expiry_s = default_expiry_s
 
@@ -119,88 +127,174 @@ class Approvals(Application[UUID]):
 
     def _decide_all(
         self, batch: Sequence[Work], now: datetime
-    ) -> tuple[list[Result | ApprovalError], list[events.Event]]:
-        state: dict[UUID, domain.Approval | None] = {}
+    ) -> tuple[list[Result | ApprovalError], list[Any]]:
+        state: State = {}
         results: list[Result | ApprovalError] = []
-        new_events: list[events.Event] = []
+        new_events: list[Any] = []
         for workspace_id, cmd in batch:
             try:
-                result, event = self._decide(workspace_id, cmd, now, state)
+                result, produced = self._decide(workspace_id, cmd, now, state)
             except ApprovalError as error:
                 results.append(error)
                 continue
-            if event is not None:
-                new_events.append(event)
-                state[event.approval_id] = result.approval
+            for event in produced:
+                state[event.originator_id] = _evolve(state.get(event.originator_id), event)
+            new_events.extend(produced)
             results.append(result)
         return results, new_events
 
     def _decide(
-        self,
-        workspace_id: str,
-        cmd: commands.Command,
-        now: datetime,
-        state: dict[UUID, domain.Approval | None],
-    ) -> tuple[Result, events.Event | None]:
-        if isinstance(cmd, commands.Request):
-            return self._decide_request(workspace_id, cmd, now, state)
+        self, workspace_id: str, cmd: commands.Command, now: datetime, state: State
+    ) -> tuple[Result, list[Any]]:
+        if isinstance(cmd, commands.Configure):
+            current = self._workspace(workspace_id, state)
+            configured = governance.configure(current, workspace_id, cmd, now)
+            if configured is None:  # already in force
+                return Result("configured", None, workspace=current, changes=()), []
+            configured_ws = governance.evolve_workspace(current, configured)
+            return Result(
+                "configured", None, workspace=configured_ws, changes=configured.changes
+            ), [configured]
+        if isinstance(cmd, commands.Request):  # and Check, its dry twin
+            ws = governance.require_workspace(self._workspace(workspace_id, state), workspace_id)
+            return self._decide_request(ws, cmd, now, state)
+        if isinstance(cmd, commands.Delegate):
+            ws = governance.require_workspace(self._workspace(workspace_id, state), workspace_id)
+            delegated = governance.delegate(ws, cmd, now)
+            return Result(
+                "delegated", None, workspace=governance.evolve_workspace(ws, delegated)
+            ), [delegated]
         approval_id: UUID = cmd.approval_id  # type: ignore[attr-defined]
         approval = self._current(approval_id, state)
         if approval is None or approval.workspace_id != workspace_id:
             raise NotFound("no such approval", approval_id=str(approval_id))
-        event: events.Event
+        produced: list[events.Event]
         match cmd:
             case commands.Approve():
-                event = domain.approve(approval, cmd, now)
+                produced = domain.approve(approval, cmd, now, self._governing(workspace_id, state))
             case commands.Reject():
-                event = domain.reject(approval, cmd, now)
+                produced = [domain.reject(approval, cmd, now, self._governing(workspace_id, state))]
             case commands.Cancel():
-                event = domain.cancel(approval, cmd, now)
+                produced = [domain.cancel(approval, cmd, now, self._governing(workspace_id, state))]
             case commands.Expire():
-                event = domain.expire(approval, cmd, now)
+                produced = [domain.expire(approval, cmd, now)]
             case commands.Deliver():
-                event = domain.deliver(approval, cmd, now)
+                produced = [domain.deliver(approval, cmd, now)]
             case _:
                 raise TypeError(f"unknown command {type(cmd).__name__}")
-        after = domain.mutate(event, approval)
-        return Result(event.event_type, after), event
+        after = approval
+        for event in produced:
+            after = domain.mutate(event, after)
+        return Result(produced[-1].event_type, after), produced
 
     def _decide_request(
         self,
-        workspace_id: str,
+        ws: governance.Workspace,
         cmd: commands.Request,
         now: datetime,
-        state: dict[UUID, domain.Approval | None],
-    ) -> tuple[Result, events.Event | None]:
-        if not requires_approval(cmd.action):
-            return Result("not_required", None), None
+        state: State,
+    ) -> tuple[Result, list[Any]]:
+        governance.may_request(ws, cmd)
+        answer = policy.evaluate(cmd.action)
+        quorum = ws.settings.quorum_for(cmd.risk_level)
+        rule = governance.standing_rule(ws, cmd) if answer.required else None
+        info = PolicyInfo(
+            required=answer.required,
+            row=answer.row,
+            reason=answer.reason,
+            standing_rule=rule.name if rule else None,
+            quorum=quorum if answer.required else None,
+        )
+        if isinstance(cmd, commands.Check):
+            outcome = "approval_required" if answer.required else "not_required"
+            return Result(outcome, None, policy=info), []
+        if not answer.required:
+            return Result("not_required", None, policy=info), []
         if cmd.idempotency_key is None:
             approval_id = uuid4()
         else:
-            approval_id = uuid5(IDEMPOTENCY_NAMESPACE, f"{workspace_id}\x00{cmd.idempotency_key}")
+            approval_id = uuid5(
+                IDEMPOTENCY_NAMESPACE, f"{ws.workspace_id}\x00{cmd.idempotency_key}"
+            )
             existing = self._current(approval_id, state)
             if existing is not None:
                 domain.request_again(existing, cmd)
-                return Result("approval_required", existing, replayed=True), None
-        event = domain.request(
+                return Result("approval_required", existing, replayed=True, policy=info), []
+        requested = domain.request(
             cmd,
             approval_id=approval_id,
-            workspace_id=workspace_id,
+            workspace_id=ws.workspace_id,
             now=now,
-            default_expiry_s=self.default_expiry_s,
+            default_expiry_s=ws.settings.default_expiry_s or self.default_expiry_s,
+            quorum=quorum,
         )
-        return Result("approval_required", domain.mutate(event, None)), event
+        approval = domain.mutate(requested, None)
+        if rule is not None and cmd.action.max_credits is not None:
+            day = now.date().isoformat()
+            key = governance.allowance_key(ws.workspace_id, rule.name, day)
+            allowance = self._allowance(key, state)
+            used = governance.use_allowance(
+                ws, allowance, rule, approval_id, cmd.action.max_credits, day, now
+            )
+            if used is not None:
+                approved = domain.approve_by_policy(approval, rule.name, now)
+                return Result("approved", domain.mutate(approved, approval), policy=info), [
+                    requested,
+                    used,
+                    approved,
+                ]
+            info = msgspec.structs.replace(info, standing_rule=None)
+        return Result("approval_required", approval, policy=info), [requested]
 
-    def _current(
-        self, approval_id: UUID, state: dict[UUID, domain.Approval | None]
-    ) -> domain.Approval | None:
+    def _workspace(self, workspace_id: str, state: State) -> governance.Workspace | None:
+        key = governance.workspace_key(workspace_id)
+        if key not in state:
+            state[key] = self._load_with(key, project_workspace)
+        return state[key]  # type: ignore[no-any-return]
+
+    def _governing(self, workspace_id: str, state: State) -> governance.Workspace:
+        return governance.require_workspace(self._workspace(workspace_id, state), workspace_id)
+
+    def _allowance(self, key: UUID, state: State) -> governance.Allowance | None:
+        if key not in state:
+            state[key] = self._load_with(key, project_allowance)
+        return state[key]  # type: ignore[no-any-return]
+
+    def workspace(self, workspace_id: str) -> governance.Workspace | None:
+        return self._workspace(workspace_id, {})
+
+    def _current(self, approval_id: UUID, state: State) -> domain.Approval | None:
         if approval_id not in state:
             state[approval_id] = self._load(approval_id)
-        return state[approval_id]
+        return state[approval_id]  # type: ignore[no-any-return]
 
     def _load(self, approval_id: UUID) -> domain.Approval | None:
+        return self._load_with(approval_id, domain.project)  # type: ignore[no-any-return]
+
+    def _load_with(self, aggregate_id: UUID, projector: Any) -> Any:
         try:
-            approval: Any = self.repository.get(approval_id, projector_func=domain.project)
+            return self.repository.get(aggregate_id, projector_func=projector)
         except AggregateNotFoundError:
             return None
-        return approval  # type: ignore[no-any-return]
+
+
+def project_workspace(ws: governance.Workspace | None, history: Any) -> governance.Workspace | None:
+    for event in history:
+        ws = governance.evolve_workspace(ws, event)
+    return ws
+
+
+def project_allowance(
+    allowance: governance.Allowance | None, history: Any
+) -> governance.Allowance | None:
+    for event in history:
+        allowance = governance.evolve_allowance(allowance, event)
+    return allowance
+
+
+def _evolve(current: Any, event: Any) -> Any:
+    if isinstance(event, events.WorkspaceConfigured | events.Delegated):
+        return governance.evolve_workspace(current, event)
+    if isinstance(event, events.StandingUsed):
+        return governance.evolve_allowance(current, event)
+    return domain.mutate(event, current)

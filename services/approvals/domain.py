@@ -16,13 +16,13 @@ import msgspec
 from schemas import events
 from schemas.replies import Delivery
 from schemas.types import TERMINAL_STATUSES, Status
+from services.approvals import governance
 from services.approvals.digest import action_digest
 from services.approvals.errors import (
     AlreadyDecided,
     Conflict,
     DeadlinePassed,
     DigestMismatch,
-    Forbidden,
 )
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ class Approval(msgspec.Struct, frozen=True, kw_only=True):
     deliveries: tuple[Delivery, ...] = ()
     decided_by: str | None = None
     reason: str | None = None
+    votes: tuple[str, ...] = ()  # members who approved so far (one vote each)
 
     @property
     def is_terminal(self) -> bool:
@@ -61,6 +62,7 @@ def request(
     workspace_id: str,
     now: datetime,
     default_expiry_s: int,
+    quorum: int = 1,
 ) -> events.Requested:
     expires_in = cmd.expires_in_s if cmd.expires_in_s is not None else default_expiry_s
     return events.Requested(
@@ -83,6 +85,7 @@ def request(
         idempotency_key=cmd.idempotency_key,
         on_behalf_of=cmd.on_behalf_of,
         proposed_payload=cmd.proposed_payload,
+        quorum=quorum,
     )
 
 
@@ -99,31 +102,66 @@ def request_again(existing: Approval, cmd: commands.Request) -> None:
         )
 
 
-def approve(approval: Approval, cmd: commands.Approve, now: datetime) -> events.Approved:
+def approve(
+    approval: Approval, cmd: commands.Approve, now: datetime, ws: governance.Workspace
+) -> list[events.Event]:
+    """A vote; the vote that meets the request's quorum is the ``approved`` event itself."""
     _require_pending(approval, now)
-    if not cmd.approver.startswith("user:"):
-        raise Forbidden("only a person (user:<id>) can approve", approver=cmd.approver)
-    if cmd.approver in (approval.request.requested_by, approval.request.on_behalf_of):
-        raise Forbidden(
-            "the requester and the person it acts for cannot approve their own request",
-            approver=cmd.approver,
-        )
+    who = governance.decider(
+        ws, cmd.approver, cmd.for_member, approval.request, now, approving=True
+    )
     if cmd.digest != approval.request.digest:
         raise DigestMismatch(
             "the digest shown to the approver is not the digest of this request",
             expected=approval.request.digest,
             given=cmd.digest,
         )
-    return _next(approval, events.Approved, now, cmd.approver, digest=cmd.digest, reason=cmd.reason)
+    if who.counted in approval.votes:
+        raise Conflict(
+            f"{who.counted} has already approved this request: one person, one vote",
+            rule="one_vote_per_person",
+            votes=list(approval.votes),
+        )
+    votes = (*approval.votes, who.counted)
+    if len(votes) < approval.request.quorum:
+        vote = _next(
+            approval, events.VoteCast, now, cmd.approver,
+            voter=who.member, signed_as=cmd.approver, for_member=who.for_member,
+            digest=cmd.digest, reason=cmd.reason,
+        )  # fmt: skip
+        return [vote]
+    return [
+        _next(
+            approval, events.Approved, now, cmd.approver,
+            digest=cmd.digest, reason=cmd.reason, votes=votes, for_member=who.for_member,
+        )
+    ]  # fmt: skip
 
 
-def reject(approval: Approval, cmd: commands.Reject, now: datetime) -> events.Rejected:
+def reject(
+    approval: Approval, cmd: commands.Reject, now: datetime, ws: governance.Workspace
+) -> events.Rejected:
+    """One allowed rejection rejects (a veto), whatever votes came before."""
     _require_pending(approval, now)
-    return _next(approval, events.Rejected, now, cmd.approver, reason=cmd.reason, rerun=cmd.rerun)
+    who = governance.decider(
+        ws, cmd.approver, cmd.for_member, approval.request, now, approving=False
+    )
+    return _next(
+        approval, events.Rejected, now, cmd.approver,
+        reason=cmd.reason, rerun=cmd.rerun, for_member=who.for_member,
+    )  # fmt: skip
 
 
-def cancel(approval: Approval, cmd: commands.Cancel, now: datetime) -> events.Cancelled:
+def approve_by_policy(approval: Approval, rule: str, now: datetime) -> events.Approved:
+    """A standing permission covers the request: approved at once, and the history says why."""
+    return _next(approval, events.Approved, now, f"policy:{rule}", digest=approval.request.digest)
+
+
+def cancel(
+    approval: Approval, cmd: commands.Cancel, now: datetime, ws: governance.Workspace
+) -> events.Cancelled:
     _require_pending(approval, now)
+    governance.may_cancel(ws, approval.request, cmd.by)
     return _next(approval, events.Cancelled, now, cmd.by, reason=cmd.reason)
 
 
@@ -214,6 +252,17 @@ def _delivered(event: events.Delivered, approval: Approval | None) -> Approval:
     )
 
 
+@mutate.register(events.VoteCast)
+def _vote_cast(event: events.VoteCast, approval: Approval | None) -> Approval:
+    current = _existing(approval, event)
+    return msgspec.structs.replace(
+        current,
+        version=event.version,
+        modified_at=event.occurred_at,
+        votes=(*current.votes, event.for_member or event.voter),
+    )
+
+
 @mutate.register(events.Approved)
 @mutate.register(events.Rejected)
 @mutate.register(events.Expired)
@@ -229,6 +278,7 @@ def _resolved(event: events.Event, approval: Approval | None) -> Approval:
         resolved_at=event.occurred_at,
         decided_by=event.actor,
         reason=getattr(event, "reason", None),
+        votes=getattr(event, "votes", current.votes) or current.votes,
     )
 
 

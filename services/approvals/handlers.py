@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import msgspec
 
 from schemas import codec, subjects
 from schemas.codec import command_decoders, encoder
-from schemas.replies import Reply
+from schemas.replies import Reply, WorkspaceReply
+from services.approvals import governance
 from services.approvals.errors import ApprovalError, Invalid, TooLarge
-from services.approvals.views import approval_state
+from services.approvals.views import approval_state, workspace_state
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -64,6 +66,14 @@ class CommandHandlers:
                     pending_msgs_limit=100_000,
                 )
             )
+        # The settings in force are the command service's own state: it answers for them.
+        self._subscriptions.append(
+            await self.nc.subscribe(
+                subjects.query_wildcard("workspace"),
+                queue=subjects.COMMAND_QUEUE,
+                cb=self._on_workspace_query,
+            )
+        )
 
     async def stop(self) -> None:
         """Stop taking commands, answer the ones already queued."""
@@ -86,6 +96,20 @@ class CommandHandlers:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
+
+    async def _on_workspace_query(self, msg: Msg) -> None:
+        workspace_id = msg.subject.split(".")[2]
+        try:
+            if not subjects.is_token(workspace_id):
+                raise Invalid(
+                    f"workspace must match {subjects.TOKEN_PATTERN}", workspace=workspace_id
+                )
+            ws = governance.require_workspace(self.app.workspace(workspace_id), workspace_id)
+            data = encoder.encode(WorkspaceReply(workspace=workspace_state(ws, now())))
+        except ApprovalError as error:
+            data = encode_error(error)
+        if msg.reply:
+            await self.nc.publish(msg.reply, data)
 
     def _decode(self, msg: Msg) -> tuple[str, Command]:
         parts = msg.subject.split(".")
@@ -142,8 +166,19 @@ class CommandHandlers:
             else None
         )
         return encoder.encode(
-            Reply(outcome=result.outcome, approval=state, replayed=result.replayed)  # type: ignore[arg-type]
+            Reply(
+                outcome=result.outcome,  # type: ignore[arg-type]
+                approval=state,
+                replayed=result.replayed,
+                policy=result.policy,
+                settings_version=result.workspace.version if result.workspace else None,
+                changes=result.changes,
+            )
         )
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
 
 
 def encode_error(error: ApprovalError) -> bytes:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from schemas.replies import ApprovalState
+from schemas.replies import ApprovalState, DelegationState, WorkspaceState
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from services.approvals.domain import Approval
+    from services.approvals.governance import Workspace
 
 
 def web_url(base: str, workspace_id: str, approval_id: str) -> str:
@@ -39,4 +42,23 @@ def approval_state(approval: Approval, web_url_base: str) -> ApprovalState:
         deliveries=approval.deliveries,
         decided_by=approval.decided_by,
         reason=approval.reason,
+        quorum=request.quorum,
+        votes=approval.votes,
+    )
+
+
+def workspace_state(ws: Workspace, now: datetime) -> WorkspaceState:
+    """The settings in force and the delegations still running (the latest grant per pair)."""
+    latest = {(d.delegator, d.delegate): d for d in ws.delegations}
+    return WorkspaceState(
+        workspace_id=ws.workspace_id,
+        version=ws.version,
+        settings=ws.settings,
+        configured_by=ws.configured_by,
+        configured_at=ws.configured_at,
+        delegations=tuple(
+            DelegationState(delegator=d.delegator, delegate=d.delegate, ends_at=d.ends_at)
+            for d in latest.values()
+            if d.ends_at > now
+        ),
     )

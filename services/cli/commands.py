@@ -1,4 +1,4 @@
-"""Commands: request, approve, reject, cancel."""
+"""Commands: request, check, approve, reject, cancel."""
 
 from __future__ import annotations
 
@@ -11,44 +11,75 @@ import click
 from services.cli import Context, cli
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from schemas.subjects import CommandVerb
     from services.client import ApprovalsClient
 
 
+def request_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The options of a request, shared by ``request`` and ``check``."""
+    for option in reversed(_REQUEST_OPTIONS):
+        command = option(command)
+    return command
+
+
+_REQUEST_OPTIONS = [
+    click.option(
+        "--body", type=click.File("rb"), help="A whole request body as JSON ('-' for stdin)."
+    ),
+    click.option(
+        "--requested-by", default="user:" + (Path.home().name or "cli"), show_default=True
+    ),
+    click.option("--on-behalf-of"),
+    click.option("--skill-name", default="cli"),
+    click.option("--skill-execution-id", default="cli"),
+    click.option("--title"),
+    click.option("--summary", default=""),
+    click.option(
+        "--risk",
+        "risk_level",
+        default="medium",
+        show_default=True,
+        type=click.Choice(["low", "medium", "high", "critical"]),
+    ),
+    click.option("--kind", default="other", show_default=True),
+    click.option(
+        "--mode",
+        default="live",
+        show_default=True,
+        type=click.Choice(["live", "dry_run", "smoke_test"]),
+    ),
+    click.option("--provider"),
+    click.option("--destination"),
+    click.option("--max-credits", type=float),
+    click.option("--expected-credits", type=float),
+    click.option("--payload", help="The proposed payload as JSON."),
+    click.option("--idempotency-key"),
+    click.option("--trace-id"),
+    click.option("--expires-in", "expires_in_s", type=int, help="Seconds until it expires."),
+]
+
+
 @cli.command()
-@click.option("--body", type=click.File("rb"), help="A whole request body as JSON ('-' for stdin).")
-@click.option("--requested-by", default="user:" + (Path.home().name or "cli"), show_default=True)
-@click.option("--on-behalf-of")
-@click.option("--skill-name", default="cli")
-@click.option("--skill-execution-id", default="cli")
-@click.option("--title")
-@click.option("--summary", default="")
-@click.option(
-    "--risk",
-    "risk_level",
-    default="medium",
-    show_default=True,
-    type=click.Choice(["low", "medium", "high", "critical"]),
-)
-@click.option("--kind", default="other", show_default=True)
-@click.option(
-    "--mode",
-    default="live",
-    show_default=True,
-    type=click.Choice(["live", "dry_run", "smoke_test"]),
-)
-@click.option("--provider")
-@click.option("--destination")
-@click.option("--max-credits", type=float)
-@click.option("--expected-credits", type=float)
-@click.option("--payload", help="The proposed payload as JSON.")
-@click.option("--idempotency-key")
-@click.option("--trace-id")
-@click.option("--expires-in", "expires_in_s", type=int, help="Seconds until it expires.")
+@request_options
 @click.pass_obj
 def request(obj: Context, /, body: Any, **fields: Any) -> None:
     """Ask for approval of an action."""
+    _send_request(obj, "request", body, fields)
+
+
+@cli.command()
+@request_options
+@click.pass_obj
+def check(obj: Context, /, body: Any, **fields: Any) -> None:
+    """Would this action need approval, and why? Nothing is stored."""
+    _send_request(obj, "check", body, fields)
+
+
+def _send_request(obj: Context, verb: CommandVerb, body: Any, fields: dict[str, Any]) -> None:
     if body is not None:
-        obj.run(lambda client: _send_raw(obj, client, body.read()))
+        obj.run(lambda client: _send_raw(obj, client, verb, body.read()))
         return
     if not fields["title"]:
         raise click.UsageError("--title is required (or give a whole body with --body)")
@@ -63,11 +94,11 @@ def request(obj: Context, /, body: Any, **fields: Any) -> None:
     payload = fields.pop("payload")
     fields["proposed_payload"] = json.loads(payload) if payload else None
     fields["action"] = {k: v for k, v in action.items() if v is not None}
-    obj.command("request", fields)
+    obj.command(verb, fields)
 
 
-async def _send_raw(obj: Context, client: ApprovalsClient, payload: bytes) -> int:
-    return obj.print_reply(await client.send_raw("request", payload))
+async def _send_raw(obj: Context, client: ApprovalsClient, verb: CommandVerb, data: bytes) -> int:
+    return obj.print_reply(await client.send_raw(verb, data))
 
 
 @cli.command()
@@ -75,13 +106,22 @@ async def _send_raw(obj: Context, client: ApprovalsClient, payload: bytes) -> in
 @click.option("--approver", required=True, help="user:<id> of the person approving.")
 @click.option("--digest", required=True, help="The digest of the request you were shown.")
 @click.option("--reason")
+@click.option("--for", "for_member", help="user:<id> whose delegation you decide under.")
 @click.pass_obj
-def approve(obj: Context, approval_id: str, approver: str, digest: str, reason: str | None) -> None:
-    """Approve a pending request."""
+def approve(
+    obj: Context,
+    approval_id: str,
+    approver: str,
+    digest: str,
+    reason: str | None,
+    for_member: str | None,
+) -> None:
+    """Approve a pending request (one vote where the workspace asks for a quorum)."""
     obj.command(
         "approve",
-        {"approval_id": approval_id, "approver": approver, "digest": digest, "reason": reason},
-    )
+        {"approval_id": approval_id, "approver": approver, "digest": digest, "reason": reason,
+         "for_member": for_member},
+    )  # fmt: skip
 
 
 @cli.command()
@@ -89,13 +129,22 @@ def approve(obj: Context, approval_id: str, approver: str, digest: str, reason: 
 @click.option("--approver", required=True)
 @click.option("--reason")
 @click.option("--rerun", is_flag=True, help="Ask the caller to prepare a new request.")
+@click.option("--for", "for_member", help="user:<id> whose delegation you decide under.")
 @click.pass_obj
-def reject(obj: Context, approval_id: str, approver: str, reason: str | None, rerun: bool) -> None:
-    """Reject a pending request."""
+def reject(
+    obj: Context,
+    approval_id: str,
+    approver: str,
+    reason: str | None,
+    rerun: bool,
+    for_member: str | None,
+) -> None:
+    """Reject a pending request (one rejection rejects it)."""
     obj.command(
         "reject",
-        {"approval_id": approval_id, "approver": approver, "reason": reason, "rerun": rerun},
-    )
+        {"approval_id": approval_id, "approver": approver, "reason": reason, "rerun": rerun,
+         "for_member": for_member},
+    )  # fmt: skip
 
 
 @cli.command()

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 APPROVALS = str(Path(sys.executable).parent / "approvals")
 TITLE = "Sync 40 contacts to HubSpot"
+EXAMPLE = str(Path(__file__).parents[2] / "schemas" / "examples" / "workspace.toml")
 
 
 def free_port() -> int:
@@ -131,9 +132,11 @@ def request(url: str, title: str, kind: str, requested_by: str) -> Any:
 
 
 def events(url: str) -> list[dict[str, Any]]:
+    """The approvals' events on the stream (the workspace's settings left out)."""
     done = cli(url, "events")
     assert done.returncode == 0, (done.stdout, done.stderr)
-    return [json.loads(line) for line in done.stdout.splitlines()]
+    found = [json.loads(line) for line in done.stdout.splitlines()]
+    return [e for e in found if "approval_id" in e["event"]]
 
 
 def events_when(url: str, count: int, within_s: float = 30.0) -> list[dict[str, Any]]:
@@ -154,8 +157,24 @@ def story(found: list[dict[str, Any]]) -> list[tuple[str, int, str]]:
 def test_approvals_dev_from_the_command_line(dev: Callable[[], Dev]) -> None:
     first = dev()
     url = first.url
+    # Check: dev set up its default workspace from the example file.
+    default = cli_json(url, "workspace", "show", "default")
+    assert default["workspace"]["settings"]["quorum"] == {"high": 2, "critical": 2}
+    # Check: a workspace that does not exist refuses requests.
+    missing = cli(url, "request", "--title", "x", "--kind", "crm_write")
+    assert json.loads(missing.stdout)["error"]["details"]["kind"] == "workspace"
+    # Check: applying the example file records every setting as a change, by the admin.
+    applied = cli_json(url, "workspace", "apply", EXAMPLE, "--as", "user:admin")
+    assert (applied["outcome"], applied["settings_version"]) == ("configured", 1)
+    assert {"path": "quorum.high", "before": None, "after": 2} in applied["changes"]
+    again = cli(url, "workspace", "apply", EXAMPLE, "--as", "user:admin", as_json=False)
+    assert again.returncode == 0, again.stderr
+    assert "no change" in again.stdout
+    shown_ws = cli(url, "workspace", "show", as_json=False)
+    assert "high=2" in shown_ws.stdout
+    assert "user:ana" in shown_ws.stdout
     # Check: a CRM write by a service needs approval.
-    requested = request(url, TITLE, "crm_write", "service:bot")
+    requested = request(url, TITLE, "crm_write", "service:agent")
     assert (requested["ok"], requested["outcome"]) == (True, "approval_required")
     approval = requested["approval"]
     approval_id, digest = approval["id"], approval["digest"]
@@ -163,7 +182,7 @@ def test_approvals_dev_from_the_command_line(dev: Callable[[], Dev]) -> None:
 
     # Check: a read needs none, and the readable output says so.
     read = cli(
-        url, "request", "--title", "Look up", "--kind", "read", "--requested-by", "service:bot",
+        url, "request", "--title", "Look up", "--kind", "read", "--requested-by", "service:agent",
         as_json=False,
     )  # fmt: skip
     assert read.returncode == 0, read.stderr
@@ -188,10 +207,11 @@ def test_approvals_dev_from_the_command_line(dev: Callable[[], Dev]) -> None:
     assert "approved" in readable.stdout
 
     # Check: a requester may not approve its own request; --json prints the error.
-    own = request(url, "My own request", "crm_write", "user:bo")["approval"]
-    refused = cli(url, "approve", own["id"], "--approver", "user:bo", "--digest", own["digest"])
+    own = request(url, "My own request", "crm_write", "user:dave")["approval"]
+    refused = cli(url, "approve", own["id"], "--approver", "user:dave", "--digest", own["digest"])
     assert refused.returncode == 1
-    assert json.loads(refused.stdout)["error"]["code"] == "forbidden"
+    error = json.loads(refused.stdout)["error"]
+    assert (error["code"], error["details"]["rule"]) == ("forbidden", "separation:requester")
 
     # Check: the stream holds the three events, in order, and nothing of the read or the refusal.
     before = events_when(url, 3)
@@ -209,7 +229,7 @@ def test_approvals_dev_from_the_command_line(dev: Callable[[], Dev]) -> None:
     second = dev()
     again = cli_json(url, "show", approval_id)
     assert again["approval"]["status"] == "approved"
-    new = request(url, "After the restart", "crm_write", "service:bot")["approval"]
+    new = request(url, "After the restart", "crm_write", "service:agent")["approval"]
     assert new["version"] == 1
     after = events_when(url, len(before) + 1)
     assert len(after) == len(before) + 1

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from services.natsserver import NatsServer
     from services.settings import Settings
 
+from tests.workspaces import configure_over_nats
+
 Started = tuple[CommandService, ApprovalsClient]
 
 
@@ -32,6 +34,7 @@ async def running_commands(settings: Settings, workspace: str = "acme") -> Async
     """A started CommandService and a client of ``workspace`` connected to the same server."""
     async with CommandService(settings) as service:
         client = await ApprovalsClient.connect(settings.nats_url, workspace, reply_timeout=10.0)
+        await configure_over_nats(client.nc)
         try:
             yield service, client
         finally:

@@ -25,6 +25,7 @@ from services.approvals.application import Approvals
 from services.approvals.relay import Relay
 from services.approvals.store import store_env
 from services.settings import Settings
+from tests.workspaces import configure
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -49,6 +50,7 @@ def a_request(i: int) -> commands.Request:
 
 def write_history(app: Approvals, approvals: int) -> int:
     """Requests, half of them approved: the store's last notification id."""
+    configure(app, "acme")
     for start in range(0, approvals, 500):
         batch = range(start, min(start + 500, approvals))
         handled = app.handle_batch([("acme", a_request(i)) for i in batch])

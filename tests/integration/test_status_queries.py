@@ -15,6 +15,7 @@ from projections.status.service import ProjectionService
 from projections.status.storage import open_view
 from services.approvals.service import CommandService
 from services.client import ApprovalsClient
+from tests.workspaces import configure_over_nats
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -55,6 +56,7 @@ async def system(settings: Settings, nats_server: NatsServer) -> AsyncIterator[S
     settings = msgspec.structs.replace(settings, nats_url=nats_server.url)
     async with CommandService(settings) as cmd, ProjectionService(settings) as projection:
         client = await ApprovalsClient.connect(nats_server.url, "acme", reply_timeout=10.0)
+        await configure_over_nats(client.nc)
         yield System(settings, cmd, projection, client)
         await client.close()
 
@@ -203,7 +205,9 @@ async def test_rebuilds_from_store_and_stream_equal_the_live_view(
                 {"approval_id": approval["id"], "approver": "user:a", "digest": approval["digest"]},
             )
         elif i % 3 == 1:
-            await system.client.send("cancel", {"approval_id": approval["id"], "by": "service:x"})
+            await system.client.send(
+                "cancel", {"approval_id": approval["id"], "by": REQUEST["requested_by"]}
+            )
     app = system.commands.app
     live = system.projection.view
     assert app is not None

@@ -17,6 +17,7 @@ from services.approvals.store import store_env
 if TYPE_CHECKING:
     from projections.status.view import Projected
     from services.settings import Settings
+from tests.workspaces import configure
 
 
 def a_request(title: str = "Sync 40 contacts", **changes: object) -> commands.Request:
@@ -35,7 +36,9 @@ def a_request(title: str = "Sync 40 contacts", **changes: object) -> commands.Re
 
 @pytest.fixture
 def app(settings: Settings) -> Approvals:
-    return Approvals(store_env(settings))
+    application = Approvals(store_env(settings))
+    configure(application)
+    return application
 
 
 @pytest.fixture
@@ -69,7 +72,7 @@ def test_projects_a_lifecycle_and_records_its_position(app: Approvals, view: Sta
     assert (row.status, row.version, row.decided_by) == ("approved", 3, "user:ana")
     assert row.channels == ("slack",)
     assert row.resolved_at is not None
-    assert view.position() == 3
+    assert view.position() == app.last_notification_id()
     history = view.history("acme", approval_id)
     assert history is not None
     assert [(e.version, e.type) for e in history] == [

@@ -25,6 +25,7 @@ from services.approvals.errors import (
     DigestMismatch,
     Forbidden,
 )
+from tests.workspaces import workspace
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -39,6 +40,7 @@ REQUESTER = "service:enricher"
 ON_BEHALF_OF = "user:bob"
 APPROVER = "user:carol"
 OTHER_DIGEST = "0" * 64
+WS = workspace(WORKSPACE)
 
 
 def a_request(**changes: Any) -> commands.Request:
@@ -101,9 +103,9 @@ def deliver_cmd(by: str = "service:delivery") -> commands.Deliver:
 
 
 VERBS: dict[str, Callable[[domain.Approval, datetime], events.Event]] = {
-    "approve": lambda a, now: domain.approve(a, approve_cmd(), now),
-    "reject": lambda a, now: domain.reject(a, reject_cmd(), now),
-    "cancel": lambda a, now: domain.cancel(a, cancel_cmd(), now),
+    "approve": lambda a, now: domain.approve(a, approve_cmd(), now, WS)[-1],
+    "reject": lambda a, now: domain.reject(a, reject_cmd(), now, WS),
+    "cancel": lambda a, now: domain.cancel(a, cancel_cmd(), now, WS),
     "expire": lambda a, now: domain.expire(a, expire_cmd(), now),
     "deliver": lambda a, now: domain.deliver(a, deliver_cmd(), now),
 }
@@ -175,25 +177,25 @@ def test_expire_at_or_after_the_deadline_expires(when: datetime) -> None:
 @pytest.mark.parametrize("approver", ["service:billing", "policy:auto-approve"])
 def test_only_a_person_can_approve(approver: str) -> None:
     with pytest.raises(Forbidden) as refused:
-        domain.approve(pending(), approve_cmd(approver), NOW)
+        domain.approve(pending(), approve_cmd(approver), NOW, WS)
     assert refused.value.code == "forbidden"
 
 
 def test_the_requester_cannot_approve_their_own_request() -> None:
     approval = pending(requested_by="user:ana")
     with pytest.raises(Forbidden) as refused:
-        domain.approve(approval, approve_cmd("user:ana"), NOW)
+        domain.approve(approval, approve_cmd("user:ana"), NOW, WS)
     assert refused.value.code == "forbidden"
 
 
 def test_the_person_a_request_acts_for_cannot_approve_it() -> None:
     with pytest.raises(Forbidden) as refused:
-        domain.approve(pending(), approve_cmd(ON_BEHALF_OF), NOW)
+        domain.approve(pending(), approve_cmd(ON_BEHALF_OF), NOW, WS)
     assert refused.value.code == "forbidden"
 
 
 def test_a_service_may_reject() -> None:
-    event = domain.reject(pending(), reject_cmd("service:enricher"), NOW)
+    event = domain.reject(pending(), reject_cmd("service:enricher"), NOW, WS)
     assert isinstance(event, events.Rejected)
     assert event.actor == "service:enricher"
     assert (event.reason, event.rerun) == ("no", True)
@@ -201,7 +203,7 @@ def test_a_service_may_reject() -> None:
 
 def test_approving_with_another_digest_is_a_digest_mismatch() -> None:
     with pytest.raises(DigestMismatch) as refused:
-        domain.approve(pending(), approve_cmd(digest=OTHER_DIGEST), NOW)
+        domain.approve(pending(), approve_cmd(digest=OTHER_DIGEST), NOW, WS)
     assert refused.value.code == "digest_mismatch"
     assert refused.value.details == {"expected": requested().digest, "given": OTHER_DIGEST}
 
@@ -263,7 +265,7 @@ def test_each_decision_is_the_next_version_with_the_approvals_fields() -> None:
     later = NOW + timedelta(minutes=1)
     delivered = domain.deliver(approval, deliver_cmd(), later)
     approval = domain.mutate(delivered, approval)
-    approved = domain.approve(approval, approve_cmd(), later + timedelta(minutes=1))
+    [approved] = domain.approve(approval, approve_cmd(), later + timedelta(minutes=1), WS)
     expected = [(2, "service:delivery", later), (3, APPROVER, later + timedelta(minutes=1))]
     for event, (version, actor, when) in zip([delivered, approved], expected, strict=True):
         assert (event.version, event.actor, event.occurred_at) == (version, actor, when)
@@ -280,7 +282,7 @@ def test_project_folds_a_history_into_the_final_state() -> None:
         lambda a, t: domain.deliver(
             a, commands.Deliver(approval_id=APPROVAL_ID, channel="email", target="ops@x"), t
         ),
-        lambda a, t: domain.reject(a, reject_cmd(), t),
+        lambda a, t: domain.reject(a, reject_cmd(), t, WS),
     ]
     approval = domain.project(None, history)
     for minutes, step in enumerate(steps, start=1):
@@ -330,13 +332,13 @@ def command_for(verb: str, actor: str, right_digest: bool) -> Callable[..., even
     match verb:
         case "approve":
             cmd: commands.Command = approve_cmd(actor, digest)
-            return lambda a, now: domain.approve(a, cmd, now)
+            return lambda a, now: domain.approve(a, cmd, now, WS)[-1]
         case "reject":
             cmd = reject_cmd(actor)
-            return lambda a, now: domain.reject(a, cmd, now)
+            return lambda a, now: domain.reject(a, cmd, now, WS)
         case "cancel":
             cmd = cancel_cmd(actor)
-            return lambda a, now: domain.cancel(a, cmd, now)
+            return lambda a, now: domain.cancel(a, cmd, now, WS)
         case "expire":
             cmd = expire_cmd(actor)
             return lambda a, now: domain.expire(a, cmd, now)

@@ -13,6 +13,7 @@ import pytest
 
 from schemas import codec, commands, events, subjects
 from schemas.codec import command_decoders
+from schemas.workspace import Change, Member, WorkspaceSettings
 
 APPROVAL_ID = UUID("0b8f5a52-7c1e-4d7a-9a51-1f2a3b4c5d6e")
 WHEN = datetime(2030, 1, 1, 12, 30, 15, 123456, tzinfo=UTC)
@@ -25,7 +26,13 @@ COMMON: dict[str, Any] = {
     "trace_id": "trace-1",
 }
 
-EVENTS: dict[str, events.Event] = {
+WS_COMMON: dict[str, Any] = {
+    "event_id": UUID("7e57e7e5-0000-4000-8000-000000000002"),
+    "aggregate_id": UUID("7e57e7e5-0000-4000-8000-000000000003"),
+    "workspace_id": "acme",
+    "occurred_at": WHEN,
+}
+EVENTS: dict[str, events.Event | events.WorkspaceEvent] = {
     "requested": events.Requested(
         **COMMON,
         version=1,
@@ -59,7 +66,24 @@ EVENTS: dict[str, events.Event] = {
     "rejected": events.Rejected(**COMMON, version=3, actor="user:carol", rerun=True),
     "expired": events.Expired(**COMMON, version=3, actor="service:scheduler"),
     "cancelled": events.Cancelled(**COMMON, version=3, actor="service:enricher", reason="x"),
-}
+    "vote_cast": events.VoteCast(
+        **COMMON, version=3, actor="user:ana", voter="user:ana", signed_as="user:ana",
+        for_member="user:dave", digest=DIGEST,
+    ),
+    "workspace_configured": events.WorkspaceConfigured(
+        **WS_COMMON, version=1, actor="user:ana",
+        settings=WorkspaceSettings(members={"user:ana": Member(roles=("admin",))}),
+        changes=(Change(path="members.user:ana.roles", after=["admin"]),),
+    ),
+    "delegated": events.Delegated(
+        **WS_COMMON, version=2, actor="user:ana", delegator="user:ana", delegate="user:bo",
+        ends_at=WHEN,
+    ),
+    "standing_used": events.StandingUsed(
+        **WS_COMMON, version=1, actor="policy:small", rule="small", day="2030-01-01",
+        approval_id=APPROVAL_ID, credits=2.0, total=2.0,
+    ),
+}  # fmt: skip
 
 
 # -- events ----------------------------------------------------------------------------------
@@ -105,7 +129,13 @@ VALID: dict[str, dict[str, Any]] = {
     "cancel": {"approval_id": str(APPROVAL_ID), "by": "service:enricher"},
     "expire": {"approval_id": str(APPROVAL_ID)},
     "deliver": {"approval_id": str(APPROVAL_ID), "channel": "slack", "target": "#ops"},
+    "configure": {
+        "by": "user:ana",
+        "settings": {"members": {"user:ana": {"roles": ["admin", "approver"]}}},
+    },
+    "delegate": {"by": "user:ana", "to": "user:bo", "ends_at": "2030-01-02T00:00:00Z"},
 }
+VALID["check"] = VALID["request"]
 
 
 def decode(verb: str, body: dict[str, Any]) -> commands.Command:

@@ -1,0 +1,348 @@
+"""Who may do what in a workspace: members, roles, approver groups, delegation, standing rules.
+
+Pure, like the domain: the workspace's state is folded from its events, and every check either
+returns or raises ``Forbidden`` naming the rule that refused (``details.rule``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+from uuid import UUID, uuid4, uuid5
+
+import msgspec
+
+from schemas import events
+from schemas.workspace import WorkspaceFileError, WorkspaceSettings, check_consistency, diff
+from services.approvals.errors import Forbidden, Invalid, NotFound
+
+if TYPE_CHECKING:
+    from schemas import commands
+    from schemas.types import RiskLevel
+    from schemas.workspace import Role, StandingPermission
+
+WORKSPACE_NAMESPACE = UUID("0b7e4a52-6c1f-4f0e-9a77-3c2d8e5f1a90")
+
+
+def workspace_key(workspace_id: str) -> UUID:
+    """The id of a workspace's settings aggregate."""
+    return uuid5(WORKSPACE_NAMESPACE, f"settings\x00{workspace_id}")
+
+
+def allowance_key(workspace_id: str, rule: str, day: str) -> UUID:
+    """The id of one standing permission's use on one day."""
+    return uuid5(WORKSPACE_NAMESPACE, f"allowance\x00{workspace_id}\x00{rule}\x00{day}")
+
+
+class Delegation(msgspec.Struct, frozen=True, kw_only=True):
+    delegator: str
+    delegate: str
+    ends_at: datetime
+
+
+class Workspace(msgspec.Struct, frozen=True, kw_only=True):
+    id: UUID
+    workspace_id: str
+    version: int
+    settings: WorkspaceSettings
+    configured_by: str
+    configured_at: datetime
+    delegations: tuple[Delegation, ...] = ()
+
+    # -- who is who ----------------------------------------------------------------------
+
+    def member_of(self, actor: str) -> str | None:
+        """The member ``actor`` names (by id or alias), or None."""
+        if actor in self.settings.members:
+            return actor
+        for member_id, member in self.settings.members.items():
+            if actor in member.aliases:
+                return member_id
+        return None
+
+    def has_role(self, member: str, role: Role) -> bool:
+        entry = self.settings.members.get(member)
+        return entry is not None and (role in entry.roles)
+
+    def may_approve_risk(self, member: str, risk: RiskLevel) -> bool:
+        groups = self.settings.approvers.get(risk)
+        if groups is None:
+            return True
+        return any(member in self.settings.groups.get(group, ()) for group in groups)
+
+    def delegation(self, delegator: str, delegate: str, now: datetime) -> Delegation | None:
+        for granted in reversed(self.delegations):
+            if granted.delegator == delegator and granted.delegate == delegate:
+                return granted if now < granted.ends_at else None
+        return None
+
+
+class Allowance(msgspec.Struct, frozen=True, kw_only=True):
+    """A standing permission's use on one day."""
+
+    id: UUID
+    version: int
+    used: float
+
+
+# -- decisions ------------------------------------------------------------------------------
+
+
+def configure(
+    current: Workspace | None, workspace_id: str, cmd: commands.Configure, now: datetime
+) -> events.WorkspaceConfigured | None:
+    """The change of settings, or None when the settings are already in force (nothing to
+    record: applying the same file twice is harmless)."""
+    try:
+        check_consistency(cmd.settings)
+    except WorkspaceFileError as error:
+        raise Invalid(f"workspace settings: {error}") from None
+    if current is None:
+        # A new workspace: whoever creates it must be one of its admins.
+        member = cmd.by if cmd.by in cmd.settings.members else None
+        if member is None or "admin" not in cmd.settings.members[member].roles:
+            raise Forbidden(
+                "a new workspace must list the person who creates it as an admin",
+                rule="creator_is_admin",
+                by=cmd.by,
+            )
+    else:
+        require_role(current, cmd.by, "admin", "administer this workspace")
+    changes = diff(current.settings if current else None, cmd.settings)
+    if current is not None and not changes:
+        return None
+    return events.WorkspaceConfigured(
+        event_id=uuid4(),
+        aggregate_id=workspace_key(workspace_id),
+        version=(current.version if current else 0) + 1,
+        workspace_id=workspace_id,
+        occurred_at=now,
+        actor=cmd.by,
+        settings=cmd.settings,
+        changes=tuple(changes),
+    )
+
+
+def delegate(ws: Workspace, cmd: commands.Delegate, now: datetime) -> events.Delegated:
+    delegator = require_role(ws, cmd.by, "approver", "delegate approvals")
+    to = ws.member_of(cmd.to)
+    if to is None:
+        raise Forbidden("the delegate is not a member", rule="delegate_is_member", to=cmd.to)
+    if to == delegator:
+        raise Invalid("a member cannot delegate to themselves", to=cmd.to)
+    return events.Delegated(
+        event_id=uuid4(),
+        aggregate_id=ws.id,
+        version=ws.version + 1,
+        workspace_id=ws.workspace_id,
+        occurred_at=now,
+        actor=delegator,
+        delegator=delegator,
+        delegate=to,
+        ends_at=cmd.ends_at,
+        reason=cmd.reason,
+    )
+
+
+def require_role(ws: Workspace, actor: str, role: Role, doing: str) -> str:
+    member = ws.member_of(actor)
+    if member is None:
+        raise Forbidden(
+            f"{actor} is not a member of workspace {ws.workspace_id}",
+            rule="member",
+            actor=actor,
+        )
+    if not ws.has_role(member, role):
+        raise Forbidden(f"{doing} needs the {role} role", rule=f"role:{role}", actor=actor)
+    return member
+
+
+class Decider(msgspec.Struct, frozen=True, kw_only=True):
+    """Who decides: the member acting, and the member whose place they take (delegation)."""
+
+    member: str
+    for_member: str | None = None
+
+    @property
+    def counted(self) -> str:
+        """The member whose vote this is."""
+        return self.for_member or self.member
+
+
+def decider(
+    ws: Workspace,
+    actor: str,
+    for_member: str | None,
+    request: events.Requested,
+    now: datetime,
+    *,
+    approving: bool,
+) -> Decider:
+    """Check that ``actor`` may decide ``request``; raise Forbidden naming the rule if not."""
+    if approving and not actor.startswith("user:"):
+        raise Forbidden(
+            "only a person (user:<id>) can approve", rule="people_approve", approver=actor
+        )
+    member = ws.member_of(actor)
+    if member is None:
+        raise Forbidden(
+            f"{actor} is not a member of workspace {ws.workspace_id}", rule="member", approver=actor
+        )
+    if for_member is not None:
+        principal = ws.member_of(for_member)
+        if principal is None or ws.delegation(principal, member, now) is None:
+            raise Forbidden(
+                f"{member} holds no current delegation from {for_member}",
+                rule="delegation",
+                approver=actor,
+                for_member=for_member,
+            )
+        who = Decider(member=member, for_member=principal)
+    else:
+        who = Decider(member=member)
+    entitled = who.counted
+    if not ws.has_role(entitled, "approver"):
+        raise Forbidden(
+            f"{entitled} does not have the approver role", rule="role:approver", approver=actor
+        )
+    if not ws.may_approve_risk(entitled, request.risk_level):
+        groups = ", ".join(ws.settings.approvers.get(request.risk_level, ()))
+        raise Forbidden(
+            f"{request.risk_level} risk is decided by the groups {groups} only",
+            rule=f"approvers:{request.risk_level}",
+            approver=actor,
+        )
+    if approving:
+        separation_of_duties(ws, request, who, actor)
+    return who
+
+
+def separation_of_duties(
+    ws: Workspace, request: events.Requested, who: Decider, actor: str
+) -> None:
+    """Nobody approves what they asked for, or what is done for them, in person or by proxy."""
+    parties = {request.requested_by, request.on_behalf_of} - {None}
+    parties |= {m for p in list(parties) if p and (m := ws.member_of(p))}
+    for person in {who.member, who.counted}:
+        if person in parties:
+            raise Forbidden(
+                "the requester and the person it acts for cannot approve their own request",
+                rule="separation:requester",
+                approver=actor,
+            )
+    if ws.settings.bar_skill_owner:
+        owner = ws.settings.skill_owners.get(request.skill_name)
+        owner_member = ws.member_of(owner) if owner else None
+        if owner_member is not None and owner_member in {who.member, who.counted}:
+            raise Forbidden(
+                f"the owner of skill {request.skill_name} cannot approve its requests",
+                rule="separation:skill_owner",
+                approver=actor,
+            )
+
+
+def may_cancel(ws: Workspace, request: events.Requested, actor: str) -> None:
+    member = ws.member_of(actor)
+    parties = {request.requested_by, request.on_behalf_of}
+    if actor in parties or (member is not None and member in parties):
+        return
+    if member is not None and ws.has_role(member, "admin"):
+        return
+    raise Forbidden(
+        "only the requester, the person it acts for or an admin can cancel",
+        rule="cancel",
+        by=actor,
+    )
+
+
+def may_request(ws: Workspace, cmd: commands.Request) -> None:
+    require_role(ws, cmd.requested_by, "requester", "asking for approval")
+    if cmd.on_behalf_of is not None and ws.member_of(cmd.on_behalf_of) is None:
+        raise Forbidden(
+            f"{cmd.on_behalf_of} is not a member of workspace {ws.workspace_id}",
+            rule="on_behalf_of_member",
+            on_behalf_of=cmd.on_behalf_of,
+        )
+
+
+def standing_rule(ws: Workspace, cmd: commands.Request) -> StandingPermission | None:
+    """The first standing permission that covers this request's action, if any."""
+    action = cmd.action
+    credits = action.max_credits
+    for rule in ws.settings.standing:
+        if (
+            action.kind in rule.kinds
+            and (not rule.providers or action.provider in rule.providers)
+            and cmd.risk_level in rule.risk_levels
+            and (not rule.requested_by or cmd.requested_by in rule.requested_by)
+            and credits is not None
+            and credits <= rule.max_credits_per_run
+        ):
+            return rule
+    return None
+
+
+def use_allowance(
+    ws: Workspace,
+    allowance: Allowance | None,
+    rule: StandingPermission,
+    approval_id: UUID,
+    credits: float,
+    day: str,
+    now: datetime,
+) -> events.StandingUsed | None:
+    """The use of ``rule`` for this approval, or None if the day's allowance would be exceeded."""
+    used = allowance.used if allowance else 0.0
+    if rule.max_credits_per_day is not None and used + credits > rule.max_credits_per_day:
+        return None
+    return events.StandingUsed(
+        event_id=uuid4(),
+        aggregate_id=allowance_key(ws.workspace_id, rule.name, day),
+        version=(allowance.version if allowance else 0) + 1,
+        workspace_id=ws.workspace_id,
+        occurred_at=now,
+        actor=f"policy:{rule.name}",
+        rule=rule.name,
+        day=day,
+        approval_id=approval_id,
+        credits=credits,
+        total=used + credits,
+    )
+
+
+def require_workspace(ws: Workspace | None, workspace_id: str) -> Workspace:
+    if ws is None:
+        raise NotFound(
+            f"workspace {workspace_id} does not exist: apply a workspace file first",
+            workspace=workspace_id,
+            kind="workspace",
+        )
+    return ws
+
+
+# -- evolution ------------------------------------------------------------------------------
+
+
+def evolve_workspace(ws: Workspace | None, event: events.WorkspaceEvent) -> Workspace:
+    if isinstance(event, events.WorkspaceConfigured):
+        return Workspace(
+            id=event.aggregate_id,
+            workspace_id=event.workspace_id,
+            version=event.version,
+            settings=event.settings,
+            configured_by=event.actor,
+            configured_at=event.occurred_at,
+            delegations=ws.delegations if ws else (),
+        )
+    if isinstance(event, events.Delegated) and ws is not None:
+        granted = Delegation(
+            delegator=event.delegator, delegate=event.delegate, ends_at=event.ends_at
+        )
+        return msgspec.structs.replace(
+            ws, version=event.version, delegations=(*ws.delegations, granted)
+        )
+    raise TypeError(f"{event.event_type} does not apply to a workspace's settings")
+
+
+def evolve_allowance(allowance: Allowance | None, event: events.StandingUsed) -> Allowance:
+    return Allowance(id=event.aggregate_id, version=event.version, used=event.total)
