@@ -86,6 +86,8 @@ class ApprovalView(msgspec.Struct, frozen=True, kw_only=True):
     expires_at: datetime
     resolved_at: datetime | None
     version: int
+    quorum: int = 1  # approvals needed
+    votes: tuple[str, ...] = ()  # the members who approved so far ("1 of 2")
     web_url: str = ""
 
 

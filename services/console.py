@@ -139,11 +139,17 @@ def _approval_rows(state: ApprovalState) -> list[tuple[str, Any]]:
         ("resolved", state.resolved_at.isoformat() if state.resolved_at else None),
         ("decided by", state.decided_by),
         ("reason", state.reason),
-        ("votes", f"{len(state.votes)} of {state.quorum}: {', '.join(state.votes)}".rstrip(": ")),
+        ("approvals", progress(state.votes, state.quorum)),
         ("delivered to", ", ".join(f"{d.channel}:{d.target}" for d in state.deliveries)),
         ("version", state.version),
         ("web", state.web_url),
     ]
+
+
+def progress(votes: Sequence[str], quorum: int) -> str:
+    """Quorum progress as a reviewer reads it: ``1 of 2 (user:ana)``."""
+    named = f" ({', '.join(votes)})" if votes else ""
+    return f"{len(votes)} of {quorum}{named}"
 
 
 def print_event(as_json: bool, sequence: int, event: Event | WorkspaceEvent) -> None:
@@ -184,6 +190,7 @@ def _view_rows(view: ApprovalView) -> list[tuple[str, Any]]:
         ("resolved", view.resolved_at.isoformat() if view.resolved_at else None),
         ("decided by", view.decided_by),
         ("reason", view.reason),
+        ("approvals", progress(view.votes, view.quorum)),
         ("delivered to", ", ".join(view.channels)),
         ("version", view.version),
         ("web", view.web_url),

@@ -8,7 +8,7 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from psycopg.sql import SQL
 
-from projections.status.view import UPSTREAM, StatusView, create_statements
+from projections.status.view import ADDED_COLUMNS, UPSTREAM, StatusView, create_statements
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -26,6 +26,14 @@ class PostgresStatusView(PostgresTrackingRecorder, StatusView):
             self.approvals_table, self.timeline_table, "DOUBLE PRECISION"
         ):
             self.sql_create_statements.append(SQL(statement))  # type: ignore[arg-type]
+        # A table made by an earlier release lacks the columns added since: add them.
+        for column, definition in ADDED_COLUMNS.items():
+            self.sql_create_statements.append(
+                SQL(  # type: ignore[arg-type]
+                    f"ALTER TABLE {self.approvals_table} "
+                    f"ADD COLUMN IF NOT EXISTS {column} {definition}"
+                )
+            )
 
     def _transaction(self, *, commit: bool) -> AbstractContextManager[Any]:
         return self.datastore.transaction(commit=commit)

@@ -27,10 +27,13 @@ def fold(row: ApprovalView | None, event: events.Event) -> ApprovalView | None:
     if row is None or event.version <= row.version:
         return row
     if isinstance(event, events.VoteCast):
-        return msgspec.structs.replace(row, version=event.version)
+        votes = (*row.votes, event.for_member or event.voter)
+        return msgspec.structs.replace(row, votes=votes, version=event.version)
     if isinstance(event, events.Delivered):
         channels = row.channels if event.channel in row.channels else (*row.channels, event.channel)
         return msgspec.structs.replace(row, channels=channels, version=event.version)
+    if isinstance(event, events.Approved) and event.votes:
+        row = msgspec.structs.replace(row, votes=event.votes)
     return msgspec.structs.replace(
         row,
         status=_RESOLVED[type(event)],
@@ -66,4 +69,5 @@ def _requested(event: events.Requested) -> ApprovalView:
         expires_at=event.expires_at,
         resolved_at=None,
         version=event.version,
+        quorum=event.quorum,
     )

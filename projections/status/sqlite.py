@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from eventsourcing.persistence import Tracking
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 
-from projections.status.view import UPSTREAM, StatusView, create_statements
+from projections.status.view import ADDED_COLUMNS, UPSTREAM, StatusView, create_statements
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -19,6 +19,18 @@ class SQLiteStatusView(SQLiteTrackingRecorder, StatusView):
             *super().construct_create_table_statements(),
             *create_statements(self.approvals_table, self.timeline_table, "REAL"),
         ]
+
+    def create_table(self) -> None:
+        super().create_table()
+        # A table made by an earlier release lacks the columns added since: add them.
+        with self.datastore.transaction(commit=True) as cursor:
+            cursor.execute(f"PRAGMA table_info({self.approvals_table})")
+            present = {row[1] for row in cursor.fetchall()}
+            for column, definition in ADDED_COLUMNS.items():
+                if column not in present:
+                    cursor.execute(
+                        f"ALTER TABLE {self.approvals_table} ADD COLUMN {column} {definition}"
+                    )
 
     def _transaction(self, *, commit: bool) -> AbstractContextManager[Any]:
         return self.datastore.transaction(commit=commit)

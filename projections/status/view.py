@@ -37,13 +37,16 @@ COLUMNS = (
     "id", "workspace_id", "status", "title", "summary", "risk_level", "requested_by",
     "on_behalf_of", "skill_name", "skill_execution_id", "action_kind", "mode", "provider",
     "destination", "max_credits", "digest", "channels", "decided_by", "reason", "created_at",
-    "expires_at", "resolved_at", "version",
+    "expires_at", "resolved_at", "version", "quorum", "votes",
 )  # fmt: skip
+# Columns added after the first release, with what an older table gets when it is upgraded.
+ADDED_COLUMNS = {"quorum": "INTEGER NOT NULL DEFAULT 1", "votes": "TEXT NOT NULL DEFAULT '[]'"}
+INTEGER_COLUMNS = frozenset({"version", "quorum"})
 
 
 def create_statements(approvals: str, timeline: str, real: str) -> list[str]:
     columns = ", ".join(
-        f"{c} {real if c == 'max_credits' else 'INTEGER' if c == 'version' else 'TEXT'}"
+        f"{c} {real if c == 'max_credits' else 'INTEGER' if c in INTEGER_COLUMNS else 'TEXT'}"
         for c in COLUMNS
     )
     return [
@@ -240,12 +243,14 @@ def _to_row(view: ApprovalView) -> tuple[Any, ...]:
         view.digest, encoder.encode(view.channels).decode(), view.decided_by, view.reason,
         timestamp(view.created_at), timestamp(view.expires_at),
         None if view.resolved_at is None else timestamp(view.resolved_at), view.version,
+        view.quorum, encoder.encode(view.votes).decode(),
     )  # fmt: skip
 
 
 def _from_row(row: Any) -> ApprovalView:
     values = {c: row[c] for c in COLUMNS}
     values["channels"] = msgspec.json.decode(values["channels"])
+    values["votes"] = msgspec.json.decode(values["votes"])
     return msgspec.convert(values, ApprovalView, strict=False)
 
 

@@ -46,6 +46,7 @@ class Approval(msgspec.Struct, frozen=True, kw_only=True):
     decided_by: str | None = None
     reason: str | None = None
     votes: tuple[str, ...] = ()  # members who approved so far (one vote each)
+    voters: tuple[str, ...] = ()  # the people who cast them (a delegate votes once in all)
 
     @property
     def is_terminal(self) -> bool:
@@ -116,9 +117,12 @@ def approve(
             expected=approval.request.digest,
             given=cmd.digest,
         )
-    if who.counted in approval.votes:
+    # One person, one vote: whichever name they sign with, and in whichever capacity (a
+    # delegate who voted for someone cannot vote again as themselves, nor the other way round).
+    already = set(approval.votes) | set(approval.voters)
+    if who.counted in already or who.member in already:
         raise Conflict(
-            f"{who.counted} has already approved this request: one person, one vote",
+            f"{who.member} has already voted on this request: one person, one vote",
             rule="one_vote_per_person",
             votes=list(approval.votes),
         )
@@ -260,6 +264,7 @@ def _vote_cast(event: events.VoteCast, approval: Approval | None) -> Approval:
         version=event.version,
         modified_at=event.occurred_at,
         votes=(*current.votes, event.for_member or event.voter),
+        voters=(*current.voters, event.voter),
     )
 
 

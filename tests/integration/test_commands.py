@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
@@ -19,10 +18,11 @@ from services.approvals.application import Approvals
 from services.approvals.digest import action_digest
 from services.approvals.store import store_env
 from services.client import ApprovalsClient
+from tests.helpers import assert_error, eventually, send
 from tests.workspaces import approval_notifications
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Callable
     from contextlib import AbstractAsyncContextManager
 
     from eventsourcing.persistence import Notification
@@ -45,16 +45,6 @@ REQUEST: dict[str, Any] = {
 }
 
 
-async def send(client: ApprovalsClient, verb: str, body: Any) -> dict[str, Any]:
-    """Send a command (a dict, or bytes as they are) and return the reply's raw JSON."""
-    payload = body if isinstance(body, bytes) else encoder.encode(body)
-    msg = await client.nc.request(
-        f"approvals.cmd.{client.workspace}.{verb}", payload, timeout=client.timeout
-    )
-    reply: dict[str, Any] = msgspec.json.decode(msg.data)
-    return reply
-
-
 async def request(client: ApprovalsClient, **changes: Any) -> dict[str, Any]:
     reply = await send(client, "request", {**REQUEST, **changes})
     assert reply["ok"] is True, reply
@@ -67,16 +57,6 @@ def approve_body(approval: dict[str, Any], approver: str = "user:ana") -> dict[s
     return {"approval_id": approval["id"], "approver": approver, "digest": approval["digest"]}
 
 
-def assert_error(reply: dict[str, Any], code: str) -> None:
-    """The one error shape, exactly: ``{"ok": false, "error": {"code", "message", "details"}}``."""
-    assert reply["ok"] is False, reply
-    assert set(reply) == {"ok", "error"}
-    assert set(reply["error"]) == {"code", "message", "details"}
-    assert reply["error"]["code"] == code, reply
-    assert reply["error"]["message"]
-    assert isinstance(reply["error"]["details"], dict)
-
-
 def stored(service: CommandService) -> int:
     """How many approval events are stored: unchanged when a command stored nothing."""
     return len(notifications(service))
@@ -87,13 +67,6 @@ def notifications(service: CommandService) -> list[Notification]:
     PostgreSQL ids may have gaps after a rolled-back save)."""
     assert service.app is not None
     return approval_notifications(service.app)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within_s: float = 10.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not await check():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.02)
 
 
 # -- requests and decisions -----------------------------------------------------------------

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +25,7 @@ from services.approvals.application import Approvals
 from services.approvals.relay import Relay, RelayInterrupted
 from services.approvals.store import store_env
 from services.settings import Settings
+from tests.helpers import eventually
 from tests.workspaces import approval_notifications, configure
 
 if TYPE_CHECKING:
@@ -100,19 +100,6 @@ async def assert_stream_is_the_log(app: Approvals, js: JetStreamContext) -> None
 
 async def stream_last_seq(js: JetStreamContext) -> int:
     return (await js.stream_info(STREAM)).state.last_seq
-
-
-async def eventually(check: Callable[[], Any], within_s: float = 15.0) -> None:
-    """Wait until ``check()`` (a bool or an awaitable of one) holds, or fail at the deadline."""
-    deadline = time.monotonic() + within_s
-    while True:
-        outcome = check()
-        if asyncio.iscoroutine(outcome):
-            outcome = await outcome
-        if outcome:
-            return
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.02)
 
 
 async def idle(relay: Relay, last: int) -> None:

@@ -15,10 +15,11 @@ from projections.status.service import ProjectionService
 from projections.status.storage import open_view
 from services.approvals.service import CommandService
 from services.client import ApprovalsClient
+from tests.helpers import eventually
 from tests.workspaces import configure_over_nats
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator, Callable
 
     from services.natsserver import NatsServer
     from services.settings import Settings
@@ -59,13 +60,6 @@ async def system(settings: Settings, nats_server: NatsServer) -> AsyncIterator[S
         await configure_over_nats(client.nc)
         yield System(settings, cmd, projection, client)
         await client.close()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within_s: float = 10.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not await check():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.02)
 
 
 async def test_get_reads_its_own_write_and_history_shows_the_timeline(system: System) -> None:

@@ -5,19 +5,21 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+import msgspec
 import pytest
 
 from projections.status.storage import open_view
-from projections.status.view import StatusView
+from projections.status.view import ADDED_COLUMNS, StatusView
 from schemas import commands, queries
 from schemas.codec import event_decoder
+from schemas.workspace import WorkspaceSettings
 from services.approvals.application import Approvals
 from services.approvals.store import store_env
 
 if TYPE_CHECKING:
     from projections.status.view import Projected
     from services.settings import Settings
-from tests.workspaces import configure
+from tests.workspaces import ADMIN, SETTINGS, configure
 
 
 def a_request(title: str = "Sync 40 contacts", **changes: object) -> commands.Request:
@@ -162,3 +164,31 @@ def test_due_lists_pending_approvals_past_their_deadline(app: Approvals, view: S
     assert soon.approval is not None
     assert view.due(now + timedelta(seconds=59)) == []
     assert view.due(now + timedelta(seconds=61)) == [("acme", soon.approval.id)]
+
+
+def test_a_view_made_before_quorum_and_votes_is_upgraded_in_place(
+    app: Approvals, settings: Settings
+) -> None:
+    # Check: a table of the first release (without the added columns) is upgraded on opening.
+    old = open_view(settings)
+    with old._transaction(commit=True) as cursor:
+        for column in ADDED_COLUMNS:
+            cursor.execute(f"ALTER TABLE {old.approvals_table} DROP COLUMN {column}")
+    view = open_view(settings)
+    two = msgspec.structs.replace(SETTINGS, quorum={"high": 2})
+    configure_again(app, two)
+    requested = app.handle("acme", a_request())
+    assert requested.approval is not None
+    approval = requested.approval
+    vote = commands.Approve(approval_id=approval.id, approver="user:ana",
+                            digest=approval.request.digest)  # fmt: skip
+    assert app.handle("acme", vote).outcome == "vote_cast"
+    view.project(stored(app))
+    row = view.get("acme", approval.id)
+    assert row is not None
+    assert (row.status, row.quorum, row.votes) == ("pending", 2, ("user:ana",))
+
+
+def configure_again(app: Approvals, settings: WorkspaceSettings) -> None:
+    reply = app.handle("acme", commands.Configure(settings=settings, by=ADMIN))
+    assert reply.outcome == "configured"
