@@ -1,0 +1,53 @@
+"""The workspace file: the README's example is the shipped one, and bad files are refused with
+the key that is wrong."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from schemas.workspace import WorkspaceFileError, diff, parse_workspace
+
+ROOT = Path(__file__).parents[2]
+EXAMPLE = ROOT / "schemas" / "examples" / "workspace.toml"
+
+
+def test_the_readme_shows_the_example_file_exactly() -> None:
+    readme = (ROOT / "README.md").read_text()
+    [shown] = re.findall(r"```toml\n(.*?)```", readme, re.S)
+    assert shown == EXAMPLE.read_text()
+    settings = parse_workspace(shown)
+    assert settings.quorum_for("high") == 2
+    assert settings.quorum_for("low") == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "names"),
+    [
+        ('colour = "blue"\n', "colour"),
+        ('[groups]\nleads = ["user:nobody"]\n', "user:nobody is not a member"),
+        ('[approvers]\nlow = ["ghosts"]\n', "no group ghosts"),
+        ('[channels]\nlow = ["pager"]\n', "pager has no [channel.pager] table"),
+        ('[members."user:x"]\nroles = ["boss"]\n', "roles"),
+        ('[channel.pager]\nsecret = "xoxb-1-abc"\n', "secret"),
+        ("[quorum]\nhigh = 0\n", "quorum"),
+    ],
+)
+def test_a_wrong_key_is_refused_by_name(change: str, names: str) -> None:
+    base = '[members."user:admin"]\nroles = ["admin"]\n'
+    with pytest.raises(WorkspaceFileError, match=re.escape(names)):
+        parse_workspace(change + base if not change.startswith("[") else base + change)
+
+
+def test_a_workspace_without_an_admin_is_refused() -> None:
+    with pytest.raises(WorkspaceFileError, match="no admin"):
+        parse_workspace('[members."user:ana"]\nroles = ["approver"]\n')
+
+
+def test_the_diff_names_each_changed_leaf() -> None:
+    before = parse_workspace(EXAMPLE.read_text())
+    after = parse_workspace(EXAMPLE.read_text().replace("high = 2", "high = 3"))
+    assert [(c.path, c.before, c.after) for c in diff(before, after)] == [("quorum.high", 2, 3)]
+    assert diff(before, before) == []
