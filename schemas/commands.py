@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
@@ -129,6 +129,25 @@ class Delegate(Command, frozen=True, kw_only=True):
     reason: LongText | None = None
 
 
+class Redeem(Command, frozen=True, kw_only=True):
+    """The executor is about to run the action whose digest it names: once, before the deadline."""
+
+    approval_id: UUID
+    digest: Digest
+    executor: Actor
+
+
+class Report(Command, frozen=True, kw_only=True):
+    """What the run did, once, after it was redeemed."""
+
+    approval_id: UUID
+    credits_used: Credits
+    outcome: Literal["succeeded", "failed", "partial"]
+    summary: LongText = ""
+    external_refs: tuple[ShortText, ...] = ()
+    by: Actor
+
+
 COMMANDS: dict[str, type[Command]] = {
     "request": Request,
     "approve": Approve,
@@ -139,4 +158,6 @@ COMMANDS: dict[str, type[Command]] = {
     "check": Check,
     "configure": Configure,
     "delegate": Delegate,
+    "redeem": Redeem,
+    "report": Report,
 }

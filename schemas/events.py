@@ -82,6 +82,27 @@ class Approved(Event, frozen=True, kw_only=True, tag="approved"):
     reason: str | None = None
     votes: tuple[str, ...] = ()  # the members whose votes met the quorum
     for_member: str | None = None
+    # The action must be redeemed (started) before this time; None: by the request's deadline.
+    redeem_by: datetime | None = None
+    # The budget period whose committed credits hold this approval's ceiling, if any.
+    budget_period: str | None = None
+
+
+class Redeemed(Event, frozen=True, kw_only=True, tag="redeemed"):
+    """The executor is about to run exactly the approved action (once, digest checked)."""
+
+    executor: Actor
+    digest: str
+
+
+class RunReported(Event, frozen=True, kw_only=True, tag="run_reported"):
+    """What the run did; usage over the ceiling is recorded and flagged, never hidden."""
+
+    credits_used: float
+    outcome: str
+    summary: str = ""
+    external_refs: tuple[str, ...] = ()
+    over_ceiling: bool = False
 
 
 class Rejected(Event, frozen=True, kw_only=True, tag="rejected"):
@@ -148,8 +169,35 @@ class StandingUsed(WorkspaceEvent, frozen=True, kw_only=True, tag="standing_used
     total: float
 
 
-ApprovalEvent = Requested | Delivered | VoteCast | Approved | Rejected | Expired | Cancelled
-AnyEvent = ApprovalEvent | WorkspaceConfigured | Delegated | StandingUsed
+class CreditsReserved(WorkspaceEvent, frozen=True, kw_only=True, tag="credits_reserved"):
+    """An approval's ceiling committed against its workspace's budget for ``period``."""
+
+    period: str
+    approval_id: UUID
+    credits: float
+    committed: float  # after this reservation
+    cap: float
+
+
+class CreditsSettled(WorkspaceEvent, frozen=True, kw_only=True, tag="credits_settled"):
+    """A reported run replaces its reservation with what it used."""
+
+    period: str
+    approval_id: UUID
+    reserved: float
+    used: float
+    committed: float  # after settling
+    cap: float
+
+
+ApprovalEvent = (
+    Requested | Delivered | VoteCast | Approved | Rejected | Expired | Cancelled | Redeemed
+    | RunReported
+)  # fmt: skip
+AnyEvent = (
+    ApprovalEvent | WorkspaceConfigured | Delegated | StandingUsed | CreditsReserved
+    | CreditsSettled
+)  # fmt: skip
 EVENT_TYPES: tuple[type[Event] | type[WorkspaceEvent], ...] = (
     Requested,
     Delivered,
@@ -158,7 +206,11 @@ EVENT_TYPES: tuple[type[Event] | type[WorkspaceEvent], ...] = (
     Rejected,
     Expired,
     Cancelled,
+    Redeemed,
+    RunReported,
     WorkspaceConfigured,
     Delegated,
     StandingUsed,
+    CreditsReserved,
+    CreditsSettled,
 )

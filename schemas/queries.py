@@ -88,6 +88,8 @@ class ApprovalView(msgspec.Struct, frozen=True, kw_only=True):
     version: int
     quorum: int = 1  # approvals needed
     votes: tuple[str, ...] = ()  # the members who approved so far ("1 of 2")
+    redeemed_at: datetime | None = None  # when the executor started the approved action
+    credits_used: float | None = None  # what the reported run used, against max_credits
     web_url: str = ""
 
 

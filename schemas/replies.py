@@ -25,6 +25,9 @@ ErrorCode = Literal[
     "digest_mismatch",
     "too_large",
     "credit_ceiling_required",
+    "spend_cap_exceeded",
+    "not_approved",
+    "already_redeemed",
     "unavailable",
     "internal",
 ]
@@ -40,6 +43,8 @@ Outcome = Literal[
     "vote_cast",
     "configured",
     "delegated",
+    "redeemed",
+    "run_reported",
 ]
 
 

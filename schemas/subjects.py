@@ -14,7 +14,17 @@ MSG_ID_HEADER: Final = "Nats-Msg-Id"
 NOTIFICATION_ID_HEADER: Final = "Approvals-Notification-Id"
 
 CommandVerb = Literal[
-    "request", "approve", "reject", "cancel", "expire", "deliver", "check", "configure", "delegate"
+    "request",
+    "approve",
+    "reject",
+    "cancel",
+    "expire",
+    "deliver",
+    "check",
+    "configure",
+    "delegate",
+    "redeem",
+    "report",
 ]
 COMMAND_VERBS: Final[tuple[CommandVerb, ...]] = (
     "request",
@@ -26,6 +36,8 @@ COMMAND_VERBS: Final[tuple[CommandVerb, ...]] = (
     "check",
     "configure",
     "delegate",
+    "redeem",
+    "report",
 )
 
 TOKEN_PATTERN: Final = r"^[A-Za-z0-9_-]{1,64}$"

@@ -22,6 +22,7 @@ Channel = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,31}" + END)]
 SecretName = Annotated[str, msgspec.Meta(pattern=r"^[A-Z][A-Z0-9_]{0,127}" + END)]
 Quorum = Annotated[int, msgspec.Meta(ge=1, le=20)]
 ExpirySeconds = Annotated[int, msgspec.Meta(ge=60, le=30 * 24 * 3600)]
+RedeemSeconds = Annotated[int, msgspec.Meta(ge=1, le=30 * 24 * 3600)]
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -67,6 +68,8 @@ class WorkspaceSettings(Settings, frozen=True, kw_only=True):
     # Groups whose members may approve a risk level (absent: every member with the approver role).
     approvers: dict[RiskLevel, tuple[GroupName, ...]] = {}
     default_expiry_s: ExpirySeconds | None = None  # None: the service's default (24 hours)
+    # How long after approval the action may be redeemed (started); then a reservation lapses.
+    redeem_within_s: RedeemSeconds = 24 * 3600
     channels: dict[RiskLevel, tuple[Channel, ...]] = {}
     channel: dict[Channel, ChannelConfig] = {}
     # Separation of duties beyond the fixed rules: also bar the skill's owner from approving.

@@ -191,6 +191,15 @@ def _view_rows(view: ApprovalView) -> list[tuple[str, Any]]:
         ("decided by", view.decided_by),
         ("reason", view.reason),
         ("approvals", progress(view.votes, view.quorum)),
+        ("redeemed", view.redeemed_at.isoformat() if view.redeemed_at else None),
+        (
+            "credits used",
+            None
+            if view.credits_used is None
+            else f"{view.credits_used:g} of {view.max_credits:g}"
+            if view.max_credits is not None
+            else f"{view.credits_used:g}",
+        ),
         ("delivered to", ", ".join(view.channels)),
         ("version", view.version),
         ("web", view.web_url),

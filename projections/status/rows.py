@@ -29,6 +29,10 @@ def fold(row: ApprovalView | None, event: events.Event) -> ApprovalView | None:
     if isinstance(event, events.VoteCast):
         votes = (*row.votes, event.for_member or event.voter)
         return msgspec.structs.replace(row, votes=votes, version=event.version)
+    if isinstance(event, events.Redeemed):
+        return msgspec.structs.replace(row, redeemed_at=event.occurred_at, version=event.version)
+    if isinstance(event, events.RunReported):
+        return msgspec.structs.replace(row, credits_used=event.credits_used, version=event.version)
     if isinstance(event, events.Delivered):
         channels = row.channels if event.channel in row.channels else (*row.channels, event.channel)
         return msgspec.structs.replace(row, channels=channels, version=event.version)

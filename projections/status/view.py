@@ -37,16 +37,22 @@ COLUMNS = (
     "id", "workspace_id", "status", "title", "summary", "risk_level", "requested_by",
     "on_behalf_of", "skill_name", "skill_execution_id", "action_kind", "mode", "provider",
     "destination", "max_credits", "digest", "channels", "decided_by", "reason", "created_at",
-    "expires_at", "resolved_at", "version", "quorum", "votes",
+    "expires_at", "resolved_at", "version", "quorum", "votes", "redeemed_at", "credits_used",
 )  # fmt: skip
 # Columns added after the first release, with what an older table gets when it is upgraded.
-ADDED_COLUMNS = {"quorum": "INTEGER NOT NULL DEFAULT 1", "votes": "TEXT NOT NULL DEFAULT '[]'"}
+ADDED_COLUMNS = {
+    "quorum": "INTEGER NOT NULL DEFAULT 1",
+    "votes": "TEXT NOT NULL DEFAULT '[]'",
+    "redeemed_at": "TEXT",
+    "credits_used": "DOUBLE PRECISION",
+}
 INTEGER_COLUMNS = frozenset({"version", "quorum"})
+REAL_COLUMNS = frozenset({"max_credits", "credits_used"})
 
 
 def create_statements(approvals: str, timeline: str, real: str) -> list[str]:
     columns = ", ".join(
-        f"{c} {real if c == 'max_credits' else 'INTEGER' if c in INTEGER_COLUMNS else 'TEXT'}"
+        f"{c} {real if c in REAL_COLUMNS else 'INTEGER' if c in INTEGER_COLUMNS else 'TEXT'}"
         for c in COLUMNS
     )
     return [
@@ -244,6 +250,7 @@ def _to_row(view: ApprovalView) -> tuple[Any, ...]:
         timestamp(view.created_at), timestamp(view.expires_at),
         None if view.resolved_at is None else timestamp(view.resolved_at), view.version,
         view.quorum, encoder.encode(view.votes).decode(),
+        None if view.redeemed_at is None else timestamp(view.redeemed_at), view.credits_used,
     )  # fmt: skip
 
 

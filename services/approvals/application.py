@@ -19,8 +19,8 @@ from eventsourcing.utils import get_topic
 
 from schemas import commands, events
 from schemas.replies import PolicyInfo
-from services.approvals import domain, governance, policy
-from services.approvals.errors import ApprovalError, NotFound
+from services.approvals import budget, domain, governance, policy
+from services.approvals.errors import ApprovalError, NotFound, SpendCapExceeded
 from services.approvals.store import MsgspecMapper
 
 if TYPE_CHECKING:
@@ -168,24 +168,69 @@ class Approvals(Application[UUID]):
         approval = self._current(approval_id, state)
         if approval is None or approval.workspace_id != workspace_id:
             raise NotFound("no such approval", approval_id=str(approval_id))
-        produced: list[events.Event]
+        ws = self._governing(workspace_id, state)
+        produced: list[Any]
         match cmd:
             case commands.Approve():
-                produced = domain.approve(approval, cmd, now, self._governing(workspace_id, state))
+                produced = domain.approve(approval, cmd, now, ws)
+                if isinstance(produced[-1], events.Approved):
+                    produced = self._grant(ws, approval, produced[-1], now, state)
             case commands.Reject():
-                produced = [domain.reject(approval, cmd, now, self._governing(workspace_id, state))]
+                produced = [domain.reject(approval, cmd, now, ws)]
             case commands.Cancel():
-                produced = [domain.cancel(approval, cmd, now, self._governing(workspace_id, state))]
+                produced = [domain.cancel(approval, cmd, now, ws)]
             case commands.Expire():
                 produced = [domain.expire(approval, cmd, now)]
             case commands.Deliver():
                 produced = [domain.deliver(approval, cmd, now)]
+            case commands.Redeem():
+                governance.require_role(ws, cmd.executor, "requester", "redeem an approval")
+                produced = [domain.redeem(approval, cmd, now)]
+            case commands.Report():
+                governance.require_role(ws, cmd.by, "requester", "report a run")
+                produced = [domain.report(approval, cmd, now)]
+                produced += self._settle(workspace_id, approval, cmd.credits_used, now, state)
             case _:
                 raise TypeError(f"unknown command {type(cmd).__name__}")
         after = approval
-        for event in produced:
+        mine = [e for e in produced if isinstance(e, events.Event)]
+        for event in mine:
             after = domain.mutate(event, after)
-        return Result(produced[-1].event_type, after), produced
+        return Result(mine[-1].event_type, after), produced
+
+    def _grant(
+        self,
+        ws: governance.Workspace,
+        approval: domain.Approval,
+        approved: events.Approved,
+        now: datetime,
+        state: State,
+    ) -> list[Any]:
+        """The approval, with its ceiling reserved against the budget in the same save; raises
+        SpendCapExceeded (nothing stored) when the cap cannot take it."""
+        limits = ws.settings.budget
+        ceiling = approval.request.action.max_credits
+        if limits is None or ceiling is None:
+            return [approved]
+        key = budget.budget_key(ws.workspace_id, budget.period_of(limits.period, now))
+        reserved = budget.reserve(
+            self._budget(key, state), limits, ws.workspace_id, approval.id, ceiling, now
+        )
+        return [msgspec.structs.replace(approved, budget_period=reserved.period), reserved]
+
+    def _settle(
+        self,
+        workspace_id: str,
+        approval: domain.Approval,
+        used: float,
+        now: datetime,
+        state: State,
+    ) -> list[Any]:
+        if approval.budget_period is None:
+            return []
+        held = self._budget(budget.budget_key(workspace_id, approval.budget_period), state)
+        settled = budget.settle(held, approval.id, used, now) if held else None
+        return [settled] if settled else []
 
     def _decide_request(
         self,
@@ -237,12 +282,14 @@ class Approvals(Application[UUID]):
                 ws, allowance, rule, approval_id, cmd.action.max_credits, day, now
             )
             if used is not None:
-                approved = domain.approve_by_policy(approval, rule.name, now)
-                return Result("approved", domain.mutate(approved, approval), policy=info), [
-                    requested,
-                    used,
-                    approved,
-                ]
+                approved = domain.approve_by_policy(approval, rule.name, now, ws)
+                try:
+                    granted = self._grant(ws, approval, approved, now, state)
+                except SpendCapExceeded:
+                    granted = []  # the budget cannot take it: a person decides, and is told why
+                if granted:
+                    after = domain.mutate(granted[0], approval)
+                    return Result("approved", after, policy=info), [requested, used, *granted]
             info = msgspec.structs.replace(info, standing_rule=None)
         return Result("approval_required", approval, policy=info), [requested]
 
@@ -254,6 +301,11 @@ class Approvals(Application[UUID]):
 
     def _governing(self, workspace_id: str, state: State) -> governance.Workspace:
         return governance.require_workspace(self._workspace(workspace_id, state), workspace_id)
+
+    def _budget(self, key: UUID, state: State) -> budget.Budget | None:
+        if key not in state:
+            state[key] = self._load_with(key, project_budget)
+        return state[key]  # type: ignore[no-any-return]
 
     def _allowance(self, key: UUID, state: State) -> governance.Allowance | None:
         if key not in state:
@@ -292,9 +344,17 @@ def project_allowance(
     return allowance
 
 
+def project_budget(held: budget.Budget | None, history: Any) -> budget.Budget | None:
+    for event in history:
+        held = budget.evolve(held, event)
+    return held
+
+
 def _evolve(current: Any, event: Any) -> Any:
     if isinstance(event, events.WorkspaceConfigured | events.Delegated):
         return governance.evolve_workspace(current, event)
     if isinstance(event, events.StandingUsed):
         return governance.evolve_allowance(current, event)
+    if isinstance(event, events.CreditsReserved | events.CreditsSettled):
+        return budget.evolve(current, event)
     return domain.mutate(event, current)

@@ -20,9 +20,11 @@ from services.approvals import governance
 from services.approvals.digest import action_digest
 from services.approvals.errors import (
     AlreadyDecided,
+    AlreadyRedeemed,
     Conflict,
     DeadlinePassed,
     DigestMismatch,
+    NotApproved,
 )
 
 if TYPE_CHECKING:
@@ -47,6 +49,11 @@ class Approval(msgspec.Struct, frozen=True, kw_only=True):
     reason: str | None = None
     votes: tuple[str, ...] = ()  # members who approved so far (one vote each)
     voters: tuple[str, ...] = ()  # the people who cast them (a delegate votes once in all)
+    redeem_by: datetime | None = None  # approved: the action must start before this
+    budget_period: str | None = None  # approved: the period whose budget holds its ceiling
+    redeemed_by: str | None = None
+    redeemed_at: datetime | None = None
+    run: events.RunReported | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -138,6 +145,7 @@ def approve(
         _next(
             approval, events.Approved, now, cmd.approver,
             digest=cmd.digest, reason=cmd.reason, votes=votes, for_member=who.for_member,
+            redeem_by=now + timedelta(seconds=ws.settings.redeem_within_s),
         )
     ]  # fmt: skip
 
@@ -156,9 +164,56 @@ def reject(
     )  # fmt: skip
 
 
-def approve_by_policy(approval: Approval, rule: str, now: datetime) -> events.Approved:
+def approve_by_policy(
+    approval: Approval, rule: str, now: datetime, ws: governance.Workspace
+) -> events.Approved:
     """A standing permission covers the request: approved at once, and the history says why."""
-    return _next(approval, events.Approved, now, f"policy:{rule}", digest=approval.request.digest)
+    return _next(
+        approval, events.Approved, now, f"policy:{rule}", digest=approval.request.digest,
+        redeem_by=now + timedelta(seconds=ws.settings.redeem_within_s),
+    )  # fmt: skip
+
+
+def redeem(approval: Approval, cmd: commands.Redeem, now: datetime) -> events.Redeemed:
+    """The final check before execution: approved, not yet redeemed, in time, the same action."""
+    if approval.status != "approved":
+        raise NotApproved(
+            f"the approval is {approval.status}: only an approved action may run",
+            status=approval.status,
+        )
+    if approval.redeemed_at is not None:
+        raise AlreadyRedeemed(
+            "the approval was redeemed already: an approval runs once",
+            redeemed_by=approval.redeemed_by,
+            redeemed_at=approval.redeemed_at.isoformat(),
+        )
+    deadline = approval.redeem_by or approval.request.expires_at
+    if now >= deadline:
+        raise DeadlinePassed("the time to redeem this approval has passed",
+                             redeem_by=deadline.isoformat())  # fmt: skip
+    if cmd.digest != approval.request.digest:
+        raise DigestMismatch(
+            "the action about to run is not the action that was approved",
+            expected=approval.request.digest,
+            given=cmd.digest,
+        )
+    return _next(approval, events.Redeemed, now, cmd.executor, executor=cmd.executor,
+                 digest=cmd.digest)  # fmt: skip
+
+
+def report(approval: Approval, cmd: commands.Report, now: datetime) -> events.RunReported:
+    """What the run used and did; over the ceiling is recorded and flagged."""
+    if approval.redeemed_at is None:
+        raise Conflict("only a redeemed approval has a run to report", status=approval.status)
+    if approval.run is not None:
+        raise Conflict("this run was reported already", reported_at=approval.run.occurred_at)
+    ceiling = approval.request.action.max_credits
+    return _next(
+        approval, events.RunReported, now, cmd.by,
+        credits_used=cmd.credits_used, outcome=cmd.outcome, summary=cmd.summary,
+        external_refs=cmd.external_refs,
+        over_ceiling=ceiling is not None and cmd.credits_used > ceiling,
+    )  # fmt: skip
 
 
 def cancel(
@@ -275,6 +330,10 @@ def _vote_cast(event: events.VoteCast, approval: Approval | None) -> Approval:
 def _resolved(event: events.Event, approval: Approval | None) -> Approval:
     current = _existing(approval, event)
     status: Status = _STATUS_AFTER[type(event)]
+    if isinstance(event, events.Approved):
+        current = msgspec.structs.replace(
+            current, redeem_by=event.redeem_by, budget_period=event.budget_period
+        )
     return msgspec.structs.replace(
         current,
         version=event.version,
@@ -284,6 +343,23 @@ def _resolved(event: events.Event, approval: Approval | None) -> Approval:
         decided_by=event.actor,
         reason=getattr(event, "reason", None),
         votes=getattr(event, "votes", current.votes) or current.votes,
+    )
+
+
+@mutate.register(events.Redeemed)
+def _redeemed(event: events.Redeemed, approval: Approval | None) -> Approval:
+    current = _existing(approval, event)
+    return msgspec.structs.replace(
+        current, version=event.version, modified_at=event.occurred_at,
+        redeemed_by=event.executor, redeemed_at=event.occurred_at,
+    )  # fmt: skip
+
+
+@mutate.register(events.RunReported)
+def _run_reported(event: events.RunReported, approval: Approval | None) -> Approval:
+    current = _existing(approval, event)
+    return msgspec.structs.replace(
+        current, version=event.version, modified_at=event.occurred_at, run=event
     )
 
 

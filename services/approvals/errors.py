@@ -48,3 +48,15 @@ class DigestMismatch(ApprovalError):
 
 class CreditCeilingRequired(ApprovalError):
     code = "credit_ceiling_required"
+
+
+class SpendCapExceeded(ApprovalError):
+    code = "spend_cap_exceeded"
+
+
+class NotApproved(ApprovalError):
+    code = "not_approved"
+
+
+class AlreadyRedeemed(ApprovalError):
+    code = "already_redeemed"

@@ -155,3 +155,38 @@ def reject(
 def cancel(obj: Context, approval_id: str, by: str, reason: str | None) -> None:
     """Cancel a pending request."""
     obj.command("cancel", {"approval_id": approval_id, "by": by, "reason": reason})
+
+
+@cli.command()
+@click.argument("approval_id")
+@click.option("--digest", required=True, help="The digest of the action about to run.")
+@click.option("--executor", required=True, help="Who runs it: service:<name> or user:<id>.")
+@click.pass_obj
+def redeem(obj: Context, approval_id: str, digest: str, executor: str) -> None:
+    """Claim an approved action just before running it: once, in time, the same digest."""
+    obj.command("redeem", {"approval_id": approval_id, "digest": digest, "executor": executor})
+
+
+@cli.command()
+@click.argument("approval_id")
+@click.option("--credits-used", required=True, type=float)
+@click.option("--outcome", required=True, type=click.Choice(["succeeded", "failed", "partial"]))
+@click.option("--summary", default="")
+@click.option("--external-ref", "external_refs", multiple=True, help="Repeat for each.")
+@click.option("--by", required=True, help="Who ran it.")
+@click.pass_obj
+def report(
+    obj: Context,
+    approval_id: str,
+    credits_used: float,
+    outcome: str,
+    summary: str,
+    external_refs: tuple[str, ...],
+    by: str,
+) -> None:
+    """Record what a redeemed run did and used (over the ceiling is flagged)."""
+    obj.command(
+        "report",
+        {"approval_id": approval_id, "credits_used": credits_used, "outcome": outcome,
+         "summary": summary, "external_refs": list(external_refs), "by": by},
+    )  # fmt: skip

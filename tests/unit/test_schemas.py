@@ -83,6 +83,21 @@ EVENTS: dict[str, events.Event | events.WorkspaceEvent] = {
         **WS_COMMON, version=1, actor="policy:small", rule="small", day="2030-01-01",
         approval_id=APPROVAL_ID, credits=2.0, total=2.0,
     ),
+    "redeemed": events.Redeemed(
+        **COMMON, version=3, actor="service:runner", executor="service:runner", digest="a" * 64,
+    ),
+    "run_reported": events.RunReported(
+        **COMMON, version=4, actor="service:runner", credits_used=41.5, outcome="succeeded",
+        summary="synced", external_refs=("hubspot:batch-1",), over_ceiling=True,
+    ),
+    "credits_reserved": events.CreditsReserved(
+        **WS_COMMON, version=1, actor="service:approvals", period="2030-01",
+        approval_id=APPROVAL_ID, credits=40.0, committed=40.0, cap=100.0,
+    ),
+    "credits_settled": events.CreditsSettled(
+        **WS_COMMON, version=2, actor="service:approvals", period="2030-01",
+        approval_id=APPROVAL_ID, reserved=40.0, used=41.5, committed=41.5, cap=100.0,
+    ),
 }  # fmt: skip
 
 
@@ -136,6 +151,9 @@ VALID: dict[str, dict[str, Any]] = {
     "delegate": {"by": "user:ana", "to": "user:bo", "ends_at": "2030-01-02T00:00:00Z"},
 }
 VALID["check"] = VALID["request"]
+VALID["redeem"] = {"approval_id": str(APPROVAL_ID), "digest": "a" * 64, "executor": "service:x"}
+VALID["report"] = {"approval_id": str(APPROVAL_ID), "credits_used": 3.5, "outcome": "succeeded",
+                   "by": "service:x"}  # fmt: skip
 
 
 def decode(verb: str, body: dict[str, Any]) -> commands.Command:

@@ -1,0 +1,136 @@
+"""A workspace's spend cap: credits committed per period, reserved when an approval is granted.
+
+Pure, like the domain. A budget is one aggregate per workspace and period (``2026-11`` for a
+month, ``2026-W47`` for a week, ``2026-11-22`` for a day), so a new period starts at zero by
+construction. The reservation is saved in the same transaction as the approval it belongs to,
+and the aggregate's version makes two concurrent reservations conflict: the loser is decided
+again against the winner's total, so committed credits never pass the cap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from uuid import UUID, uuid4, uuid5
+
+import msgspec
+
+from schemas import events
+from services.approvals.errors import SpendCapExceeded
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from schemas.workspace import Budget as BudgetSettings
+
+BUDGET_NAMESPACE = UUID("5d2f8c1a-9e4b-4a7c-8b3d-6f1e2a3c4d5e")
+
+
+def period_of(period: str, now: datetime) -> str:
+    if period == "day":
+        return now.date().isoformat()
+    if period == "week":
+        year, week, _ = now.isocalendar()
+        return f"{year}-W{week:02d}"
+    return f"{now.year}-{now.month:02d}"
+
+
+def budget_key(workspace_id: str, period: str) -> UUID:
+    return uuid5(BUDGET_NAMESPACE, f"budget\x00{workspace_id}\x00{period}")
+
+
+class Budget(msgspec.Struct, frozen=True, kw_only=True):
+    id: UUID
+    version: int
+    workspace_id: str
+    period: str
+    committed: float
+    cap: float  # the cap when last reserved against
+    reservations: dict[UUID, float]  # approvals whose ceiling is held, not yet settled
+
+
+def reserve(
+    budget: Budget | None,
+    limits: BudgetSettings,
+    workspace_id: str,
+    approval_id: UUID,
+    credits: float,
+    now: datetime,
+) -> events.CreditsReserved:
+    """Commit ``credits`` for an approval being granted, or refuse with the numbers."""
+    period = budget.period if budget else period_of(limits.period, now)
+    committed = budget.committed if budget else 0.0
+    numbers = {
+        "period": period,
+        "cap": limits.cap,
+        "committed": committed,
+        "remaining": max(0.0, limits.cap - committed),
+        "ceiling": credits,
+    }
+    if limits.max_per_run is not None and credits > limits.max_per_run:
+        raise SpendCapExceeded(
+            f"the credit ceiling {credits:g} is over the workspace's per-run maximum "
+            f"{limits.max_per_run:g}",
+            rule="max_per_run",
+            max_per_run=limits.max_per_run,
+            **numbers,
+        )
+    if committed + credits > limits.cap:
+        raise SpendCapExceeded(
+            f"approving would commit {committed + credits:g} credits in {period}, over the cap "
+            f"of {limits.cap:g} ({max(0.0, limits.cap - committed):g} remain)",
+            rule="cap",
+            **numbers,
+        )
+    return events.CreditsReserved(
+        event_id=uuid4(),
+        aggregate_id=budget_key(workspace_id, period),
+        version=(budget.version if budget else 0) + 1,
+        workspace_id=workspace_id,
+        occurred_at=now,
+        actor="service:approvals",
+        period=period,
+        approval_id=approval_id,
+        credits=credits,
+        committed=committed + credits,
+        cap=limits.cap,
+    )
+
+
+def settle(
+    budget: Budget, approval_id: UUID, used: float, now: datetime
+) -> events.CreditsSettled | None:
+    """Replace an approval's reservation with what its run used (None if nothing is held)."""
+    reserved = budget.reservations.get(approval_id)
+    if reserved is None:
+        return None
+    return events.CreditsSettled(
+        event_id=uuid4(),
+        aggregate_id=budget.id,
+        version=budget.version + 1,
+        workspace_id=budget.workspace_id,
+        occurred_at=now,
+        actor="service:approvals",
+        period=budget.period,
+        approval_id=approval_id,
+        reserved=reserved,
+        used=used,
+        committed=budget.committed - reserved + used,
+        cap=budget.cap,
+    )
+
+
+def evolve(budget: Budget | None, event: events.CreditsReserved | events.CreditsSettled) -> Budget:
+    held = dict(budget.reservations) if budget else {}
+    if isinstance(event, events.CreditsReserved):
+        held[event.approval_id] = event.credits
+    else:
+        held.pop(event.approval_id, None)
+    return Budget(
+        id=event.aggregate_id,
+        version=event.version,
+        workspace_id=event.workspace_id,
+        period=event.period,
+        committed=event.committed,
+        cap=event.cap,
+        reservations=held,
+    )
