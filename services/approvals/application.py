@@ -286,7 +286,7 @@ class Approvals(Application[UUID]):
                 try:
                     granted = self._grant(ws, approval, approved, now, state)
                 except SpendCapExceeded:
-                    granted = []  # the budget cannot take it: a person decides, and is told why
+                    granted = []  # the budget cannot take it: a person decides (against the cap)
                 if granted:
                     after = domain.mutate(granted[0], approval)
                     return Result("approved", after, policy=info), [requested, used, *granted]
