@@ -125,6 +125,23 @@ class WorkspaceReply(msgspec.Struct, frozen=True, kw_only=True):
     workspace: WorkspaceState
 
 
+class BudgetState(msgspec.Struct, frozen=True, kw_only=True):
+    """A workspace's budget in the current period, as ``approvals.query.<ws>.budget`` answers."""
+
+    workspace_id: str
+    period: str
+    cap: float
+    max_per_run: float | None
+    committed: float
+    remaining: float
+    held: int  # approvals whose ceiling is reserved and not yet settled
+
+
+class BudgetReply(msgspec.Struct, frozen=True, kw_only=True):
+    ok: Literal[True] = True
+    budget: BudgetState
+
+
 class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
     code: ErrorCode
     message: str

@@ -20,9 +20,10 @@ import msgspec
 
 from schemas import codec, subjects
 from schemas.codec import command_decoders, encoder
-from schemas.replies import Reply, WorkspaceReply
+from schemas.replies import BudgetReply, BudgetState, Reply, WorkspaceReply
 from services.approvals import governance
-from services.approvals.errors import ApprovalError, Invalid, TooLarge
+from services.approvals.budget import period_of
+from services.approvals.errors import ApprovalError, Invalid, NotFound, TooLarge
 from services.approvals.views import approval_state, workspace_state
 
 if TYPE_CHECKING:
@@ -66,14 +67,16 @@ class CommandHandlers:
                     pending_msgs_limit=100_000,
                 )
             )
-        # The settings in force are the command service's own state: it answers for them.
-        self._subscriptions.append(
-            await self.nc.subscribe(
-                subjects.query_wildcard("workspace"),
-                queue=subjects.COMMAND_QUEUE,
-                cb=self._on_workspace_query,
+        # The settings in force and the budget are the command service's own state: it answers.
+        for query, answer in (
+            ("workspace", self._on_workspace_query),
+            ("budget", self._on_budget_query),
+        ):
+            self._subscriptions.append(
+                await self.nc.subscribe(
+                    subjects.query_wildcard(query), queue=subjects.COMMAND_QUEUE, cb=answer
+                )
             )
-        )
 
     async def stop(self) -> None:
         """Stop taking commands, answer the ones already queued."""
@@ -106,6 +109,38 @@ class CommandHandlers:
                 )
             ws = governance.require_workspace(self.app.workspace(workspace_id), workspace_id)
             data = encoder.encode(WorkspaceReply(workspace=workspace_state(ws, now())))
+        except ApprovalError as error:
+            data = encode_error(error)
+        if msg.reply:
+            await self.nc.publish(msg.reply, data)
+
+    async def _on_budget_query(self, msg: Msg) -> None:
+        workspace_id = msg.subject.split(".")[2]
+        try:
+            if not subjects.is_token(workspace_id):
+                raise Invalid(
+                    f"workspace must match {subjects.TOKEN_PATTERN}", workspace=workspace_id
+                )
+            ws = governance.require_workspace(self.app.workspace(workspace_id), workspace_id)
+            limits = ws.settings.budget
+            if limits is None:
+                raise NotFound(
+                    f"workspace {workspace_id} has no budget", workspace=workspace_id,
+                    kind="budget",
+                )  # fmt: skip
+            at = now()
+            held = self.app.budget_now(workspace_id, at)
+            committed = held.committed if held else 0.0
+            state = BudgetState(
+                workspace_id=workspace_id,
+                period=held.period if held else period_of(limits.period, at),
+                cap=limits.cap,
+                max_per_run=limits.max_per_run,
+                committed=committed,
+                remaining=max(0.0, limits.cap - committed),
+                held=len(held.reservations) if held else 0,
+            )
+            data = encoder.encode(BudgetReply(budget=state))
         except ApprovalError as error:
             data = encode_error(error)
         if msg.reply:

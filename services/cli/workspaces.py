@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import click
 import msgspec
 
-from schemas.replies import WorkspaceReply
+from schemas.codec import encoder
+from schemas.replies import BudgetReply, WorkspaceReply
 from schemas.workspace import WorkspaceFileError, parse_workspace
 from services import console
 from services.cli import Context, cli
@@ -92,3 +93,35 @@ def delegate(
     elif ends_at.tzinfo is None:
         ends_at = ends_at.replace(tzinfo=UTC)
     obj.command("delegate", {"by": by, "to": to, "ends_at": ends_at, "reason": reason})
+
+
+@cli.group()
+def budget() -> None:
+    """A workspace's spend cap."""
+
+
+@budget.command("show")
+@click.argument("workspace_id", required=False)
+@click.pass_obj
+def show_budget(obj: Context, workspace_id: str | None) -> None:
+    """The current period's cap, committed and remaining credits of WORKSPACE_ID."""
+    if workspace_id is not None:
+        obj = msgspec.structs.replace(obj, workspace=workspace_id)
+
+    async def work(client: ApprovalsClient) -> int:
+        reply = await _query(obj, client, "budget", {}, BudgetReply)
+        if reply is None:
+            return 1
+        if obj.as_json:
+            click.echo(encoder.encode(reply))
+            return 0
+        b = reply.budget
+        click.echo(console.table([
+            ("workspace", b.workspace_id), ("period", b.period), ("cap", f"{b.cap:g}"),
+            ("committed", f"{b.committed:g}"), ("remaining", f"{b.remaining:g}"),
+            ("max per run", None if b.max_per_run is None else f"{b.max_per_run:g}"),
+            ("reservations held", b.held),
+        ]))  # fmt: skip
+        return 0
+
+    obj.run(work)

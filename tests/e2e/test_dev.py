@@ -160,6 +160,10 @@ def test_approvals_dev_from_the_command_line(dev: Callable[[], Dev]) -> None:
     # Check: dev set up its default workspace from the example file.
     default = cli_json(url, "workspace", "show", "default")
     assert default["workspace"]["settings"]["quorum"] == {"high": 2, "critical": 2}
+    spend = cli_json(url, "budget", "show", "default")["budget"]
+    assert (spend["cap"], spend["committed"], spend["remaining"]) == (10000, 0, 10000)
+    readable_budget = cli(url, "budget", "show", "default", as_json=False)
+    assert "remaining" in readable_budget.stdout
     # Check: a workspace that does not exist refuses requests.
     missing = cli(url, "request", "--title", "x", "--kind", "crm_write")
     assert json.loads(missing.stdout)["error"]["details"]["kind"] == "workspace"

@@ -5,6 +5,7 @@ approved, and a run's usage settles its reservation."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -194,3 +195,24 @@ async def test_a_reported_run_settles_its_reservation_and_over_use_is_flagged(
     assert [e.event_type for e in stored] == ["requested", "approved", "redeemed", "run_reported"]
     assert stored[-1].over_ceiling is True
     assert stored[1].budget_period == budget.period_of("month", stored[1].occurred_at)
+
+
+async def test_the_budget_query_shows_cap_committed_and_remaining(
+    command_service: Started,
+) -> None:
+    _, acme = command_service
+    client = await workspace(acme, "spend", SPEND)
+    empty = msgspec.json.decode(await client.query("budget", {}))
+    assert (empty["budget"]["committed"], empty["budget"]["remaining"]) == (0, 1000)
+    approval = await ask(client)
+    await send(client, "approve", approve(approval))
+    shown = msgspec.json.decode(await client.query("budget", {}))["budget"]
+    assert (shown["cap"], shown["committed"], shown["remaining"], shown["held"]) == (
+        1000, 30, 970, 1,
+    )  # fmt: skip
+    assert shown["period"] == budget.period_of("month", datetime.now(UTC))
+    # Check: a workspace without a budget says so.
+    plain = await workspace(acme, "plain", msgspec.structs.replace(SPEND, budget=None))
+    missing = msgspec.json.decode(await plain.query("budget", {}))
+    assert_error(missing, "not_found")
+    assert missing["error"]["details"]["kind"] == "budget"
