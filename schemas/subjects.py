@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 STREAM: Final = "APPROVALS_EVENTS"
 COMMAND_QUEUE: Final = "approvals-commands"
@@ -26,19 +26,7 @@ CommandVerb = Literal[
     "redeem",
     "report",
 ]
-COMMAND_VERBS: Final[tuple[CommandVerb, ...]] = (
-    "request",
-    "approve",
-    "reject",
-    "cancel",
-    "expire",
-    "deliver",
-    "check",
-    "configure",
-    "delegate",
-    "redeem",
-    "report",
-)
+COMMAND_VERBS: Final[tuple[CommandVerb, ...]] = get_args(CommandVerb)
 
 TOKEN_PATTERN: Final = r"^[A-Za-z0-9_-]{1,64}$"
 _TOKEN = re.compile(TOKEN_PATTERN)

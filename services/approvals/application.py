@@ -315,12 +315,8 @@ class Approvals(Application[UUID]):
     def workspace(self, workspace_id: str) -> governance.Workspace | None:
         return self._workspace(workspace_id, {})
 
-    def budget_now(self, workspace_id: str, now: datetime) -> budget.Budget | None:
-        """The current period's budget aggregate (None when nothing was reserved in it yet)."""
-        ws = governance.require_workspace(self.workspace(workspace_id), workspace_id)
-        if ws.settings.budget is None:
-            return None
-        period = budget.period_of(ws.settings.budget.period, now)
+    def budget_in(self, workspace_id: str, period: str) -> budget.Budget | None:
+        """A period's budget aggregate (None when nothing was reserved in it yet)."""
         return self._budget(budget.budget_key(workspace_id, period), {})
 
     def _current(self, approval_id: UUID, state: State) -> domain.Approval | None:

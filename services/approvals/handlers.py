@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -101,6 +101,13 @@ class CommandHandlers:
             asyncio.get_running_loop().call_soon(self._flush)
 
     async def _on_workspace_query(self, msg: Msg) -> None:
+        await self._answer(msg, self._workspace_reply)
+
+    async def _on_budget_query(self, msg: Msg) -> None:
+        await self._answer(msg, self._budget_reply)
+
+    async def _answer(self, msg: Msg, build: Callable[[governance.Workspace], Any]) -> None:
+        """Reply to a query about the workspace of the subject: ``build``'s reply or the error."""
         workspace_id = msg.subject.split(".")[2]
         try:
             if not subjects.is_token(workspace_id):
@@ -108,43 +115,34 @@ class CommandHandlers:
                     f"workspace must match {subjects.TOKEN_PATTERN}", workspace=workspace_id
                 )
             ws = governance.require_workspace(self.app.workspace(workspace_id), workspace_id)
-            data = encoder.encode(WorkspaceReply(workspace=workspace_state(ws, now())))
+            data = encoder.encode(build(ws))
         except ApprovalError as error:
             data = encode_error(error)
         if msg.reply:
             await self.nc.publish(msg.reply, data)
 
-    async def _on_budget_query(self, msg: Msg) -> None:
-        workspace_id = msg.subject.split(".")[2]
-        try:
-            if not subjects.is_token(workspace_id):
-                raise Invalid(
-                    f"workspace must match {subjects.TOKEN_PATTERN}", workspace=workspace_id
-                )
-            ws = governance.require_workspace(self.app.workspace(workspace_id), workspace_id)
-            limits = ws.settings.budget
-            if limits is None:
-                raise NotFound(
-                    f"workspace {workspace_id} has no budget", workspace=workspace_id,
-                    kind="budget",
-                )  # fmt: skip
-            at = now()
-            held = self.app.budget_now(workspace_id, at)
-            committed = held.committed if held else 0.0
-            state = BudgetState(
-                workspace_id=workspace_id,
-                period=held.period if held else period_of(limits.period, at),
+    def _workspace_reply(self, ws: governance.Workspace) -> WorkspaceReply:
+        return WorkspaceReply(workspace=workspace_state(ws, now()))
+
+    def _budget_reply(self, ws: governance.Workspace) -> BudgetReply:
+        limits = ws.settings.budget
+        if limits is None:
+            raise NotFound(f"workspace {ws.workspace_id} has no budget",
+                           workspace=ws.workspace_id, kind="budget")  # fmt: skip
+        period = period_of(limits.period, now())
+        held = self.app.budget_in(ws.workspace_id, period)
+        committed = held.committed if held else 0.0
+        return BudgetReply(
+            budget=BudgetState(
+                workspace_id=ws.workspace_id,
+                period=period,
                 cap=limits.cap,
                 max_per_run=limits.max_per_run,
                 committed=committed,
                 remaining=max(0.0, limits.cap - committed),
                 held=len(held.reservations) if held else 0,
             )
-            data = encoder.encode(BudgetReply(budget=state))
-        except ApprovalError as error:
-            data = encode_error(error)
-        if msg.reply:
-            await self.nc.publish(msg.reply, data)
+        )
 
     def _decode(self, msg: Msg) -> tuple[str, Command]:
         parts = msg.subject.split(".")
