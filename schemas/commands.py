@@ -148,6 +148,21 @@ class Report(Command, frozen=True, kw_only=True):
     by: Actor
 
 
+class CheckSpend(Command, frozen=True, kw_only=True):
+    """Check a new request's credit ceiling against its workspace's budget (the spend-cap
+    service sends it on ``requested``): ``spend_checked``, or rejected if it can never fit."""
+
+    approval_id: UUID
+    by: Actor = "service:spendcap"
+
+
+class Release(Command, frozen=True, kw_only=True):
+    """Give back the credits held for an approval nobody redeemed before its deadline."""
+
+    approval_id: UUID
+    by: Actor = "service:spendcap"
+
+
 COMMANDS: dict[str, type[Command]] = {
     "request": Request,
     "approve": Approve,
@@ -160,4 +175,6 @@ COMMANDS: dict[str, type[Command]] = {
     "delegate": Delegate,
     "redeem": Redeem,
     "report": Report,
+    "check_spend": CheckSpend,
+    "release": Release,
 }

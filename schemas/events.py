@@ -13,6 +13,7 @@ from uuid import UUID
 import msgspec
 
 from schemas.commands import Action
+from schemas.receipts import Receipt
 from schemas.types import Actor, RiskLevel
 from schemas.workspace import Change, WorkspaceSettings
 
@@ -86,6 +87,23 @@ class Approved(Event, frozen=True, kw_only=True, tag="approved"):
     redeem_by: datetime | None = None
     # The budget period whose committed credits hold this approval's ceiling, if any.
     budget_period: str | None = None
+    receipt: Receipt | None = None  # signed by the command service: who approved exactly what
+
+
+class SpendChecked(Event, frozen=True, kw_only=True, tag="spend_checked"):
+    """The budget picture a reviewer needs, when the request came in (the spend-cap service).
+
+    Without a budget or a ceiling the numbers are None; ``fits`` says whether the ceiling fits
+    in what remains now (it may still not fit when someone approves: the reservation decides).
+    """
+
+    period: str | None = None
+    cap: float | None = None
+    max_per_run: float | None = None
+    committed: float | None = None
+    remaining: float | None = None
+    ceiling: float | None = None
+    fits: bool = True
 
 
 class Redeemed(Event, frozen=True, kw_only=True, tag="redeemed"):
@@ -190,16 +208,28 @@ class CreditsSettled(WorkspaceEvent, frozen=True, kw_only=True, tag="credits_set
     cap: float
 
 
+class CreditsReleased(WorkspaceEvent, frozen=True, kw_only=True, tag="credits_released"):
+    """An approval nobody redeemed before its deadline gives its reservation back."""
+
+    period: str
+    approval_id: UUID
+    credits: float
+    committed: float  # after releasing
+    cap: float
+
+
+BudgetEvent = CreditsReserved | CreditsSettled | CreditsReleased
 ApprovalEvent = (
-    Requested | Delivered | VoteCast | Approved | Rejected | Expired | Cancelled | Redeemed
-    | RunReported
+    Requested | SpendChecked | Delivered | VoteCast | Approved | Rejected | Expired | Cancelled
+    | Redeemed | RunReported
 )  # fmt: skip
 AnyEvent = (
     ApprovalEvent | WorkspaceConfigured | Delegated | StandingUsed | CreditsReserved
-    | CreditsSettled
+    | CreditsSettled | CreditsReleased
 )  # fmt: skip
 EVENT_TYPES: tuple[type[Event] | type[WorkspaceEvent], ...] = (
     Requested,
+    SpendChecked,
     Delivered,
     VoteCast,
     Approved,
@@ -213,4 +243,5 @@ EVENT_TYPES: tuple[type[Event] | type[WorkspaceEvent], ...] = (
     StandingUsed,
     CreditsReserved,
     CreditsSettled,
+    CreditsReleased,
 )

@@ -8,6 +8,7 @@ from uuid import UUID
 
 import msgspec
 
+from schemas.receipts import Receipt
 from schemas.types import RiskLevel, Status
 
 QUERY_QUEUE = "approvals-queries"
@@ -60,6 +61,18 @@ QUERIES: dict[str, type[Query]] = {
 }
 
 
+class SpendPicture(msgspec.Struct, frozen=True, kw_only=True):
+    """The budget when the request came in (its ``spend_checked`` event): what a reviewer sees."""
+
+    period: str | None = None
+    cap: float | None = None
+    max_per_run: float | None = None
+    committed: float | None = None
+    remaining: float | None = None
+    ceiling: float | None = None
+    fits: bool = True
+
+
 class ApprovalView(msgspec.Struct, frozen=True, kw_only=True):
     """One approval as the status projection shows it."""
 
@@ -90,6 +103,9 @@ class ApprovalView(msgspec.Struct, frozen=True, kw_only=True):
     votes: tuple[str, ...] = ()  # the members who approved so far ("1 of 2")
     redeemed_at: datetime | None = None  # when the executor started the approved action
     credits_used: float | None = None  # what the reported run used, against max_credits
+    redeem_by: datetime | None = None  # approved: the action must start before this
+    spend: SpendPicture | None = None  # the budget picture when the request came in
+    receipt: Receipt | None = None  # approved: the signed receipt
     web_url: str = ""
 
 

@@ -12,6 +12,7 @@ from uuid import UUID
 import msgspec
 
 from schemas.commands import Action
+from schemas.receipts import Receipt
 from schemas.types import RiskLevel, Status
 from schemas.workspace import Change, WorkspaceSettings
 
@@ -45,6 +46,8 @@ Outcome = Literal[
     "delegated",
     "redeemed",
     "run_reported",
+    "spend_checked",
+    "released",
 ]
 
 
@@ -81,6 +84,8 @@ class ApprovalState(msgspec.Struct, frozen=True, kw_only=True):
     reason: str | None
     quorum: int = 1
     votes: tuple[str, ...] = ()  # the members who approved so far
+    redeem_by: datetime | None = None  # approved: the action must start before this
+    receipt: Receipt | None = None  # approved: the signed receipt
 
 
 class PolicyInfo(msgspec.Struct, frozen=True, kw_only=True):

@@ -25,6 +25,8 @@ CommandVerb = Literal[
     "delegate",
     "redeem",
     "report",
+    "check_spend",
+    "release",
 ]
 COMMAND_VERBS: Final[tuple[CommandVerb, ...]] = get_args(CommandVerb)
 
@@ -87,3 +89,10 @@ def query(workspace: str, verb: str) -> str:
 
 def query_wildcard(verb: str) -> str:
     return f"approvals.query.*.{verb}"
+
+
+KEYS_QUERY: Final = "approvals.query.keys"  # the public keys receipts are signed with
+
+
+def alerts(workspace: str, kind: str) -> str:
+    return f"approvals.alerts.{token(workspace, 'workspace')}.{token(kind, 'alert kind')}"

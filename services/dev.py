@@ -8,14 +8,18 @@ import signal
 from importlib.resources import files
 from typing import TYPE_CHECKING, Protocol
 
+import msgspec
+
 from projections.status.service import ProjectionService
 from schemas.commands import Configure
 from schemas.workspace import WorkspaceSettings, parse_workspace
 from services.approvals.application import Approvals
+from services.approvals.receipts import Signer
 from services.approvals.service import CommandService
 from services.approvals.store import store_env
 from services.natsserver import NatsServer
 from services.settings import Settings
+from services.spendcap.service import SpendCapService
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -82,9 +86,16 @@ def run_dev(data_dir: Path, nats_port: int) -> None:
             sqlite_path=data_dir / "approvals.db",
             view_sqlite_path=data_dir / "status.db",
         )
+        if settings.signing_key_path is None:
+            settings = msgspec.structs.replace(
+                settings, signing_key_path=data_dir / "signing-key.pem"
+            )
+        assert settings.signing_key_path is not None
+        signer = Signer.from_file(settings.signing_key_path, create=True)
         print(f"nats-server   {server.url}  (JetStream store {data_dir / 'jetstream'})")
         print(f"event store   sqlite {settings.sqlite_path}")
         print(f"status view   sqlite {settings.view_sqlite_path}")
+        print(f"receipts      Ed25519 key {signer.key_id} in {settings.signing_key_path}")
         admin = bootstrap_workspace(settings)
         if admin is not None:
             print(f"workspace     {DEV_WORKSPACE}: applied {EXAMPLE_WORKSPACE} as {admin}")
@@ -92,8 +103,13 @@ def run_dev(data_dir: Path, nats_port: int) -> None:
         print("              relay -> stream APPROVALS_EVENTS")
         print("              status projection, queries on approvals.query.<workspace>.<verb>")
         print("              expiry scheduler")
+        print("              spend caps: checks, releases, alerts on approvals.alerts.<ws>.budget")
         print(f"try           approvals --nats-url {server.url} request --help", flush=True)
-        asyncio.run(run_until_stopped(CommandService(settings), ProjectionService(settings)))
+        asyncio.run(
+            run_until_stopped(
+                CommandService(settings), ProjectionService(settings), SpendCapService(settings)
+            )
+        )
     finally:
         server.stop()
         print("stopped", flush=True)

@@ -20,6 +20,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_payload_bytes: int = 256 * 1024
     default_expiry_s: int = 24 * 3600
     web_url: str = "http://127.0.0.1:8080"
+    # Ed25519 key (PEM) that signs approval receipts; unset: a key held in memory only.
+    signing_key_path: Path | None = None
+    # How long a consumer (the spend-cap service) has to acknowledge before the server redelivers.
+    ack_wait_s: float = 30.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -45,6 +49,8 @@ _ENV_VARS = {
     "max_payload_bytes": "APPROVALS_MAX_PAYLOAD_BYTES",
     "default_expiry_s": "APPROVALS_DEFAULT_EXPIRY_S",
     "web_url": "APPROVALS_WEB_URL",
+    "signing_key_path": "APPROVALS_SIGNING_KEY",
+    "ack_wait_s": "APPROVALS_ACK_WAIT_S",
 }
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from schemas import events
-from schemas.queries import ApprovalView
+from schemas.queries import ApprovalView, SpendPicture
 
 if TYPE_CHECKING:
     from schemas.types import Status
@@ -31,13 +31,22 @@ def fold(row: ApprovalView | None, event: events.Event) -> ApprovalView | None:
         return msgspec.structs.replace(row, votes=votes, version=event.version)
     if isinstance(event, events.Redeemed):
         return msgspec.structs.replace(row, redeemed_at=event.occurred_at, version=event.version)
+    if isinstance(event, events.SpendChecked):
+        spend = SpendPicture(
+            period=event.period, cap=event.cap, max_per_run=event.max_per_run,
+            committed=event.committed, remaining=event.remaining, ceiling=event.ceiling,
+            fits=event.fits,
+        )  # fmt: skip
+        return msgspec.structs.replace(row, spend=spend, version=event.version)
     if isinstance(event, events.RunReported):
         return msgspec.structs.replace(row, credits_used=event.credits_used, version=event.version)
     if isinstance(event, events.Delivered):
         channels = row.channels if event.channel in row.channels else (*row.channels, event.channel)
         return msgspec.structs.replace(row, channels=channels, version=event.version)
-    if isinstance(event, events.Approved) and event.votes:
-        row = msgspec.structs.replace(row, votes=event.votes)
+    if isinstance(event, events.Approved):
+        row = msgspec.structs.replace(
+            row, votes=event.votes or row.votes, redeem_by=event.redeem_by, receipt=event.receipt
+        )
     return msgspec.structs.replace(
         row,
         status=_RESOLVED[type(event)],

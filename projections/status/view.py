@@ -38,6 +38,7 @@ COLUMNS = (
     "on_behalf_of", "skill_name", "skill_execution_id", "action_kind", "mode", "provider",
     "destination", "max_credits", "digest", "channels", "decided_by", "reason", "created_at",
     "expires_at", "resolved_at", "version", "quorum", "votes", "redeemed_at", "credits_used",
+    "redeem_by", "spend", "receipt",
 )  # fmt: skip
 # Columns added after the first release, with what an older table gets when it is upgraded.
 ADDED_COLUMNS = {
@@ -45,7 +46,11 @@ ADDED_COLUMNS = {
     "votes": "TEXT NOT NULL DEFAULT '[]'",
     "redeemed_at": "TEXT",
     "credits_used": "DOUBLE PRECISION",
+    "redeem_by": "TEXT",
+    "spend": "TEXT",
+    "receipt": "TEXT",
 }
+JSON_COLUMNS = ("spend", "receipt")  # a struct as JSON text, or NULL
 INTEGER_COLUMNS = frozenset({"version", "quorum"})
 REAL_COLUMNS = frozenset({"max_credits", "credits_used"})
 
@@ -251,6 +256,9 @@ def _to_row(view: ApprovalView) -> tuple[Any, ...]:
         None if view.resolved_at is None else timestamp(view.resolved_at), view.version,
         view.quorum, encoder.encode(view.votes).decode(),
         None if view.redeemed_at is None else timestamp(view.redeemed_at), view.credits_used,
+        None if view.redeem_by is None else timestamp(view.redeem_by),
+        None if view.spend is None else encoder.encode(view.spend).decode(),
+        None if view.receipt is None else encoder.encode(view.receipt).decode(),
     )  # fmt: skip
 
 
@@ -258,6 +266,9 @@ def _from_row(row: Any) -> ApprovalView:
     values = {c: row[c] for c in COLUMNS}
     values["channels"] = msgspec.json.decode(values["channels"])
     values["votes"] = msgspec.json.decode(values["votes"])
+    for column in JSON_COLUMNS:
+        if values[column] is not None:
+            values[column] = msgspec.json.decode(values[column])
     return msgspec.convert(values, ApprovalView, strict=False)
 
 

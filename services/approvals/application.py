@@ -20,7 +20,8 @@ from eventsourcing.utils import get_topic
 from schemas import commands, events
 from schemas.replies import PolicyInfo
 from services.approvals import budget, domain, governance, policy
-from services.approvals.errors import ApprovalError, NotFound, SpendCapExceeded
+from services.approvals.errors import ApprovalError, Conflict, NotFound, SpendCapExceeded
+from services.approvals.receipts import Signer
 from services.approvals.store import MsgspecMapper
 
 if TYPE_CHECKING:
@@ -60,10 +61,15 @@ class Approvals(Application[UUID]):
     env: ClassVar[dict[str, str]] = {"MAPPER_TOPIC": get_topic(MsgspecMapper)}
 
     def __init__(
-        self, env: dict[str, str] | None = None, *, default_expiry_s: int = DEFAULT_EXPIRY_S
+        self,
+        env: dict[str, str] | None = None,
+        *,
+        default_expiry_s: int = DEFAULT_EXPIRY_S,
+        signer: Signer | None = None,
     ):
         super().__init__(env)
         self.default_expiry_s = default_expiry_s
+        self.signer = signer or Signer.generate()  # an unconfigured key lives in memory only
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -190,6 +196,25 @@ class Approvals(Application[UUID]):
                 governance.require_role(ws, cmd.by, "requester", "report a run")
                 produced = [domain.report(approval, cmd, now)]
                 produced += self._settle(workspace_id, approval, cmd.credits_used, now, state)
+            case commands.CheckSpend():
+                limits = ws.settings.budget
+                held = (
+                    self._budget(
+                        budget.budget_key(workspace_id, budget.period_of(limits.period, now)),
+                        state,
+                    )
+                    if limits is not None
+                    else None
+                )
+                verdict = budget.check(held, limits, approval.request.action.max_credits, now)
+                produced = [domain.check_spend(approval, cmd, now, verdict)]
+            case commands.Release():
+                period = domain.releasable(approval, now)
+                held = self._budget(budget.budget_key(workspace_id, period), state)
+                released = budget.release(held, approval.id, now) if held else None
+                if released is None:
+                    raise Conflict("the approval holds no credits", rule="nothing_held")
+                return Result("released", approval), [released]
             case _:
                 raise TypeError(f"unknown command {type(cmd).__name__}")
         after = approval
@@ -206,17 +231,21 @@ class Approvals(Application[UUID]):
         now: datetime,
         state: State,
     ) -> list[Any]:
-        """The approval, with its ceiling reserved against the budget in the same save; raises
-        SpendCapExceeded (nothing stored) when the cap cannot take it."""
+        """The approval, signed, with its ceiling reserved against the budget in the same save;
+        raises SpendCapExceeded (nothing stored) when the cap cannot take it."""
         limits = ws.settings.budget
         ceiling = approval.request.action.max_credits
         if limits is None or ceiling is None:
-            return [approved]
+            return [self._signed(approval, approved)]
         key = budget.budget_key(ws.workspace_id, budget.period_of(limits.period, now))
         reserved = budget.reserve(
             self._budget(key, state), limits, ws.workspace_id, approval.id, ceiling, now
         )
-        return [msgspec.structs.replace(approved, budget_period=reserved.period), reserved]
+        approved = msgspec.structs.replace(approved, budget_period=reserved.period)
+        return [self._signed(approval, approved), reserved]
+
+    def _signed(self, approval: domain.Approval, approved: events.Approved) -> events.Approved:
+        return msgspec.structs.replace(approved, receipt=self.signer.sign(approval, approved))
 
     def _settle(
         self,
@@ -359,6 +388,6 @@ def _evolve(current: Any, event: Any) -> Any:
         return governance.evolve_workspace(current, event)
     if isinstance(event, events.StandingUsed):
         return governance.evolve_allowance(current, event)
-    if isinstance(event, events.CreditsReserved | events.CreditsSettled):
+    if isinstance(event, events.CreditsReserved | events.CreditsSettled | events.CreditsReleased):
         return budget.evolve(current, event)
     return domain.mutate(event, current)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from schemas.workspace import Budget as BudgetSettings
 
+ADJECTIVE = {"day": "daily", "week": "weekly", "month": "monthly"}
 BUDGET_NAMESPACE = UUID("5d2f8c1a-9e4b-4a7c-8b3d-6f1e2a3c4d5e")
 
 
@@ -119,7 +120,74 @@ def settle(
     )
 
 
-def evolve(budget: Budget | None, event: events.CreditsReserved | events.CreditsSettled) -> Budget:
+def release(budget: Budget, approval_id: UUID, now: datetime) -> events.CreditsReleased | None:
+    """Give back an approval's reservation (None if nothing is held for it)."""
+    reserved = budget.reservations.get(approval_id)
+    if reserved is None:
+        return None
+    return events.CreditsReleased(
+        event_id=uuid4(),
+        aggregate_id=budget.id,
+        version=budget.version + 1,
+        workspace_id=budget.workspace_id,
+        occurred_at=now,
+        actor="service:spendcap",
+        period=budget.period,
+        approval_id=approval_id,
+        credits=reserved,
+        committed=budget.committed - reserved,
+        cap=budget.cap,
+    )
+
+
+class Verdict(msgspec.Struct, frozen=True, kw_only=True):
+    """A request's ceiling against its workspace's budget, when it comes in."""
+
+    period: str | None = None
+    cap: float | None = None
+    max_per_run: float | None = None
+    committed: float | None = None
+    remaining: float | None = None
+    ceiling: float | None = None
+    fits: bool = True
+    never: str | None = None  # why it can never be approved, if it cannot
+
+
+def check(
+    budget: Budget | None, limits: BudgetSettings | None, ceiling: float | None, now: datetime
+) -> Verdict:
+    """The budget picture for a reviewer, and whether the ceiling could ever fit."""
+    if limits is None:
+        return Verdict(ceiling=ceiling)
+    committed = budget.committed if budget else 0.0
+    remaining = max(0.0, limits.cap - committed)
+    picture = Verdict(
+        period=budget.period if budget else period_of(limits.period, now),
+        cap=limits.cap,
+        max_per_run=limits.max_per_run,
+        committed=committed,
+        remaining=remaining,
+        ceiling=ceiling,
+        fits=ceiling is None or ceiling <= remaining,
+    )
+    if ceiling is None:
+        return picture
+    if limits.max_per_run is not None and ceiling > limits.max_per_run:
+        why = (
+            f"the credit ceiling {ceiling:g} is over the workspace's per-run maximum "
+            f"{limits.max_per_run:g}: it can never be approved"
+        )
+        return msgspec.structs.replace(picture, never=why)
+    if ceiling > limits.cap:
+        why = (
+            f"the credit ceiling {ceiling:g} is over the workspace's whole "
+            f"{ADJECTIVE[limits.period]} cap {limits.cap:g}: it can never be approved"
+        )
+        return msgspec.structs.replace(picture, never=why)
+    return picture
+
+
+def evolve(budget: Budget | None, event: events.BudgetEvent) -> Budget:
     held = dict(budget.reservations) if budget else {}
     if isinstance(event, events.CreditsReserved):
         held[event.approval_id] = event.credits

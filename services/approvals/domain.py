@@ -14,6 +14,7 @@ from uuid import UUID, uuid4
 import msgspec
 
 from schemas import events
+from schemas.receipts import Receipt
 from schemas.replies import Delivery
 from schemas.types import TERMINAL_STATUSES, Status
 from services.approvals import governance
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from schemas import commands
+    from services.approvals.budget import Verdict
 
 
 E = TypeVar("E", bound=events.Event)
@@ -54,6 +56,8 @@ class Approval(msgspec.Struct, frozen=True, kw_only=True):
     redeemed_by: str | None = None
     redeemed_at: datetime | None = None
     run: events.RunReported | None = None
+    spend: events.SpendChecked | None = None  # the budget picture when the request came in
+    receipt: Receipt | None = None  # approved: signed by the command service
 
     @property
     def is_terminal(self) -> bool:
@@ -216,6 +220,37 @@ def report(approval: Approval, cmd: commands.Report, now: datetime) -> events.Ru
     )  # fmt: skip
 
 
+def check_spend(
+    approval: Approval, cmd: commands.CheckSpend, now: datetime, verdict: Verdict
+) -> events.SpendChecked | events.Rejected:
+    """Record the budget picture once, or reject a request that can never fit the budget."""
+    _require_pending(approval, now)
+    if approval.spend is not None:
+        raise Conflict("the spend check was recorded already", rule="spend_checked_once")
+    if verdict.never is not None:
+        return _next(approval, events.Rejected, now, cmd.by, reason=verdict.never)
+    numbers = msgspec.structs.asdict(verdict)
+    del numbers["never"]
+    return _next(approval, events.SpendChecked, now, cmd.by, **numbers)
+
+
+def releasable(approval: Approval, now: datetime) -> str:
+    """The budget period holding an approval nobody redeemed in time (raise if it is not so)."""
+    if approval.status != "approved":
+        raise NotApproved(f"the approval is {approval.status}: it holds no credits",
+                          status=approval.status)  # fmt: skip
+    if approval.redeemed_at is not None:
+        raise AlreadyRedeemed("the approval was redeemed: its run holds the credits",
+                              redeemed_at=approval.redeemed_at.isoformat())  # fmt: skip
+    deadline = approval.redeem_by or approval.request.expires_at
+    if now < deadline:
+        raise Conflict("the approval may still be redeemed", rule="not_due",
+                       redeem_by=deadline.isoformat())  # fmt: skip
+    if approval.budget_period is None:
+        raise Conflict("the approval holds no credits", rule="nothing_held")
+    return approval.budget_period
+
+
 def cancel(
     approval: Approval, cmd: commands.Cancel, now: datetime, ws: governance.Workspace
 ) -> events.Cancelled:
@@ -311,6 +346,14 @@ def _delivered(event: events.Delivered, approval: Approval | None) -> Approval:
     )
 
 
+@mutate.register(events.SpendChecked)
+def _spend_checked(event: events.SpendChecked, approval: Approval | None) -> Approval:
+    current = _existing(approval, event)
+    return msgspec.structs.replace(
+        current, version=event.version, modified_at=event.occurred_at, spend=event
+    )
+
+
 @mutate.register(events.VoteCast)
 def _vote_cast(event: events.VoteCast, approval: Approval | None) -> Approval:
     current = _existing(approval, event)
@@ -332,7 +375,10 @@ def _resolved(event: events.Event, approval: Approval | None) -> Approval:
     status: Status = _STATUS_AFTER[type(event)]
     if isinstance(event, events.Approved):
         current = msgspec.structs.replace(
-            current, redeem_by=event.redeem_by, budget_period=event.budget_period
+            current,
+            redeem_by=event.redeem_by,
+            budget_period=event.budget_period,
+            receipt=event.receipt,
         )
     return msgspec.structs.replace(
         current,

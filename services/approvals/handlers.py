@@ -20,6 +20,7 @@ import msgspec
 
 from schemas import codec, subjects
 from schemas.codec import command_decoders, encoder
+from schemas.receipts import KeysReply
 from schemas.replies import BudgetReply, BudgetState, Reply, WorkspaceReply
 from services.approvals import governance
 from services.approvals.budget import period_of
@@ -77,6 +78,11 @@ class CommandHandlers:
                     subjects.query_wildcard(query), queue=subjects.COMMAND_QUEUE, cb=answer
                 )
             )
+        self._subscriptions.append(
+            await self.nc.subscribe(
+                subjects.KEYS_QUERY, queue=subjects.COMMAND_QUEUE, cb=self._on_keys_query
+            )
+        )
 
     async def stop(self) -> None:
         """Stop taking commands, answer the ones already queued."""
@@ -105,6 +111,11 @@ class CommandHandlers:
 
     async def _on_budget_query(self, msg: Msg) -> None:
         await self._answer(msg, self._budget_reply)
+
+    async def _on_keys_query(self, msg: Msg) -> None:
+        if msg.reply:
+            reply = KeysReply(keys=(self.app.signer.public_key(),))
+            await self.nc.publish(msg.reply, encoder.encode(reply))
 
     async def _answer(self, msg: Msg, build: Callable[[governance.Workspace], Any]) -> None:
         """Reply to a query about the workspace of the subject: ``build``'s reply or the error."""

@@ -10,6 +10,7 @@ from faststream.nats import NatsBroker
 
 from services.approvals.application import Approvals
 from services.approvals.handlers import CommandHandlers
+from services.approvals.receipts import Signer
 from services.approvals.relay import Relay
 from services.approvals.store import store_env
 
@@ -30,8 +31,15 @@ class CommandService:
         self.handlers: CommandHandlers | None = None
 
     async def start(self) -> None:
+        key = self.settings.signing_key_path
+        if key is None:
+            log.warning("APPROVALS_SIGNING_KEY is not set: receipts are signed with a key held "
+                        "in memory, which no verifier will know after a restart")  # fmt: skip
         self.app = await asyncio.to_thread(
-            Approvals, store_env(self.settings), default_expiry_s=self.settings.default_expiry_s
+            Approvals,
+            store_env(self.settings),
+            default_expiry_s=self.settings.default_expiry_s,
+            signer=Signer.from_file(key) if key else None,
         )
         await self.broker.start()
         nc = self.broker.connection

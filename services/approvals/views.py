@@ -44,6 +44,8 @@ def approval_state(approval: Approval, web_url_base: str) -> ApprovalState:
         reason=approval.reason,
         quorum=request.quorum,
         votes=approval.votes,
+        redeem_by=approval.redeem_by,
+        receipt=approval.receipt,
     )
 
 

@@ -31,8 +31,8 @@ def dev(data_dir: Path, nats_port: int) -> None:
 @cli.command()
 @click.option(
     "--only",
-    type=click.Choice(["commands", "projection"]),
-    help="Run one service (default: the command service and the status projection).",
+    type=click.Choice(["commands", "projection", "spendcap"]),
+    help="Run one service (default: commands, the status projection and the spend-cap service).",
 )
 @click.pass_obj
 def serve(obj: Context, only: str | None) -> None:
@@ -40,6 +40,7 @@ def serve(obj: Context, only: str | None) -> None:
     from projections.status.service import ProjectionService
     from services.approvals.service import CommandService
     from services.dev import Service, run_until_stopped
+    from services.spendcap.service import SpendCapService
 
     settings = Settings.from_env(nats_url=obj.nats_url)
     services: list[Service] = []
@@ -47,6 +48,8 @@ def serve(obj: Context, only: str | None) -> None:
         services.append(CommandService(settings))
     if only in (None, "projection"):
         services.append(ProjectionService(settings))
+    if only in (None, "spendcap"):
+        services.append(SpendCapService(settings))
     asyncio.run(run_until_stopped(*services))
 
 

@@ -98,6 +98,14 @@ EVENTS: dict[str, events.Event | events.WorkspaceEvent] = {
         **WS_COMMON, version=2, actor="service:approvals", period="2030-01",
         approval_id=APPROVAL_ID, reserved=40.0, used=41.5, committed=41.5, cap=100.0,
     ),
+    "credits_released": events.CreditsReleased(
+        **WS_COMMON, version=3, actor="service:spendcap", period="2030-01",
+        approval_id=APPROVAL_ID, credits=40.0, committed=1.5, cap=100.0,
+    ),
+    "spend_checked": events.SpendChecked(
+        **COMMON, version=2, actor="service:spendcap", period="2030-01", cap=100.0,
+        max_per_run=50.0, committed=40.0, remaining=60.0, ceiling=30.0, fits=True,
+    ),
 }  # fmt: skip
 
 
@@ -154,6 +162,8 @@ VALID["check"] = VALID["request"]
 VALID["redeem"] = {"approval_id": str(APPROVAL_ID), "digest": "a" * 64, "executor": "service:x"}
 VALID["report"] = {"approval_id": str(APPROVAL_ID), "credits_used": 3.5, "outcome": "succeeded",
                    "by": "service:x"}  # fmt: skip
+VALID["check_spend"] = {"approval_id": str(APPROVAL_ID)}
+VALID["release"] = {"approval_id": str(APPROVAL_ID), "by": "service:spendcap"}
 
 
 def decode(verb: str, body: dict[str, Any]) -> commands.Command:

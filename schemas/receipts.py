@@ -1,0 +1,48 @@
+"""Signed approval receipts: who approved exactly what, verifiable offline with a public key.
+
+The signature (Ed25519) covers the compact JSON of ``ReceiptBody``: its fields in the order
+declared here, as msgspec writes them. A verifier decodes the receipt, encodes its body the same
+way and checks the signature with the public key named by ``key_id``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+import msgspec
+
+
+class ReceiptBody(msgspec.Struct, frozen=True, kw_only=True):
+    receipt_version: Literal[1] = 1
+    key_id: str  # which key signed it (see approvals.query.keys)
+    workspace_id: str
+    approval_id: UUID
+    digest: str  # the approved action and payload (see services/approvals/digest.py)
+    max_credits: float | None  # the credit ceiling approved
+    approvers: tuple[str, ...]  # the members whose votes approved it, or policy:<rule>
+    approved_at: datetime
+    redeem_by: datetime  # the action must start before this
+    expires_at: datetime  # the request's own deadline
+
+
+class Receipt(ReceiptBody, frozen=True, kw_only=True):
+    algorithm: Literal["Ed25519"] = "Ed25519"
+    signature: str  # base64url of the 64-byte signature over the body's JSON
+
+    def body(self) -> ReceiptBody:
+        fields = msgspec.structs.asdict(self)
+        del fields["algorithm"], fields["signature"]
+        return ReceiptBody(**fields)
+
+
+class PublicKey(msgspec.Struct, frozen=True, kw_only=True):
+    key_id: str
+    algorithm: Literal["Ed25519"] = "Ed25519"
+    public_key: str  # base64url of the 32 raw bytes
+
+
+class KeysReply(msgspec.Struct, frozen=True, kw_only=True):
+    ok: Literal[True] = True
+    keys: tuple[PublicKey, ...]

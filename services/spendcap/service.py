@@ -1,0 +1,256 @@
+"""The spend-cap service: budget checks, released reservations and alerts, from the event stream.
+
+Two durable JetStream consumers, shared by every instance (a deliver group):
+
+- ``spendcap`` takes ``requested`` and the budget events. On ``requested`` it sends
+  ``check_spend``: the command service records ``spend_checked`` with the budget picture, or
+  rejects (as ``service:spendcap``) a request whose ceiling can never fit. On a budget event that
+  takes committed credits to or past 80% or 100% of the cap it publishes a ``BudgetAlert`` on
+  ``approvals.alerts.<workspace>.budget``.
+- ``spendcap-deadlines`` takes ``approved``. An approval that holds credits is acknowledged only
+  once its redemption deadline has passed: until then the message is handed back with a delay
+  that ends at the deadline (the server keeps the timer, so a restart loses none), and at the
+  deadline ``release`` gives the credits back unless the approval was redeemed. It has its own
+  consumer so that approvals waiting for their deadline never hold up the checks.
+
+Everything it does is idempotent at the command service (a second ``check_spend`` or
+``release`` is refused and acknowledged), so a redelivery after a crash changes nothing.
+Only a failure to reach the command service hands a message back, with a growing delay.
+
+Settling a reservation when a run is reported happens in the command service, in the same
+transaction as ``run_reported``; periods roll over by construction (one budget per period).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from faststream.nats import NatsBroker
+from nats.errors import Error as NatsError
+from nats.js import api
+from nats.js.errors import NotFoundError
+
+from schemas import events, subjects
+from schemas.alerts import BudgetAlert
+from schemas.codec import encoder, event_decoder, reply_decoder
+from services.bus import ensure_events_stream
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription
+
+    from services.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ACTOR = "service:spendcap"
+CHECKS = "spendcap"
+DEADLINES = "spendcap-deadlines"
+THRESHOLDS = (80, 100)
+RETRY_DELAYS_S = (0.5, 1, 2, 5, 10, 30)
+# Refusals that mean "already done" or "nothing to do": the message is finished.
+FINAL_REFUSALS = frozenset(
+    {"already_decided", "expired", "conflict", "not_found", "not_approved", "already_redeemed",
+     "forbidden", "invalid"}
+)  # fmt: skip
+
+
+def crossed(before: float, after: float, cap: float) -> list[int]:
+    """The thresholds (percent of ``cap``) that committed credits rose to or past."""
+    if cap <= 0:
+        return []
+    return [t for t in THRESHOLDS if before < cap * t / 100 <= after]
+
+
+def before_and_after(event: events.BudgetEvent) -> tuple[float, float]:
+    """Committed credits before and after a budget event."""
+    if isinstance(event, events.CreditsReserved):
+        return event.committed - event.credits, event.committed
+    if isinstance(event, events.CreditsSettled):
+        return event.committed - event.used + event.reserved, event.committed
+    return event.committed + event.credits, event.committed
+
+
+def alerts_for(event: events.BudgetEvent) -> list[BudgetAlert]:
+    before, after = before_and_after(event)
+    return [
+        BudgetAlert(
+            alert_id=f"{event.event_id}:{threshold}",
+            workspace_id=event.workspace_id,
+            period=event.period,
+            threshold=threshold,  # type: ignore[arg-type]
+            committed=after,
+            cap=event.cap,
+            remaining=max(0.0, event.cap - after),
+            percent_used=round(100 * after / event.cap, 2),
+            approval_id=event.approval_id,
+            cause=event.event_type,
+            occurred_at=event.occurred_at,
+        )
+        for threshold in crossed(before, after, event.cap)
+    ]
+
+
+class Unavailable(Exception):
+    """The command service did not answer: hand the message back and try later."""
+
+
+class SpendCap:
+    def __init__(
+        self,
+        nc: Client,
+        *,
+        checks: str = CHECKS,
+        deadlines: str = DEADLINES,
+        concurrency: int = 64,
+        ack_wait_s: float = 30.0,
+        reply_timeout_s: float = 5.0,
+    ) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.checks = checks
+        self.deadlines = deadlines
+        self.ack_wait_s = ack_wait_s
+        self.reply_timeout_s = reply_timeout_s
+        self._slots = asyncio.Semaphore(concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._subscriptions: list[Subscription] = []
+
+    async def start(self) -> None:
+        await ensure_events_stream(self.js)
+        kinds = ("requested", "credits_reserved", "credits_settled", "credits_released")
+        await self._consume(self.checks, kinds, max_ack_pending=1000)
+        # Every approval awaiting its deadline is a pending message here: room for many.
+        await self._consume(self.deadlines, ("approved",), max_ack_pending=1_000_000)
+
+    async def stop(self) -> None:
+        for subscription in self._subscriptions:
+            with contextlib.suppress(NatsError):
+                await subscription.unsubscribe()
+        self._subscriptions.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _consume(self, durable: str, kinds: tuple[str, ...], max_ack_pending: int) -> None:
+        deliver = f"_approvals.deliver.{durable}"
+        config = api.ConsumerConfig(
+            durable_name=durable,
+            deliver_subject=deliver,
+            deliver_group=durable,
+            filter_subjects=[f"approvals.events.*.*.{kind}" for kind in kinds],
+            deliver_policy=api.DeliverPolicy.ALL,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait_s,
+            max_deliver=-1,
+            max_ack_pending=max_ack_pending,
+        )
+        self._subscriptions.append(
+            await self.nc.subscribe(deliver, queue=durable, cb=self._on_message,
+                                    pending_msgs_limit=1_000_000)
+        )  # fmt: skip
+        try:
+            await self.js.consumer_info(subjects.STREAM, durable)
+        except NotFoundError:
+            await self.js.add_consumer(subjects.STREAM, config)
+
+    async def _on_message(self, msg: Msg) -> None:
+        await self._slots.acquire()
+        task = asyncio.create_task(self._handle(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            event = event_decoder.decode(msg.data)
+            delay = await self.process(event)
+        except Unavailable as error:
+            attempt = msg.metadata.num_delivered if msg.reply else 1
+            delay = RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S)) - 1]
+            log.warning("%s; trying again in %ss", error, delay)
+        except Exception:
+            log.exception("cannot handle %s; it is set aside", msg.subject)
+            await msg.term()
+            return
+        if delay is None:
+            await msg.ack()
+        else:
+            await msg.nak(delay=delay)
+
+    async def process(self, event: events.AnyEvent, now: datetime | None = None) -> float | None:
+        """Act on one event; None when it is done, else the seconds until it is due again."""
+        if isinstance(event, events.Requested):
+            await self._command(event.workspace_id, "check_spend", event.approval_id)
+        elif isinstance(event, events.Approved):
+            return await self._deadline(event, now or datetime.now(UTC))
+        elif isinstance(event, events.CreditsReserved | events.CreditsSettled
+                        | events.CreditsReleased):  # fmt: skip
+            for alert in alerts_for(event):
+                await self.nc.publish(
+                    subjects.alerts(alert.workspace_id, "budget"),
+                    encoder.encode(alert),
+                    headers={subjects.MSG_ID_HEADER: alert.alert_id},
+                )
+        return None
+
+    async def _deadline(self, event: events.Approved, now: datetime) -> float | None:
+        if event.budget_period is None or event.redeem_by is None:
+            return None  # it holds no credits
+        if now < event.redeem_by:
+            return (event.redeem_by - now).total_seconds()
+        reply = await self._command(event.workspace_id, "release", event.approval_id)
+        not_due = reply.get("rule") == "not_due"  # our clock ran ahead of the command service's
+        return 1.0 if not_due else None
+
+    async def _command(
+        self, workspace_id: str, verb: subjects.CommandVerb, approval_id: Any
+    ) -> dict[str, Any]:
+        body = encoder.encode({"approval_id": approval_id, "by": ACTOR})
+        try:
+            msg = await self.nc.request(
+                subjects.command(workspace_id, verb), body, timeout=self.reply_timeout_s
+            )
+        except (NatsError, TimeoutError) as error:
+            raise Unavailable(f"{verb} {approval_id} not answered ({error!r})") from None
+        reply = reply_decoder.decode(msg.data)
+        if reply.ok or reply.error is None:
+            return {}
+        if reply.error.code not in FINAL_REFUSALS:
+            raise Unavailable(f"{verb} {approval_id} refused: {reply.error.message}")
+        return reply.error.details
+
+
+class SpendCapService:
+    """``async with SpendCapService(settings): ...`` on its own connection."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.broker = NatsBroker(settings.nats_url, logger=log, max_reconnect_attempts=-1)
+        self.spendcap: SpendCap | None = None
+
+    async def start(self) -> None:
+        await self.broker.start()
+        self.spendcap = SpendCap(self.broker.connection, ack_wait_s=self.settings.ack_wait_s)
+        await self.spendcap.start()
+
+    async def stop(self) -> None:
+        if self.spendcap is not None:
+            await self.spendcap.stop()
+        await self.broker.stop()
+
+    async def __aenter__(self) -> SpendCapService:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
