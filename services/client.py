@@ -1,25 +1,98 @@
-"""A small client for the command subjects and the event stream (used by the CLI and tests)."""
+"""The Python client: ask before acting, wait, redeem exactly what was approved, report.
+
+``ApprovalsClient`` speaks the bus (commands, queries, the event stream). Its high-level calls
+raise ``ApprovalsError`` with the service's stable code when a command or query is refused.
+``gate`` (a context manager) and ``require_approval`` (a decorator) wrap a function in the whole
+flow; both are resumable: a request with the same idempotency key, from any process, finds the
+same approval, so an agent may exit while a person decides and come back later.
+
+    async with await ApprovalsClient.connect(url, "acme") as client:
+        async with client.gate(requested_by=..., skill_name=..., skill_execution_id=...,
+                               title=..., action=..., payload=...) as run:
+            run.credits_used = do_it()
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+import contextlib
+import functools
+import hashlib
+import inspect
+import time
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+import msgspec
 import nats
 from nats.js import api
 
 from schemas import subjects
-from schemas.codec import encoder, event_decoder, reply_decoder
+from schemas.codec import canonical_encoder, encoder, event_decoder, reply_decoder
+from schemas.commands import Action, Request
+from schemas.queries import ApprovalView, ViewReply, WaitReply
+from schemas.receipts import KeysReply, PublicKey, Receipt, ReceiptBody
+from schemas.replies import AnyReply, ErrorBody
+from services.approvals.digest import action_digest
+from services.approvals.receipts import verify
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator
+    from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
-    import msgspec
     from nats.aio.client import Client
 
     from schemas.events import AnyEvent
-    from schemas.replies import AnyReply
     from schemas.subjects import CommandVerb
+
+P = ParamSpec("P")
+T = TypeVar("T")
+DECIDED = frozenset({"approved", "rejected", "expired", "cancelled"})
+WAIT_CHUNK_S = 300.0  # the longest single wait the projection accepts
+
+
+class ApprovalsError(Exception):
+    """A refusal, with the stable code, message and details of the service's error shape."""
+
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.details = details or {}
+
+
+class ApprovalPending(Exception):
+    """Nobody has decided yet: come back later with ``approval_id`` (or the same request)."""
+
+    def __init__(self, approval_id: str, web_url: str) -> None:
+        super().__init__(f"approval {approval_id} is still pending: {web_url}")
+        self.approval_id = approval_id
+        self.web_url = web_url
+
+
+class ApprovalDenied(Exception):
+    """The approval was rejected, expired or cancelled: the action must not run."""
+
+    def __init__(self, approval: ApprovalView) -> None:
+        why = f" ({approval.reason})" if approval.reason else ""
+        super().__init__(f"approval {approval.id} was {approval.status}{why}")
+        self.approval = approval
+
+
+class _Status(msgspec.Struct, frozen=True):
+    ok: bool
+    error: ErrorBody | None = None
+
+
+_status_decoder = msgspec.json.Decoder(_Status)
+_wait_decoder = msgspec.json.Decoder(WaitReply)
+_view_decoder = msgspec.json.Decoder(ViewReply)
+_keys_decoder = msgspec.json.Decoder(KeysReply)
+
+
+def _raise_for(data: bytes) -> None:
+    status = _status_decoder.decode(data)
+    if not status.ok:
+        error = status.error or ErrorBody(code="internal", message="refused without a reason")
+        raise ApprovalsError(error.code, error.message, error.details)
 
 
 class ApprovalsClient:
@@ -35,6 +108,12 @@ class ApprovalsClient:
 
     async def close(self) -> None:
         await self.nc.drain()
+
+    async def __aenter__(self) -> ApprovalsClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     async def send(self, verb: CommandVerb, body: msgspec.Struct | dict[str, Any]) -> AnyReply:
         """Send one command and decode its reply (``ok`` tells which fields are set)."""
@@ -81,3 +160,218 @@ class ApprovalsClient:
                     return
         finally:
             await subscription.unsubscribe()
+
+    # -- the flow ------------------------------------------------------------------------
+
+    async def _command(self, verb: CommandVerb, body: msgspec.Struct | dict[str, Any]) -> AnyReply:
+        reply = await self.send(verb, body)
+        if not reply.ok:
+            error = reply.error or ErrorBody(code="internal", message="refused without a reason")
+            raise ApprovalsError(error.code, error.message, error.details)
+        return reply
+
+    async def check(self, **request: Any) -> AnyReply:
+        """The dry run: would this request need approval, and why? Nothing is stored."""
+        return await self._command("check", msgspec.convert(request, Request))
+
+    async def request(self, **request: Any) -> AnyReply:
+        """Ask before acting (the fields of a ``request`` command). ``outcome`` is
+        ``not_required``, ``approved`` (a standing permission covered it) or
+        ``approval_required`` with ``approval.id`` and ``approval.web_url``."""
+        return await self._command("request", msgspec.convert(request, Request))
+
+    async def get(self, approval_id: Any) -> ApprovalView:
+        data = await self.query("get", {"approval_id": str(approval_id)})
+        _raise_for(data)
+        return _view_decoder.decode(data).approval
+
+    async def wait(self, approval_id: Any, timeout_s: float) -> ApprovalView:
+        """The approval once decided, or as it stands when ``timeout_s`` seconds have passed
+        (its status still ``pending``): come back later with the same id."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            chunk = max(0.1, min(left, WAIT_CHUNK_S))
+            data = await self._wait_once(approval_id, chunk)
+            _raise_for(data)
+            reply = _wait_decoder.decode(data)
+            if reply.approval.status in DECIDED or deadline - time.monotonic() <= 0:
+                return reply.approval
+
+    async def _wait_once(self, approval_id: Any, seconds: float) -> bytes:
+        body = encoder.encode({"approval_id": str(approval_id), "timeout_s": seconds})
+        msg = await self.nc.request(
+            subjects.query(self.workspace, "wait"), body, timeout=seconds + self.timeout
+        )
+        return msg.data
+
+    async def redeem(
+        self, approval_id: Any, *, action: Action | dict[str, Any], payload: Any, executor: str
+    ) -> AnyReply:
+        """The final check before running: the digest of what is about to run must be the
+        approved one; once, before the redemption deadline."""
+        digest = action_digest(msgspec.convert(action, Action), payload)
+        body = {"approval_id": str(approval_id), "digest": digest, "executor": executor}
+        return await self._command("redeem", body)
+
+    async def report(
+        self,
+        approval_id: Any,
+        *,
+        credits_used: float,
+        outcome: str,
+        by: str,
+        summary: str = "",
+        external_refs: tuple[str, ...] = (),
+    ) -> AnyReply:
+        """What the run did; over the ceiling is recorded and flagged."""
+        body = {"approval_id": str(approval_id), "credits_used": credits_used, "outcome": outcome,
+                "by": by, "summary": summary, "external_refs": list(external_refs)}  # fmt: skip
+        return await self._command("report", body)
+
+    async def keys(self) -> tuple[PublicKey, ...]:
+        """The public keys receipts are signed with (``approvals.query.keys``)."""
+        msg = await self.nc.request(subjects.KEYS_QUERY, b"{}", timeout=self.timeout)
+        _raise_for(msg.data)
+        return _keys_decoder.decode(msg.data).keys
+
+    async def verify_receipt(
+        self, receipt: Receipt | dict[str, Any] | bytes, keys: list[PublicKey] | None = None
+    ) -> ReceiptBody:
+        """The signed facts if the receipt is valid; raises ``ReceiptInvalid`` otherwise.
+        Offline when ``keys`` are given; else the service's public keys are asked for."""
+        return verify_receipt(receipt, keys if keys is not None else list(await self.keys()))
+
+    def gate(
+        self,
+        *,
+        action: Action | dict[str, Any],
+        payload: Any,
+        requested_by: str,
+        approval_id: Any = None,
+        wait_s: float = 30.0,
+        **request: Any,
+    ) -> contextlib.AbstractAsyncContextManager[Run]:
+        """Run the body only once approved: request (or resume ``approval_id``), wait up to
+        ``wait_s``, redeem, and report when the body ends (``failed`` if it raised).
+
+        Raises ApprovalPending when nobody has decided in time (the request stays; enter the
+        gate again later, from any process, with the same ``idempotency_key`` or the id) and
+        ApprovalDenied when it was rejected, expired or cancelled. Without an
+        ``idempotency_key`` one is made from the skill, its execution id and the action."""
+        return _gate(self, action, payload, requested_by, approval_id, wait_s, request)
+
+
+class Run:
+    """What the gated body may see and set: the approval, and the credits the run used."""
+
+    def __init__(self, approval: ApprovalView | None) -> None:
+        self.approval = approval  # None when the action did not need approval
+        self.credits_used = 0.0
+        self.summary = ""
+        self.external_refs: tuple[str, ...] = ()
+        self.outcome = "succeeded"
+
+
+@contextlib.asynccontextmanager
+async def _gate(
+    client: ApprovalsClient,
+    action: Action | dict[str, Any],
+    payload: Any,
+    requested_by: str,
+    approval_id: Any,
+    wait_s: float,
+    request: dict[str, Any],
+) -> AsyncIterator[Run]:
+    action = msgspec.convert(action, Action)
+    if approval_id is None:
+        key = request.pop("idempotency_key", None) or _key(request, action, payload)
+        asked = await client.request(
+            **request, requested_by=requested_by, action=action, proposed_payload=payload,
+            idempotency_key=key,
+        )  # fmt: skip
+        if asked.outcome == "not_required" or asked.approval is None:
+            yield Run(None)
+            return
+        approval_id = asked.approval.id
+    approval = await client.wait(approval_id, wait_s)
+    if approval.status == "pending":
+        raise ApprovalPending(str(approval.id), approval.web_url)
+    if approval.status != "approved":
+        raise ApprovalDenied(approval)
+    await client.redeem(approval.id, action=action, payload=payload, executor=requested_by)
+    run = Run(approval)
+    try:
+        yield run
+    except BaseException as error:
+        await client.report(approval.id, credits_used=run.credits_used, outcome="failed",
+                            by=requested_by, summary=f"{type(error).__name__}: {error}"[:2000],
+                            external_refs=run.external_refs)  # fmt: skip
+        raise
+    await client.report(approval.id, credits_used=run.credits_used, outcome=run.outcome,
+                        by=requested_by, summary=run.summary,
+                        external_refs=run.external_refs)  # fmt: skip
+
+
+def _key(request: dict[str, Any], action: Action, payload: Any) -> str:
+    digest = action_digest(action, payload)
+    return f"{request.get('skill_name')}:{request.get('skill_execution_id')}:{digest[:16]}"
+
+
+def require_approval(
+    client: ApprovalsClient,
+    *,
+    action: Action | dict[str, Any],
+    requested_by: str,
+    skill_name: str,
+    title: str,
+    risk_level: str = "medium",
+    summary: str = "",
+    wait_s: float = 30.0,
+) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T]]]:
+    """Gate an async function on approval; its arguments are the proposed payload.
+
+    The same call (same function, same arguments) made again, in this process or another,
+    resumes the same approval; while nobody has decided it raises ApprovalPending."""
+
+    def decorate(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        async def gated(*args: P.args, **kwargs: P.kwargs) -> T:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            payload = {"function": fn.__qualname__, "arguments": dict(bound.arguments)}
+            call = hashlib.sha256(canonical_encoder.encode(payload)).hexdigest()[:16]
+            async with client.gate(
+                action=action, payload=payload, requested_by=requested_by,
+                skill_name=skill_name, skill_execution_id=f"call-{call}", title=title,
+                summary=summary, risk_level=risk_level, wait_s=wait_s,
+            ):  # fmt: skip
+                return await fn(*args, **kwargs)
+
+        return gated
+
+    return decorate
+
+
+def verify_receipt(
+    receipt: Receipt | dict[str, Any] | bytes, keys: list[PublicKey] | dict[str, PublicKey]
+) -> ReceiptBody:
+    """Offline: the signed facts of a receipt, or ReceiptInvalid saying what is wrong."""
+    if isinstance(receipt, bytes):
+        receipt = msgspec.json.decode(receipt, type=Receipt)
+    elif isinstance(receipt, dict):
+        receipt = msgspec.convert(receipt, Receipt, strict=False)
+    return verify(receipt, keys)
+
+
+__all__ = [
+    "ApprovalDenied",
+    "ApprovalPending",
+    "ApprovalsClient",
+    "ApprovalsError",
+    "Run",
+    "require_approval",
+    "verify_receipt",
+]

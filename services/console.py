@@ -184,6 +184,7 @@ def _view_rows(view: ApprovalView) -> list[tuple[str, Any]]:
         ("action", f"{view.action_kind} {view.mode} {view.provider or ''}".rstrip()),
         ("destination", view.destination),
         ("max credits", view.max_credits),
+        ("budget", _spend(view)),
         ("digest", view.digest),
         ("created", view.created_at.isoformat()),
         ("expires", view.expires_at.isoformat()),
@@ -191,6 +192,7 @@ def _view_rows(view: ApprovalView) -> list[tuple[str, Any]]:
         ("decided by", view.decided_by),
         ("reason", view.reason),
         ("approvals", progress(view.votes, view.quorum)),
+        ("redeem by", view.redeem_by.isoformat() if view.redeem_by else None),
         ("redeemed", view.redeemed_at.isoformat() if view.redeemed_at else None),
         (
             "credits used",
@@ -201,9 +203,21 @@ def _view_rows(view: ApprovalView) -> list[tuple[str, Any]]:
             else f"{view.credits_used:g}",
         ),
         ("delivered to", ", ".join(view.channels)),
+        ("receipt", f"signed, key {view.receipt.key_id}" if view.receipt else None),
         ("version", view.version),
         ("web", view.web_url),
     ]
+
+
+def _spend(view: ApprovalView) -> str | None:
+    spend = view.spend
+    if spend is None or spend.cap is None:
+        return None
+    fits = "" if spend.fits else " (does not fit now)"
+    return (
+        f"{spend.committed:g} of {spend.cap:g} committed in {spend.period}, "
+        f"{spend.remaining:g} remain{fits}"
+    )
 
 
 def print_view(as_json: bool, view: ApprovalView, timeline: Sequence[TimelineEntry]) -> None:

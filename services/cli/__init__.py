@@ -83,4 +83,4 @@ def main() -> None:
 
 
 # The commands register themselves on the group when imported.
-from services.cli import commands, operate, reads, workspaces  # noqa: E402, F401
+from services.cli import commands, operate, reads, receipts, workspaces  # noqa: E402, F401

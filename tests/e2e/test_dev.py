@@ -183,6 +183,10 @@ def test_approvals_dev_from_the_command_line(dev: Callable[[], Dev]) -> None:
     approval = requested["approval"]
     approval_id, digest = approval["id"], approval["digest"]
     assert (approval["status"], approval["version"]) == ("pending", 1)
+    # Check: the spend-cap service records the budget picture before anyone decides.
+    checked = events_when(url, 2)
+    assert story(checked) == [(approval_id, 1, "requested"), (approval_id, 2, "spend_checked")]
+    assert (checked[1]["event"]["cap"], checked[1]["event"]["ceiling"]) == (10000, None)
 
     # Check: a read needs none, and the readable output says so.
     read = cli(
@@ -194,7 +198,7 @@ def test_approvals_dev_from_the_command_line(dev: Callable[[], Dev]) -> None:
 
     # Check: ana approves it with the digest she was shown.
     approved = cli_json(url, "approve", approval_id, "--approver", "user:ana", "--digest", digest)
-    assert (approved["outcome"], approved["approval"]["version"]) == ("approved", 2)
+    assert (approved["outcome"], approved["approval"]["version"]) == ("approved", 3)
 
     # Check: the status projection shows it approved, with its two events.
     waited = cli(url, "wait", approval_id, "--timeout", "30")
@@ -203,7 +207,8 @@ def test_approvals_dev_from_the_command_line(dev: Callable[[], Dev]) -> None:
     assert shown["approval"]["status"] == "approved"
     assert [(e["version"], e["type"]) for e in shown["timeline"]] == [
         (1, "requested"),
-        (2, "approved"),
+        (2, "spend_checked"),
+        (3, "approved"),
     ]
     readable = cli(url, "show", approval_id, as_json=False)
     assert readable.returncode == 0, readable.stderr
@@ -217,12 +222,14 @@ def test_approvals_dev_from_the_command_line(dev: Callable[[], Dev]) -> None:
     error = json.loads(refused.stdout)["error"]
     assert (error["code"], error["details"]["rule"]) == ("forbidden", "separation:requester")
 
-    # Check: the stream holds the three events, in order, and nothing of the read or the refusal.
-    before = events_when(url, 3)
+    # Check: the stream holds the five events, in order, and nothing of the read or the refusal.
+    before = events_when(url, 5)
     assert story(before) == [
         (approval_id, 1, "requested"),
-        (approval_id, 2, "approved"),
+        (approval_id, 2, "spend_checked"),
+        (approval_id, 3, "approved"),
         (own["id"], 1, "requested"),
+        (own["id"], 2, "spend_checked"),
     ]
 
     # Check: Ctrl-C stops everything, cleanly.
@@ -235,9 +242,9 @@ def test_approvals_dev_from_the_command_line(dev: Callable[[], Dev]) -> None:
     assert again["approval"]["status"] == "approved"
     new = request(url, "After the restart", "crm_write", "service:agent")["approval"]
     assert new["version"] == 1
-    after = events_when(url, len(before) + 1)
-    assert len(after) == len(before) + 1
-    assert after[:-1] == before
-    assert after[-1]["seq"] == before[-1]["seq"] + 1
-    assert story(after[-1:]) == [(new["id"], 1, "requested")]
+    after = events_when(url, len(before) + 2)
+    assert len(after) == len(before) + 2
+    assert after[:-2] == before
+    assert after[-2]["seq"] == before[-1]["seq"] + 1
+    assert story(after[-2:]) == [(new["id"], 1, "requested"), (new["id"], 2, "spend_checked")]
     assert second.interrupt() == 0, second.diagnostics()

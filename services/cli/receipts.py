@@ -1,0 +1,133 @@
+"""Receipts: ``approvals keys`` and ``approvals verify RECEIPT``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+import msgspec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from schemas.codec import encoder
+from schemas.receipts import KeysReply, PublicKey, Receipt
+from services import console
+from services.approvals.receipts import ReceiptInvalid, key_id_of, unb64, verify
+from services.cli import Context, cli
+
+if TYPE_CHECKING:
+    from services.client import ApprovalsClient
+
+
+@cli.command()
+@click.pass_obj
+def keys(obj: Context) -> None:
+    """The public keys approval receipts are signed with (for offline verification)."""
+
+    async def work(client: ApprovalsClient) -> int:
+        found = await client.keys()
+        if obj.as_json:
+            click.echo(encoder.encode(KeysReply(keys=found)))
+        else:
+            for key in found:
+                click.echo(console.table([("key id", key.key_id), ("algorithm", key.algorithm),
+                                          ("public key", key.public_key)]))  # fmt: skip
+        return 0
+
+    obj.run(work)
+
+
+@cli.command("verify")
+@click.argument("receipt")
+@click.option(
+    "--public-key",
+    "public_keys",
+    multiple=True,
+    help="A public key (base64url, as `approvals keys` prints it): verify offline.",
+)
+@click.option("--keys", "keys_file", type=click.Path(exists=True, path_type=Path),
+              help="The output of `approvals keys --json`: verify offline.")  # fmt: skip
+@click.pass_obj
+def verify_command(
+    obj: Context, receipt: str, public_keys: tuple[str, ...], keys_file: Path | None
+) -> None:
+    """Check who approved exactly what: RECEIPT is a file, - for stdin, or the JSON itself.
+
+    The JSON may be the receipt or anything holding it (`approvals get ID --json`). Without
+    --public-key or --keys the service's keys are asked for."""
+    try:
+        signed = _receipt(receipt)
+        offline = _offline_keys(public_keys, keys_file)
+    except ValueError as error:
+        console.fail(obj.as_json, "invalid", str(error))
+        sys.exit(1)
+    if offline is not None:
+        sys.exit(_verify(obj, signed, offline))
+
+    async def work(client: ApprovalsClient) -> int:
+        return _verify(obj, signed, list(await client.keys()))
+
+    obj.run(work)
+
+
+def _verify(obj: Context, receipt: Receipt, keys: list[PublicKey]) -> int:
+    try:
+        body = verify(receipt, keys)
+    except ReceiptInvalid as error:
+        console.fail(obj.as_json, "receipt_invalid", str(error))
+        return 1
+    if obj.as_json:
+        click.echo(encoder.encode({"ok": True, "valid": True, "receipt": body}))
+        return 0
+    click.echo(console.table([
+        ("valid", f"yes, signed by key {body.key_id}"), ("workspace", body.workspace_id),
+        ("approval", body.approval_id), ("digest", body.digest),
+        ("credit ceiling", None if body.max_credits is None else f"{body.max_credits:g}"),
+        ("approved by", ", ".join(body.approvers)), ("approved at", body.approved_at.isoformat()),
+        ("redeem by", body.redeem_by.isoformat()), ("expires", body.expires_at.isoformat()),
+    ]))  # fmt: skip
+    return 0
+
+
+def _receipt(argument: str) -> Receipt:
+    if argument == "-":
+        text = sys.stdin.read()
+    elif argument.lstrip().startswith("{"):
+        text = argument
+    else:
+        path = Path(argument)
+        if not path.is_file():
+            raise ValueError(f"{argument} is neither a file nor a JSON receipt")
+        text = path.read_text(encoding="utf-8")
+    try:
+        document: Any = msgspec.json.decode(text)
+    except msgspec.DecodeError as error:
+        raise ValueError(f"the receipt is not JSON: {error}") from None
+    # The receipt itself, or a reply or view that carries it.
+    for key in ("approval", "receipt"):
+        if isinstance(document, dict) and isinstance(document.get(key), dict):
+            document = document[key]
+    try:
+        return msgspec.convert(document, Receipt, strict=False)
+    except msgspec.ValidationError as error:
+        raise ValueError(f"not a receipt: {error}") from None
+
+
+def _offline_keys(public_keys: tuple[str, ...], keys_file: Path | None) -> list[PublicKey] | None:
+    if not public_keys and keys_file is None:
+        return None
+    found: list[PublicKey] = []
+    if keys_file is not None:
+        try:
+            found.extend(msgspec.json.decode(keys_file.read_bytes(), type=KeysReply).keys)
+        except (msgspec.DecodeError, msgspec.ValidationError) as error:
+            raise ValueError(f"{keys_file} is not the output of `approvals keys --json`: "
+                             f"{error}") from None  # fmt: skip
+    for text in public_keys:
+        try:
+            public = Ed25519PublicKey.from_public_bytes(unb64(text))
+        except ValueError as error:
+            raise ValueError(f"not an Ed25519 public key: {error}") from None
+        found.append(PublicKey(key_id=key_id_of(public), public_key=text))
+    return found
