@@ -6,8 +6,10 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from schemas.alerts import BudgetAlert
 from schemas.commands import COMMANDS
 from schemas.events import EVENT_TYPES
+from schemas.receipts import KeysReply, Receipt
 from schemas.replies import ErrorReply, Reply
 
 if TYPE_CHECKING:
@@ -23,6 +25,9 @@ def message_types() -> dict[str, type[msgspec.Struct]]:
         types[f"event.{event.__struct_config__.tag}"] = event
     types["reply.ok"] = Reply
     types["reply.error"] = ErrorReply
+    types["reply.keys"] = KeysReply
+    types["receipt"] = Receipt
+    types["alert.budget"] = BudgetAlert
     return types
 
 

@@ -54,7 +54,7 @@ def verify_command(
 ) -> None:
     """Check who approved exactly what: RECEIPT is a file, - for stdin, or the JSON itself.
 
-    The JSON may be the receipt or anything holding it (`approvals get ID --json`). Without
+    The JSON may be the receipt or anything holding it (`approvals --json show ID`). Without
     --public-key or --keys the service's keys are asked for."""
     try:
         signed = _receipt(receipt)
