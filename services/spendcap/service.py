@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 from faststream.nats import NatsBroker
 from nats.errors import Error as NatsError
 from nats.js import api
-from nats.js.errors import NotFoundError
 
 from schemas import events, subjects
 from schemas.alerts import BudgetAlert
@@ -155,10 +154,8 @@ class SpendCap:
             await self.nc.subscribe(deliver, queue=durable, cb=self._on_message,
                                     pending_msgs_limit=1_000_000)
         )  # fmt: skip
-        try:
-            await self.js.consumer_info(subjects.STREAM, durable)
-        except NotFoundError:
-            await self.js.add_consumer(subjects.STREAM, config)
+        # Create, or bring an existing consumer to this configuration (ack wait, filters).
+        await self.js.add_consumer(subjects.STREAM, config)
 
     async def _on_message(self, msg: Msg) -> None:
         await self._slots.acquire()

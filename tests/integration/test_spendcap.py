@@ -180,3 +180,20 @@ async def test_a_killed_spendcap_service_leaves_no_request_unchecked_or_checked_
     checked = Counter(str(e.approval_id) for e in stored(service, SpendChecked))
     assert set(checked) == {a["id"] for a in asked}
     assert set(checked.values()) == {1}
+
+
+async def test_a_restarted_service_brings_its_consumers_to_the_new_configuration(
+    command_service: Started, spendcap: SpendCap
+) -> None:
+    _, client = command_service
+    js = client.nc.jetstream()
+    assert (await js.consumer_info("APPROVALS_EVENTS", DEADLINES)).config.ack_wait == 2.0
+    again = SpendCap(client.nc, ack_wait_s=5.0)
+    await again.start()
+    try:
+        info = await js.consumer_info("APPROVALS_EVENTS", DEADLINES)
+        assert (info.config.ack_wait, info.config.filter_subjects) == (
+            5.0, ["approvals.events.*.*.approved"],
+        )  # fmt: skip
+    finally:
+        await again.stop()
