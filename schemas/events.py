@@ -90,8 +90,8 @@ class Approved(Event, frozen=True, kw_only=True, tag="approved"):
     receipt: Receipt | None = None  # signed by the command service: who approved exactly what
 
 
-class SpendChecked(Event, frozen=True, kw_only=True, tag="spend_checked"):
-    """The budget picture a reviewer needs, when the request came in (the spend-cap service).
+class SpendPicture(msgspec.Struct, frozen=True, kw_only=True):
+    """A workspace's budget against one request's ceiling: what a reviewer needs to see.
 
     Without a budget or a ceiling the numbers are None; ``fits`` says whether the ceiling fits
     in what remains now (it may still not fit when someone approves: the reservation decides).
@@ -104,6 +104,12 @@ class SpendChecked(Event, frozen=True, kw_only=True, tag="spend_checked"):
     remaining: float | None = None
     ceiling: float | None = None
     fits: bool = True
+
+
+class SpendChecked(Event, frozen=True, kw_only=True, tag="spend_checked"):
+    """The budget picture when the request came in (recorded for the spend-cap service)."""
+
+    spend: SpendPicture
 
 
 class Redeemed(Event, frozen=True, kw_only=True, tag="redeemed"):

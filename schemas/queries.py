@@ -8,6 +8,7 @@ from uuid import UUID
 
 import msgspec
 
+from schemas.events import SpendPicture
 from schemas.receipts import Receipt
 from schemas.types import RiskLevel, Status
 
@@ -59,18 +60,6 @@ QUERIES: dict[str, type[Query]] = {
     "history": History,
     "wait": Wait,
 }
-
-
-class SpendPicture(msgspec.Struct, frozen=True, kw_only=True):
-    """The budget when the request came in (its ``spend_checked`` event): what a reviewer sees."""
-
-    period: str | None = None
-    cap: float | None = None
-    max_per_run: float | None = None
-    committed: float | None = None
-    remaining: float | None = None
-    ceiling: float | None = None
-    fits: bool = True
 
 
 class ApprovalView(msgspec.Struct, frozen=True, kw_only=True):

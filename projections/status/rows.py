@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from schemas import events
-from schemas.queries import ApprovalView, SpendPicture
+from schemas.queries import ApprovalView
 
 if TYPE_CHECKING:
     from schemas.types import Status
@@ -32,12 +32,7 @@ def fold(row: ApprovalView | None, event: events.Event) -> ApprovalView | None:
     if isinstance(event, events.Redeemed):
         return msgspec.structs.replace(row, redeemed_at=event.occurred_at, version=event.version)
     if isinstance(event, events.SpendChecked):
-        spend = SpendPicture(
-            period=event.period, cap=event.cap, max_per_run=event.max_per_run,
-            committed=event.committed, remaining=event.remaining, ceiling=event.ceiling,
-            fits=event.fits,
-        )  # fmt: skip
-        return msgspec.structs.replace(row, spend=spend, version=event.version)
+        return msgspec.structs.replace(row, spend=event.spend, version=event.version)
     if isinstance(event, events.RunReported):
         return msgspec.structs.replace(row, credits_used=event.credits_used, version=event.version)
     if isinstance(event, events.Delivered):

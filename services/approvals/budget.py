@@ -9,7 +9,7 @@ again against the winner's total, so committed credits never pass the cap.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID, uuid4, uuid5
 
 import msgspec
@@ -104,20 +104,9 @@ def settle(
     reserved = budget.reservations.get(approval_id)
     if reserved is None:
         return None
-    return events.CreditsSettled(
-        event_id=uuid4(),
-        aggregate_id=budget.id,
-        version=budget.version + 1,
-        workspace_id=budget.workspace_id,
-        occurred_at=now,
-        actor="service:approvals",
-        period=budget.period,
-        approval_id=approval_id,
-        reserved=reserved,
-        used=used,
-        committed=budget.committed - reserved + used,
-        cap=budget.cap,
-    )
+    after = budget.committed - reserved + used
+    return _next(budget, events.CreditsSettled, now, "service:approvals", approval_id,
+                 reserved=reserved, used=used, committed=after)  # fmt: skip
 
 
 def release(budget: Budget, approval_id: UUID, now: datetime) -> events.CreditsReleased | None:
@@ -125,31 +114,27 @@ def release(budget: Budget, approval_id: UUID, now: datetime) -> events.CreditsR
     reserved = budget.reservations.get(approval_id)
     if reserved is None:
         return None
-    return events.CreditsReleased(
-        event_id=uuid4(),
-        aggregate_id=budget.id,
-        version=budget.version + 1,
-        workspace_id=budget.workspace_id,
-        occurred_at=now,
-        actor="service:spendcap",
-        period=budget.period,
-        approval_id=approval_id,
-        credits=reserved,
-        committed=budget.committed - reserved,
-        cap=budget.cap,
-    )
+    return _next(budget, events.CreditsReleased, now, "service:spendcap", approval_id,
+                 credits=reserved, committed=budget.committed - reserved)  # fmt: skip
+
+
+B = TypeVar("B", events.CreditsSettled, events.CreditsReleased)
+
+
+def _next(
+    budget: Budget, cls: type[B], now: datetime, actor: str, approval_id: UUID, **fields: Any
+) -> B:
+    return cls(
+        event_id=uuid4(), aggregate_id=budget.id, version=budget.version + 1,
+        workspace_id=budget.workspace_id, occurred_at=now, actor=actor, period=budget.period,
+        approval_id=approval_id, cap=budget.cap, **fields,
+    )  # fmt: skip
 
 
 class Verdict(msgspec.Struct, frozen=True, kw_only=True):
     """A request's ceiling against its workspace's budget, when it comes in."""
 
-    period: str | None = None
-    cap: float | None = None
-    max_per_run: float | None = None
-    committed: float | None = None
-    remaining: float | None = None
-    ceiling: float | None = None
-    fits: bool = True
+    picture: events.SpendPicture
     never: str | None = None  # why it can never be approved, if it cannot
 
 
@@ -158,10 +143,10 @@ def check(
 ) -> Verdict:
     """The budget picture for a reviewer, and whether the ceiling could ever fit."""
     if limits is None:
-        return Verdict(ceiling=ceiling)
+        return Verdict(picture=events.SpendPicture(ceiling=ceiling))
     committed = budget.committed if budget else 0.0
     remaining = max(0.0, limits.cap - committed)
-    picture = Verdict(
+    picture = events.SpendPicture(
         period=budget.period if budget else period_of(limits.period, now),
         cap=limits.cap,
         max_per_run=limits.max_per_run,
@@ -170,21 +155,18 @@ def check(
         ceiling=ceiling,
         fits=ceiling is None or ceiling <= remaining,
     )
-    if ceiling is None:
-        return picture
-    if limits.max_per_run is not None and ceiling > limits.max_per_run:
-        why = (
+    never = None
+    if ceiling is not None and limits.max_per_run is not None and ceiling > limits.max_per_run:
+        never = (
             f"the credit ceiling {ceiling:g} is over the workspace's per-run maximum "
             f"{limits.max_per_run:g}: it can never be approved"
         )
-        return msgspec.structs.replace(picture, never=why)
-    if ceiling > limits.cap:
-        why = (
+    elif ceiling is not None and ceiling > limits.cap:
+        never = (
             f"the credit ceiling {ceiling:g} is over the workspace's whole "
             f"{ADJECTIVE[limits.period]} cap {limits.cap:g}: it can never be approved"
         )
-        return msgspec.structs.replace(picture, never=why)
-    return picture
+    return Verdict(picture=picture, never=never)
 
 
 def evolve(budget: Budget | None, event: events.BudgetEvent) -> Budget:

@@ -229,9 +229,7 @@ def check_spend(
         raise Conflict("the spend check was recorded already", rule="spend_checked_once")
     if verdict.never is not None:
         return _next(approval, events.Rejected, now, cmd.by, reason=verdict.never)
-    numbers = msgspec.structs.asdict(verdict)
-    del numbers["never"]
-    return _next(approval, events.SpendChecked, now, cmd.by, **numbers)
+    return _next(approval, events.SpendChecked, now, cmd.by, spend=verdict.picture)
 
 
 def releasable(approval: Approval, now: datetime) -> str:

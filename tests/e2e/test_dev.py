@@ -186,7 +186,8 @@ def test_approvals_dev_from_the_command_line(dev: Callable[[], Dev]) -> None:
     # Check: the spend-cap service records the budget picture before anyone decides.
     checked = events_when(url, 2)
     assert story(checked) == [(approval_id, 1, "requested"), (approval_id, 2, "spend_checked")]
-    assert (checked[1]["event"]["cap"], checked[1]["event"]["ceiling"]) == (10000, None)
+    picture = checked[1]["event"]["spend"]
+    assert (picture["cap"], picture["remaining"], picture["ceiling"]) == (10000, 10000, None)
 
     # Check: a read needs none, and the readable output says so.
     read = cli(

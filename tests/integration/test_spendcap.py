@@ -67,12 +67,13 @@ async def test_a_request_gets_its_budget_picture_or_is_rejected_if_it_can_never_
     short = await ask(capped, action={**REQUEST["action"], "max_credits": 40})
 
     await eventually(lambda: approval(service, fits["id"]).spend is not None)
-    picture = approval(service, fits["id"]).spend
+    checked = approval(service, fits["id"]).spend
+    picture = checked.spend
     # Check: the reviewer sees the cap, what is committed, what remains and this ceiling.
     assert (picture.cap, picture.max_per_run, picture.committed, picture.remaining) == (
         1000, 50, 30, 970,
     )  # fmt: skip
-    assert (picture.ceiling, picture.fits, picture.actor) == (30, True, "service:spendcap")
+    assert (picture.ceiling, picture.fits, checked.actor) == (30, True, "service:spendcap")
     # Check: a ceiling over the per-run maximum, or over the whole cap, is rejected with why.
     for impossible, why in ((too_big, "per-run maximum 50"), (over_cap, "weekly cap 40")):
         await eventually(lambda a=impossible: approval(service, a["id"]).status == "rejected")

@@ -103,8 +103,10 @@ EVENTS: dict[str, events.Event | events.WorkspaceEvent] = {
         approval_id=APPROVAL_ID, credits=40.0, committed=1.5, cap=100.0,
     ),
     "spend_checked": events.SpendChecked(
-        **COMMON, version=2, actor="service:spendcap", period="2030-01", cap=100.0,
-        max_per_run=50.0, committed=40.0, remaining=60.0, ceiling=30.0, fits=True,
+        **COMMON, version=2, actor="service:spendcap", spend=events.SpendPicture(
+            period="2030-01", cap=100.0, max_per_run=50.0, committed=40.0, remaining=60.0,
+            ceiling=30.0, fits=True,
+        ),
     ),
 }  # fmt: skip
 
