@@ -75,6 +75,7 @@ class Projector:
         self._arrived = asyncio.Event()
         self._subscription: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     @property
     def deliver_subject(self) -> str:
@@ -90,6 +91,7 @@ class Projector:
         acked = consumer.ack_floor.stream_seq if consumer.ack_floor is not None else 0
         self._next_seq = max(acked + 1, stream.state.first_seq)
         self._release_held()
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name="status-projector")
 
     async def stop(self) -> None:
@@ -98,6 +100,9 @@ class Projector:
                 await self._subscription.unsubscribe()
             self._subscription = None
         if self._task is not None:
+            # The flag as well: on Python 3.11 a cancellation that meets the timeout's own
+            # expiry can come out as a TimeoutError, which the loop would take for a quiet spell.
+            self._stopping = True
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -156,7 +161,7 @@ class Projector:
         self._gap_since = time.monotonic() if self._held else None
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 async with asyncio.timeout(self.ack_wait_s):
                     await self._arrived.wait()

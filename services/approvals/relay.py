@@ -60,6 +60,7 @@ class Relay:
         self._lock = asyncio.Lock()  # one publishing pass at a time
         self._publisher = PipelinedPublisher(nc)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def nudge(self) -> None:
         """Tell the relay that new events were committed."""
@@ -69,6 +70,7 @@ class Relay:
         await ensure_events_stream(self.js)
         await self._publisher.start()
         await self.resync()
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name="relay")
 
     async def stop(self) -> None:
@@ -76,6 +78,10 @@ class Relay:
         task, self._task = self._task, None
         if task is None:
             return
+        # The flag as well as the cancellation: on Python 3.11 a cancellation that meets the
+        # poll timeout's own expiry can come out as a TimeoutError, which the loop swallows.
+        self._stopping = True
+        self._wake.set()
         task.cancel()
         # asyncio.wait, not suppress(CancelledError): a cancellation of our caller must go on.
         await asyncio.wait({task})
@@ -101,7 +107,7 @@ class Relay:
         self.published_up_to = int((last.headers or {})[NOTIFICATION_ID_HEADER])
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             self._wake.clear()
             try:
                 await self.publish_pending()
