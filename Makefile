@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test lint bench setup
+.PHONY: run test lint bench setup browser
 
 setup: $(STAMP)
 
@@ -19,8 +19,14 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/approvals dev
 
+## browser: Debian's chromium for the browser tests (Playwright drives it; it downloads nothing)
+browser:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
+
 ## test: every test (PostgreSQL ones need APPROVALS_TEST_POSTGRES_DSN)
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/pytest
 
 ## lint: ruff and mypy, as CI runs them

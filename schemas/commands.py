@@ -163,6 +163,24 @@ class Release(Command, frozen=True, kw_only=True):
     by: Actor = "service:spendcap"
 
 
+KeyId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9]{12,32}" + END)]
+
+
+class CreateApiKey(Command, frozen=True, kw_only=True):
+    """An API key for ``actor`` (a member): only the SHA-256 of its secret is ever sent or kept."""
+
+    key_id: KeyId
+    secret_sha256: Digest
+    actor: Actor
+    name: ShortText = ""
+    by: Person  # an admin of the workspace
+
+
+class RevokeApiKey(Command, frozen=True, kw_only=True):
+    key_id: KeyId
+    by: Person
+
+
 COMMANDS: dict[str, type[Command]] = {
     "request": Request,
     "approve": Approve,
@@ -177,4 +195,6 @@ COMMANDS: dict[str, type[Command]] = {
     "report": Report,
     "check_spend": CheckSpend,
     "release": Release,
+    "create_api_key": CreateApiKey,
+    "revoke_api_key": RevokeApiKey,
 }

@@ -224,6 +224,19 @@ class CreditsReleased(WorkspaceEvent, frozen=True, kw_only=True, tag="credits_re
     cap: float
 
 
+class ApiKeyCreated(WorkspaceEvent, frozen=True, kw_only=True, tag="api_key_created"):
+    """An API key that acts as the member ``acts_as``; only its secret's SHA-256 is kept."""
+
+    key_id: str
+    secret_sha256: str
+    acts_as: str
+    name: str = ""
+
+
+class ApiKeyRevoked(WorkspaceEvent, frozen=True, kw_only=True, tag="api_key_revoked"):
+    key_id: str
+
+
 BudgetEvent = CreditsReserved | CreditsSettled | CreditsReleased
 ApprovalEvent = (
     Requested | SpendChecked | Delivered | VoteCast | Approved | Rejected | Expired | Cancelled
@@ -231,7 +244,7 @@ ApprovalEvent = (
 )  # fmt: skip
 AnyEvent = (
     ApprovalEvent | WorkspaceConfigured | Delegated | StandingUsed | CreditsReserved
-    | CreditsSettled | CreditsReleased
+    | CreditsSettled | CreditsReleased | ApiKeyCreated | ApiKeyRevoked
 )  # fmt: skip
 EVENT_TYPES: tuple[type[Event] | type[WorkspaceEvent], ...] = (
     Requested,
@@ -250,4 +263,6 @@ EVENT_TYPES: tuple[type[Event] | type[WorkspaceEvent], ...] = (
     CreditsReserved,
     CreditsSettled,
     CreditsReleased,
+    ApiKeyCreated,
+    ApiKeyRevoked,
 )

@@ -38,6 +38,7 @@ class List(Query, frozen=True, kw_only=True):
     created_before: datetime | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 50
     cursor: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    order: Literal["newest", "oldest"] = "newest"  # by created_at (the review queue: oldest)
 
 
 class Count(Query, frozen=True, kw_only=True):

@@ -30,6 +30,7 @@ ErrorCode = Literal[
     "not_approved",
     "already_redeemed",
     "unavailable",
+    "unauthorized",
     "internal",
 ]
 
@@ -48,6 +49,8 @@ Outcome = Literal[
     "run_reported",
     "spend_checked",
     "released",
+    "api_key_created",
+    "api_key_revoked",
 ]
 
 
@@ -145,6 +148,28 @@ class BudgetState(msgspec.Struct, frozen=True, kw_only=True):
 class BudgetReply(msgspec.Struct, frozen=True, kw_only=True):
     ok: Literal[True] = True
     budget: BudgetState
+
+
+class ApiKeyState(msgspec.Struct, frozen=True, kw_only=True):
+    key_id: str
+    actor: str
+    name: str
+    secret_sha256: str
+    revoked: bool
+    created_by: str
+    created_at: datetime
+
+
+class ApiKeyReply(msgspec.Struct, frozen=True, kw_only=True):
+    ok: Literal[True] = True
+    key: ApiKeyState
+
+
+class MembershipsReply(msgspec.Struct, frozen=True, kw_only=True):
+    """The workspaces whose settings name ``member`` (by id or alias), with the member id there."""
+
+    ok: Literal[True] = True
+    workspaces: dict[str, str]
 
 
 class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):

@@ -27,6 +27,8 @@ CommandVerb = Literal[
     "report",
     "check_spend",
     "release",
+    "create_api_key",
+    "revoke_api_key",
 ]
 COMMAND_VERBS: Final[tuple[CommandVerb, ...]] = get_args(CommandVerb)
 
@@ -92,6 +94,7 @@ def query_wildcard(verb: str) -> str:
 
 
 KEYS_QUERY: Final = "approvals.query.keys"  # the public keys receipts are signed with
+MEMBERSHIPS_QUERY: Final = "approvals.query.memberships"  # the workspaces a person belongs to
 
 
 def alerts(workspace: str, kind: str) -> str:

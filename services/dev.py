@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
 import signal
 from importlib.resources import files
 from typing import TYPE_CHECKING, Protocol
@@ -17,6 +19,7 @@ from services.approvals.application import Approvals
 from services.approvals.receipts import Signer
 from services.approvals.service import CommandService
 from services.approvals.store import store_env
+from services.gateway.app import GatewayService
 from services.natsserver import NatsServer
 from services.settings import Settings
 from services.spendcap.service import SpendCapService
@@ -76,6 +79,14 @@ def bootstrap_workspace(
         app.close()
 
 
+def _dev_secret(path: Path) -> str:
+    """The development gateway's secret, kept in the data folder so sessions survive a restart."""
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(32), encoding="utf-8")
+        path.chmod(0o600)
+    return path.read_text(encoding="utf-8").strip()
+
+
 def run_dev(data_dir: Path, nats_port: int) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     server = NatsServer(data_dir / "jetstream", port=nats_port).start()
@@ -92,6 +103,14 @@ def run_dev(data_dir: Path, nats_port: int) -> None:
             )
         assert settings.signing_key_path is not None
         signer = Signer.from_file(settings.signing_key_path, create=True)
+        settings = msgspec.structs.replace(
+            settings,
+            dev_sign_in=True,
+            web_url=os.environ.get("APPROVALS_WEB_URL")
+            or f"http://{settings.gateway_host}:{settings.gateway_port}",
+            gateway_secret=settings.gateway_secret or _dev_secret(data_dir / "gateway-secret"),
+        )
+        gateway = GatewayService(settings)
         print(f"nats-server   {server.url}  (JetStream store {data_dir / 'jetstream'})")
         print(f"event store   sqlite {settings.sqlite_path}")
         print(f"status view   sqlite {settings.view_sqlite_path}")
@@ -104,10 +123,15 @@ def run_dev(data_dir: Path, nats_port: int) -> None:
         print("              status projection, queries on approvals.query.<workspace>.<verb>")
         print("              expiry scheduler")
         print("              spend caps: checks, releases, alerts on approvals.alerts.<ws>.budget")
+        print(f"gateway       {settings.web_url}  (web inbox, HTTP API /v1, OpenAPI /openapi.json;")
+        print("              DEVELOPMENT sign-in on: anyone can sign in as anyone)")
         print(f"try           approvals --nats-url {server.url} request --help", flush=True)
         asyncio.run(
             run_until_stopped(
-                CommandService(settings), ProjectionService(settings), SpendCapService(settings)
+                CommandService(settings),
+                ProjectionService(settings),
+                SpendCapService(settings),
+                gateway,
             )
         )
     finally:

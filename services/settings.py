@@ -24,6 +24,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     signing_key_path: Path | None = None
     # How long a consumer (the spend-cap service) has to acknowledge before the server redelivers.
     ack_wait_s: float = 30.0
+    # The gateway (HTTP API and web inbox).
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    gateway_secret: str | None = None  # signs sessions, CSRF tokens and sign-in links
+    trusted_header: str | None = None  # e.g. X-Forwarded-User, set by an authenticating proxy
+    trusted_proxies: str = ""  # comma-separated addresses or networks the header is taken from
+    dev_sign_in: bool = False  # the development sign-in page (approvals dev turns it on)
+    gateway_cache_s: float = 10.0  # how long the gateway trusts what it read of keys and members
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -51,6 +59,13 @@ _ENV_VARS = {
     "web_url": "APPROVALS_WEB_URL",
     "signing_key_path": "APPROVALS_SIGNING_KEY",
     "ack_wait_s": "APPROVALS_ACK_WAIT_S",
+    "gateway_host": "APPROVALS_GATEWAY_HOST",
+    "gateway_port": "APPROVALS_GATEWAY_PORT",
+    "gateway_secret": "APPROVALS_GATEWAY_SECRET",
+    "trusted_header": "APPROVALS_TRUSTED_HEADER",
+    "trusted_proxies": "APPROVALS_TRUSTED_PROXIES",
+    "dev_sign_in": "APPROVALS_DEV_SIGN_IN",
+    "gateway_cache_s": "APPROVALS_GATEWAY_CACHE_S",
 }
 
 

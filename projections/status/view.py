@@ -176,12 +176,14 @@ class StatusView(TrackingRecorder, ABC):
         if query.created_before is not None:
             where.append("created_at < ?")
             params.append(timestamp(query.created_before))
+        oldest = query.order == "oldest"
         if query.cursor is not None:
-            where.append("(created_at, id) < (?, ?)")
+            where.append(f"(created_at, id) {'>' if oldest else '<'} (?, ?)")
             params.extend(decode_cursor(query.cursor))
+        direction = "ASC" if oldest else "DESC"
         rows = self._fetch(
             f"SELECT * FROM {{a}} WHERE {' AND '.join(where)} "
-            "ORDER BY created_at DESC, id DESC LIMIT ?",
+            f"ORDER BY created_at {direction}, id {direction} LIMIT ?",
             [*params, query.limit + 1],
         )
         items = [_from_row(row) for row in rows[: query.limit]]

@@ -17,9 +17,9 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import get_topic
 
-from schemas import commands, events
+from schemas import codec, commands, events
 from schemas.replies import PolicyInfo
-from services.approvals import budget, domain, governance, policy
+from services.approvals import apikeys, budget, domain, governance, policy
 from services.approvals.errors import ApprovalError, Conflict, NotFound, SpendCapExceeded
 from services.approvals.receipts import Signer
 from services.approvals.store import MsgspecMapper
@@ -164,6 +164,13 @@ class Approvals(Application[UUID]):
         if isinstance(cmd, commands.Request):  # and Check, its dry twin
             ws = governance.require_workspace(self._workspace(workspace_id, state), workspace_id)
             return self._decide_request(ws, cmd, now, state)
+        if isinstance(cmd, commands.CreateApiKey | commands.RevokeApiKey):
+            ws = governance.require_workspace(self._workspace(workspace_id, state), workspace_id)
+            key = apikeys.api_key_key(workspace_id, cmd.key_id)
+            existing = self._api_key(key, state)
+            if isinstance(cmd, commands.CreateApiKey):
+                return Result("api_key_created", None), [apikeys.create(ws, existing, cmd, now)]
+            return Result("api_key_revoked", None), [apikeys.revoke(ws, existing, cmd, now)]
         if isinstance(cmd, commands.Delegate):
             ws = governance.require_workspace(self._workspace(workspace_id, state), workspace_id)
             delegated = governance.delegate(ws, cmd, now)
@@ -341,6 +348,29 @@ class Approvals(Application[UUID]):
             state[key] = self._load_with(key, project_allowance)
         return state[key]  # type: ignore[no-any-return]
 
+    def _api_key(self, key: UUID, state: State) -> apikeys.ApiKey | None:
+        if key not in state:
+            state[key] = self._load_with(key, project_api_key)
+        return state[key]  # type: ignore[no-any-return]
+
+    def api_key(self, workspace_id: str, key_id: str) -> apikeys.ApiKey | None:
+        return self._api_key(apikeys.api_key_key(workspace_id, key_id), {})
+
+    def configured_workspaces(self, after: int) -> tuple[set[str], int]:
+        """Workspaces configured after notification ``after``, and the last notification read."""
+        topic = get_topic(events.WorkspaceConfigured)
+        found: set[str] = set()
+        last = after
+        while True:
+            page = self.recorder.select_notifications(
+                start=last + 1, limit=1000, topics=[topic], inclusive_of_start=True
+            )
+            if not page:
+                return found, last
+            for notification in page:
+                found.add(codec.envelope_decoder.decode(notification.state).workspace_id)
+            last = page[-1].id
+
     def workspace(self, workspace_id: str) -> governance.Workspace | None:
         return self._workspace(workspace_id, {})
 
@@ -377,6 +407,12 @@ def project_allowance(
     return allowance
 
 
+def project_api_key(key: apikeys.ApiKey | None, history: Any) -> apikeys.ApiKey | None:
+    for event in history:
+        key = apikeys.evolve(key, event)
+    return key
+
+
 def project_budget(held: budget.Budget | None, history: Any) -> budget.Budget | None:
     for event in history:
         held = budget.evolve(held, event)
@@ -390,4 +426,6 @@ def _evolve(current: Any, event: Any) -> Any:
         return governance.evolve_allowance(current, event)
     if isinstance(event, events.CreditsReserved | events.CreditsSettled | events.CreditsReleased):
         return budget.evolve(current, event)
+    if isinstance(event, events.ApiKeyCreated | events.ApiKeyRevoked):
+        return apikeys.evolve(current, event)
     return domain.mutate(event, current)

@@ -21,7 +21,15 @@ import msgspec
 from schemas import codec, subjects
 from schemas.codec import command_decoders, encoder
 from schemas.receipts import KeysReply
-from schemas.replies import BudgetReply, BudgetState, Reply, WorkspaceReply
+from schemas.replies import (
+    ApiKeyReply,
+    ApiKeyState,
+    BudgetReply,
+    BudgetState,
+    MembershipsReply,
+    Reply,
+    WorkspaceReply,
+)
 from services.approvals import governance
 from services.approvals.budget import period_of
 from services.approvals.errors import ApprovalError, Invalid, NotFound, TooLarge
@@ -57,6 +65,8 @@ class CommandHandlers:
         self._flush_scheduled = False
         self._subscriptions: list[Subscription] = []
         self._sending: set[asyncio.Task[None]] = set()
+        self._workspaces: set[str] = set()  # every workspace configured so far
+        self._scanned = 0  # the notification the set is built up to
 
     async def start(self) -> None:
         for verb in subjects.COMMAND_VERBS:
@@ -72,17 +82,20 @@ class CommandHandlers:
         for query, answer in (
             ("workspace", self._on_workspace_query),
             ("budget", self._on_budget_query),
+            ("api_key", self._on_api_key_query),
         ):
             self._subscriptions.append(
                 await self.nc.subscribe(
                     subjects.query_wildcard(query), queue=subjects.COMMAND_QUEUE, cb=answer
                 )
             )
-        self._subscriptions.append(
-            await self.nc.subscribe(
-                subjects.KEYS_QUERY, queue=subjects.COMMAND_QUEUE, cb=self._on_keys_query
+        for subject, cb in (
+            (subjects.KEYS_QUERY, self._on_keys_query),
+            (subjects.MEMBERSHIPS_QUERY, self._on_memberships_query),
+        ):
+            self._subscriptions.append(
+                await self.nc.subscribe(subject, queue=subjects.COMMAND_QUEUE, cb=cb)
             )
-        )
 
     async def stop(self) -> None:
         """Stop taking commands, answer the ones already queued."""
@@ -116,6 +129,39 @@ class CommandHandlers:
         if msg.reply:
             reply = KeysReply(keys=(self.app.signer.public_key(),))
             await self.nc.publish(msg.reply, encoder.encode(reply))
+
+    async def _on_memberships_query(self, msg: Msg) -> None:
+        try:
+            member = _string_field(msg.data, "member")
+            found, self._scanned = self.app.configured_workspaces(self._scanned)
+            self._workspaces |= found
+            belongs: dict[str, str] = {}
+            for workspace_id in sorted(self._workspaces):
+                ws = self.app.workspace(workspace_id)
+                named = ws.member_of(member) if ws else None
+                if named is not None:
+                    belongs[workspace_id] = named
+            data = encoder.encode(MembershipsReply(workspaces=belongs))
+        except ApprovalError as error:
+            data = encode_error(error)
+        if msg.reply:
+            await self.nc.publish(msg.reply, data)
+
+    async def _on_api_key_query(self, msg: Msg) -> None:
+        await self._answer(msg, lambda ws: self._api_key_reply(ws, msg.data))
+
+    def _api_key_reply(self, ws: governance.Workspace, data: bytes) -> ApiKeyReply:
+        key_id = _string_field(data, "key_id")
+        key = self.app.api_key(ws.workspace_id, key_id)
+        if key is None:
+            raise NotFound("no such API key", key_id=key_id, kind="api_key")
+        return ApiKeyReply(
+            key=ApiKeyState(
+                key_id=key.key_id, actor=key.acts_as, name=key.name,
+                secret_sha256=key.secret_sha256, revoked=key.revoked,
+                created_by=key.created_by, created_at=key.created_at,
+            )
+        )  # fmt: skip
 
     async def _answer(self, msg: Msg, build: Callable[[governance.Workspace], Any]) -> None:
         """Reply to a query about the workspace of the subject: ``build``'s reply or the error."""
@@ -219,6 +265,17 @@ class CommandHandlers:
                 changes=result.changes,
             )
         )
+
+
+def _string_field(data: bytes, name: str) -> str:
+    """One string field of a small query body, or Invalid."""
+    try:
+        value = msgspec.json.decode(data).get(name)
+    except (msgspec.DecodeError, AttributeError):
+        raise Invalid(f"the query must be a JSON object with {name}") from None
+    if not isinstance(value, str) or not value or len(value) > 200:
+        raise Invalid(f"{name} must be a string of 1 to 200 characters", field=name)
+    return value
 
 
 def now() -> datetime:

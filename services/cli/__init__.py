@@ -83,4 +83,11 @@ def main() -> None:
 
 
 # The commands register themselves on the group when imported.
-from services.cli import commands, operate, reads, receipts, workspaces  # noqa: E402, F401
+from services.cli import (  # noqa: E402, F401
+    commands,
+    operate,
+    reads,
+    receipts,
+    reviews,
+    workspaces,
+)

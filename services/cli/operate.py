@@ -31,8 +31,8 @@ def dev(data_dir: Path, nats_port: int) -> None:
 @cli.command()
 @click.option(
     "--only",
-    type=click.Choice(["commands", "projection", "spendcap"]),
-    help="Run one service (default: commands, the status projection and the spend-cap service).",
+    type=click.Choice(["commands", "projection", "spendcap", "gateway"]),
+    help="Run one service (default: commands, the status projection, spend caps and the gateway).",
 )
 @click.pass_obj
 def serve(obj: Context, only: str | None) -> None:
@@ -40,6 +40,7 @@ def serve(obj: Context, only: str | None) -> None:
     from projections.status.service import ProjectionService
     from services.approvals.service import CommandService
     from services.dev import Service, run_until_stopped
+    from services.gateway.app import GatewayService
     from services.spendcap.service import SpendCapService
 
     settings = Settings.from_env(nats_url=obj.nats_url)
@@ -50,6 +51,8 @@ def serve(obj: Context, only: str | None) -> None:
         services.append(ProjectionService(settings))
     if only in (None, "spendcap"):
         services.append(SpendCapService(settings))
+    if only in (None, "gateway"):
+        services.append(GatewayService(settings))
     asyncio.run(run_until_stopped(*services))
 
 
@@ -157,3 +160,26 @@ def _rebuild(obj: Context, settings: Settings, source: str, view: StatusView, pr
 def _progress(done: int, total: int) -> None:
     """Progress goes to stderr, so stdout stays one JSON document with --json."""
     click.echo(f"\rrebuilding: {done}/{total} events", nl=False, err=True)
+
+
+@cli.group()
+def web() -> None:
+    """The web inbox."""
+
+
+@web.command("link")
+@click.option("--member", required=True, help="Who the link signs in, e.g. user:ana.")
+@click.option("--minutes", default=15, show_default=True, help="How long the link is good for.")
+def web_link(member: str, minutes: int) -> None:
+    """A one-time sign-in link (needs the gateway's APPROVALS_GATEWAY_SECRET)."""
+    from services.gateway.identity import Identity, person_name
+
+    settings = Settings.from_env()
+    if not settings.gateway_secret:
+        raise click.UsageError("set APPROVALS_GATEWAY_SECRET to the gateway's secret")
+    from services.gateway.app import gateway_secret
+
+    token = Identity(settings, gateway_secret(settings)).link_token(
+        person_name(member), ttl_s=minutes * 60
+    )
+    click.echo(f"{settings.web_url.rstrip('/')}/sign-in/link?token={token}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,11 +22,52 @@ if TYPE_CHECKING:
     from services.client import ApprovalsClient
 
 
-@cli.command()
-@click.pass_obj
-def keys(obj: Context) -> None:
-    """The public keys approval receipts are signed with (for offline verification)."""
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def keys(ctx: click.Context) -> None:
+    """The public keys receipts are signed with; with create or revoke, the workspace's API keys."""
+    if ctx.invoked_subcommand is None:
+        _signing_keys(ctx.obj)
 
+
+@keys.command("create")
+@click.option("--as", "actor", required=True, help="The member the key acts as.")
+@click.option("--by", required=True, help="An admin of the workspace.")
+@click.option("--name", default="", help="What the key is for.")
+@click.pass_obj
+def create_key(obj: Context, actor: str, by: str, name: str) -> None:
+    """Create an API key for the HTTP API; it is shown once and only its hash is kept."""
+    key_id = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    body = {"key_id": key_id, "secret_sha256": hashlib.sha256(secret.encode()).hexdigest(),
+            "actor": actor, "name": name, "by": by}  # fmt: skip
+    key = f"apk_{key_id}.{secret}"
+
+    async def work(client: ApprovalsClient) -> int:
+        reply = await client.send("create_api_key", body)
+        if not reply.ok:
+            return obj.print_reply(reply)
+        if obj.as_json:
+            click.echo(encoder.encode({"ok": True, "key_id": key_id, "actor": actor, "key": key}))
+        else:
+            click.echo(console.table([("key id", key_id), ("acts as", actor),
+                                      ("workspace", client.workspace), ("key", key)]))  # fmt: skip
+            click.echo("Keep the key now: it is not stored and cannot be shown again.")
+        return 0
+
+    obj.run(work)
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@click.option("--by", required=True, help="An admin of the workspace.")
+@click.pass_obj
+def revoke_key(obj: Context, key_id: str, by: str) -> None:
+    """Revoke an API key (the gateway refuses it within seconds)."""
+    obj.command("revoke_api_key", {"key_id": key_id, "by": by})
+
+
+def _signing_keys(obj: Context) -> None:
     async def work(client: ApprovalsClient) -> int:
         found = await client.keys()
         if obj.as_json:

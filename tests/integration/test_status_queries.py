@@ -119,6 +119,12 @@ async def test_list_and_count(system: System) -> None:
     rest = await system.ask("list", {"limit": 2, "cursor": page["next_cursor"]})
     assert [a["title"] for a in rest["items"]] == ["first"]
     assert rest["next_cursor"] is None
+    # Check: oldest first (the review queue's order) pages the other way round.
+    oldest = await system.ask("list", {"limit": 2, "order": "oldest"})
+    assert [a["title"] for a in oldest["items"]] == ["first", "second"]
+    after = await system.ask("list", {"limit": 2, "order": "oldest",
+                                      "cursor": oldest["next_cursor"]})  # fmt: skip
+    assert [a["title"] for a in after["items"]] == ["third"]
     assert [a["title"] for a in (await system.ask("list", {"risk_level": "low"}))["items"]] == [
         "first"
     ]

@@ -102,6 +102,13 @@ EVENTS: dict[str, events.Event | events.WorkspaceEvent] = {
         **WS_COMMON, version=3, actor="service:spendcap", period="2030-01",
         approval_id=APPROVAL_ID, credits=40.0, committed=1.5, cap=100.0,
     ),
+    "api_key_created": events.ApiKeyCreated(
+        **WS_COMMON, version=1, actor="user:admin", key_id="k" * 16, secret_sha256="a" * 64,
+        acts_as="service:agent", name="agent",
+    ),
+    "api_key_revoked": events.ApiKeyRevoked(
+        **WS_COMMON, version=2, actor="user:admin", key_id="k" * 16,
+    ),
     "spend_checked": events.SpendChecked(
         **COMMON, version=2, actor="service:spendcap", spend=events.SpendPicture(
             period="2030-01", cap=100.0, max_per_run=50.0, committed=40.0, remaining=60.0,
@@ -166,6 +173,9 @@ VALID["report"] = {"approval_id": str(APPROVAL_ID), "credits_used": 3.5, "outcom
                    "by": "service:x"}  # fmt: skip
 VALID["check_spend"] = {"approval_id": str(APPROVAL_ID)}
 VALID["release"] = {"approval_id": str(APPROVAL_ID), "by": "service:spendcap"}
+VALID["create_api_key"] = {"key_id": "k" * 16, "secret_sha256": "a" * 64,
+                           "actor": "service:agent", "by": "user:admin"}  # fmt: skip
+VALID["revoke_api_key"] = {"key_id": "k" * 16, "by": "user:admin"}
 
 
 def decode(verb: str, body: dict[str, Any]) -> commands.Command:

@@ -1,0 +1,59 @@
+"""Bodies of the HTTP API (``/v1``): the commands without the fields the gateway fills in (the
+approval id comes from the path, the actor from the API key)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+from schemas.types import Credits, Digest, LongText, Person, ShortText
+
+HTTP_STATUS: dict[str, int] = {
+    "invalid": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "conflict": 409,
+    "already_decided": 409,
+    "digest_mismatch": 409,
+    "spend_cap_exceeded": 409,
+    "not_approved": 409,
+    "already_redeemed": 409,
+    "expired": 410,
+    "too_large": 413,
+    "credit_ceiling_required": 422,
+    "internal": 500,
+    "unavailable": 503,
+}
+
+
+class Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class ApproveBody(Body, frozen=True, kw_only=True):
+    digest: Digest  # the digest of what the approver was shown
+    reason: LongText | None = None
+    for_member: Person | None = None
+
+
+class RejectBody(Body, frozen=True, kw_only=True):
+    reason: LongText | None = None
+    rerun: bool = False  # ask the requesting skill to regenerate
+    for_member: Person | None = None
+
+
+class CancelBody(Body, frozen=True, kw_only=True):
+    reason: LongText | None = None
+
+
+class RedeemBody(Body, frozen=True, kw_only=True):
+    digest: Digest  # the digest of the action about to run
+
+
+class ReportBody(Body, frozen=True, kw_only=True):
+    credits_used: Credits
+    outcome: Literal["succeeded", "failed", "partial"]
+    summary: LongText = ""
+    external_refs: Annotated[tuple[ShortText, ...], msgspec.Meta(max_length=100)] = ()

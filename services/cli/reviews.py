@@ -1,0 +1,92 @@
+"""The review queue: ``approvals reviews next|accept|reject``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import click
+import msgspec
+
+from schemas.codec import encoder
+from services import console, reviews
+from services.cli import Context, cli
+
+if TYPE_CHECKING:
+    from services.client import ApprovalsClient
+
+
+@cli.group("reviews")
+def reviews_group() -> None:
+    """Human-in-the-loop content, one at a time, oldest first."""
+
+
+@reviews_group.command("next")
+@click.option("--as", "member", required=True, help="The reviewer, e.g. user:ana.")
+@click.option("--skill", help="Only requests of this skill.")
+@click.pass_obj
+def next_command(obj: Context, member: str, skill: str | None) -> None:
+    """Take the oldest pending request you may decide, held for you for two minutes."""
+
+    async def work(client: ApprovalsClient) -> int:
+        found = await reviews.next_review(client.nc, client.workspace, member, skill=skill,
+                                          timeout_s=obj.timeout)  # fmt: skip
+        if found is None:
+            if obj.as_json:
+                click.echo(encoder.encode({"ok": True, "review": None}))
+            else:
+                click.echo("nothing to review")
+            return 0
+        if obj.as_json:
+            click.echo(encoder.encode({"ok": True, "review": found}))
+        else:
+            click.echo(console.table([
+                ("review", found["id"]), ("title", found["title"]), ("skill", found["skill_name"]),
+                ("risk", found["risk_level"]), ("requested by", found["requested_by"]),
+                ("held for", f"{member}, {reviews.HOLD_S:g} s"), ("web", found["web_url"]),
+            ]))  # fmt: skip
+        return 0
+
+    obj.run(work)
+
+
+async def _digest(obj: Context, client: ApprovalsClient, review_id: str) -> str | None:
+    data = await client.query("get", {"approval_id": review_id})
+    reply: dict[str, Any] = msgspec.json.decode(data)
+    if not reply.get("ok"):
+        error = reply.get("error", {})
+        console.fail(obj.as_json, error.get("code", "internal"), error.get("message", ""), data)
+        return None
+    return str(reply["approval"]["digest"])
+
+
+@reviews_group.command("accept")
+@click.argument("review_id")
+@click.option("--as", "member", required=True, help="The reviewer, e.g. user:ana.")
+@click.option("--reason")
+@click.pass_obj
+def accept_command(obj: Context, review_id: str, member: str, reason: str | None) -> None:
+    """Approve the content under review (the digest of what it is)."""
+
+    async def work(client: ApprovalsClient) -> int:
+        digest = await _digest(obj, client, review_id)
+        if digest is None:
+            return 1
+        body = {"approval_id": review_id, "approver": member, "digest": digest, "reason": reason}
+        reply = await client.send("approve", {k: v for k, v in body.items() if v is not None})
+        return obj.print_reply(reply)
+
+    obj.run(work)
+
+
+@reviews_group.command("reject")
+@click.argument("review_id")
+@click.option("--as", "member", required=True, help="The reviewer, e.g. user:ana.")
+@click.option("--reason")
+@click.option("--auto-rerun", is_flag=True, help="Ask the requesting skill to regenerate it.")
+@click.pass_obj
+def reject_command(
+    obj: Context, review_id: str, member: str, reason: str | None, auto_rerun: bool
+) -> None:
+    """Reject the content under review; with --auto-rerun the skill makes a new one."""
+    body = {"approval_id": review_id, "approver": member, "reason": reason, "rerun": auto_rerun}
+    obj.command("reject", body)

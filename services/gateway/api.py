@@ -1,0 +1,182 @@
+"""The HTTP API: ``/v1/workspaces/{workspace}/approvals``, the bus's commands and queries with the
+same bodies and error codes, mapped to HTTP statuses. Callers authenticate with an API key of the
+workspace (``approvals keys create``); every command acts as the key's member."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.params import Parameter
+
+from schemas import subjects
+from schemas.commands import Request as RequestCommand
+from schemas.http import (
+    HTTP_STATUS,
+    ApproveBody,
+    Body,
+    CancelBody,
+    RedeemBody,
+    RejectBody,
+    ReportBody,
+)
+from schemas.queries import CountReply, HistoryReply, ListReply, ViewReply, WaitReply
+from schemas.replies import AnyReply
+from schemas.types import RiskLevel, Status
+from services.gateway.bus import Bus, GatewayError
+
+if TYPE_CHECKING:
+    from schemas.subjects import CommandVerb
+
+JSON = "application/json"
+AnyRequest = Request[Any, Any, Any]
+
+
+class _Outcome(msgspec.Struct):
+    ok: bool
+    error: dict[str, Any] | None = None
+
+
+_outcome = msgspec.json.Decoder(_Outcome)
+
+
+def passthrough(data: bytes, success: int = 200) -> Response[Any]:
+    """The service's reply as it came, with the HTTP status its outcome maps to."""
+    outcome = _outcome.decode(data)
+    status = success
+    if not outcome.ok:
+        status = HTTP_STATUS.get(str((outcome.error or {}).get("code")), 500)
+    return Response(content=data, status_code=status, media_type=JSON)
+
+
+def bus_of(request: Request[Any, Any, Any]) -> Bus:
+    return request.app.state.bus  # type: ignore[no-any-return]
+
+
+async def caller(request: Request[Any, Any, Any], workspace: str) -> str:
+    if not subjects.is_token(workspace):
+        raise GatewayError("invalid", f"workspace must match {subjects.TOKEN_PATTERN}",
+                           workspace=workspace)  # fmt: skip
+    return await bus_of(request).caller(workspace, request.headers.get("authorization"))
+
+
+class ApprovalsApi(Controller):
+    path = "/v1/workspaces/{workspace:str}/approvals"
+    tags = ["approvals"]
+    security = [{"apiKey": []}]
+
+    @post("", status_code=201, summary="Ask for a decision before an action")
+    async def create(
+        self, request: Request[Any, Any, Any], workspace: str, data: RequestCommand
+    ) -> Response[AnyReply]:
+        actor = await caller(request, workspace)
+        if data.requested_by != actor:
+            raise GatewayError(
+                "forbidden", "requested_by must be the API key's member",
+                rule="api_key_actor", requested_by=data.requested_by, key=actor,
+            )  # fmt: skip
+        reply = await bus_of(request).command(workspace, "request", data)
+        created = b'"outcome":"not_required"' not in reply
+        return passthrough(reply, 201 if created else 200)
+
+    @get("", summary="List approvals, newest first (or oldest)")
+    async def list_approvals(
+        self,
+        request: Request[Any, Any, Any],
+        workspace: str,
+        status: Status | None = None,
+        risk_level: RiskLevel | None = None,
+        skill_name: Annotated[str | None, Parameter(max_length=200)] = None,
+        requested_by: Annotated[str | None, Parameter(max_length=200)] = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+        cursor: Annotated[str | None, Parameter(max_length=200)] = None,
+        order: Annotated[str, Parameter(pattern="^(newest|oldest)$")] = "newest",
+    ) -> Response[ListReply]:
+        await caller(request, workspace)
+        query = {"status": status, "risk_level": risk_level, "skill_name": skill_name,
+                 "requested_by": requested_by, "created_after": created_after,
+                 "created_before": created_before, "limit": limit, "cursor": cursor,
+                 "order": order}  # fmt: skip
+        body = {k: v for k, v in query.items() if v is not None}
+        return passthrough(await bus_of(request).query(workspace, "list", body))
+
+    @get("/counts", summary="How many approvals there are, by status")
+    async def counts(
+        self, request: Request[Any, Any, Any], workspace: str, status: Status | None = None
+    ) -> Response[CountReply]:
+        await caller(request, workspace)
+        body = {"status": status} if status else {}
+        return passthrough(await bus_of(request).query(workspace, "count", body))
+
+    @get("/{approval_id:uuid}", summary="One approval")
+    async def get_approval(
+        self, request: Request[Any, Any, Any], workspace: str, approval_id: UUID
+    ) -> Response[ViewReply]:
+        await caller(request, workspace)
+        body = {"approval_id": approval_id}
+        return passthrough(await bus_of(request).query(workspace, "get", body))
+
+    @get("/{approval_id:uuid}/history", summary="Every event of one approval, in order")
+    async def history(
+        self, request: Request[Any, Any, Any], workspace: str, approval_id: UUID
+    ) -> Response[HistoryReply]:
+        await caller(request, workspace)
+        body = {"approval_id": approval_id}
+        return passthrough(await bus_of(request).query(workspace, "history", body))
+
+    @get("/{approval_id:uuid}/wait", summary="Wait (long poll) until the approval is decided")
+    async def wait(
+        self,
+        request: Request[Any, Any, Any],
+        workspace: str,
+        approval_id: UUID,
+        timeout_s: Annotated[float, Parameter(gt=0, le=300)] = 30.0,
+    ) -> Response[WaitReply]:
+        await caller(request, workspace)
+        body = {"approval_id": approval_id, "timeout_s": timeout_s}
+        bus = bus_of(request)
+        return passthrough(await bus.query(workspace, "wait", body, timeout_s + bus.timeout_s))
+
+    @post("/{approval_id:uuid}/approve", status_code=200, summary="Approve, as the key's member")
+    async def approve(self, request: AnyRequest, workspace: str, approval_id: UUID,
+                      data: ApproveBody) -> Response[AnyReply]:  # fmt: skip
+        return await act(request, workspace, approval_id, "approve", data, "approver")
+
+    @post("/{approval_id:uuid}/reject", status_code=200, summary="Reject, as the key's member")
+    async def reject(self, request: AnyRequest, workspace: str, approval_id: UUID,
+                     data: RejectBody) -> Response[AnyReply]:  # fmt: skip
+        return await act(request, workspace, approval_id, "reject", data, "approver")
+
+    @post("/{approval_id:uuid}/cancel", status_code=200, summary="Withdraw a pending request")
+    async def cancel(self, request: AnyRequest, workspace: str, approval_id: UUID,
+                     data: CancelBody) -> Response[AnyReply]:  # fmt: skip
+        return await act(request, workspace, approval_id, "cancel", data, "by")
+
+    @post("/{approval_id:uuid}/redeem", status_code=200, summary="Start the approved action, once")
+    async def redeem(self, request: AnyRequest, workspace: str, approval_id: UUID,
+                     data: RedeemBody) -> Response[AnyReply]:  # fmt: skip
+        return await act(request, workspace, approval_id, "redeem", data, "executor")
+
+    @post("/{approval_id:uuid}/report", status_code=200, summary="What the run did")
+    async def report(self, request: AnyRequest, workspace: str, approval_id: UUID,
+                     data: ReportBody) -> Response[AnyReply]:  # fmt: skip
+        return await act(request, workspace, approval_id, "report", data, "by")
+
+
+async def act(
+    request: AnyRequest,
+    workspace: str,
+    approval_id: UUID,
+    verb: CommandVerb,
+    data: Body,
+    actor_field: str,
+) -> Response[Any]:
+    """A command on one approval, as the API key's member (named in ``actor_field``)."""
+    actor = await caller(request, workspace)
+    body = {**msgspec.structs.asdict(data), "approval_id": approval_id, actor_field: actor}
+    return passthrough(await bus_of(request).command(workspace, verb, body))

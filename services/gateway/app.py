@@ -1,0 +1,200 @@
+"""The gateway's ASGI app (Litestar) and the service that serves it (uvicorn)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import secrets
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import nats
+import uvicorn
+from litestar import Litestar, MediaType, Request, Response, get
+from litestar.config.csrf import CSRFConfig
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.middleware.session.client_side import CookieBackendConfig
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.response import Redirect, Template
+from litestar.template.config import TemplateConfig
+
+from schemas.codec import encode_error
+from schemas.http import HTTP_STATUS
+from services.gateway import web
+from services.gateway.api import ApprovalsApi
+from services.gateway.bus import Bus, GatewayError
+from services.gateway.identity import Identity, derive
+
+if TYPE_CHECKING:
+    from services.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TEMPLATES = Path(__file__).parent / "templates"
+API_PREFIX = "/v1/"
+# HTTP statuses Litestar raises itself, as the error codes of the one error shape.
+CODE_OF_STATUS = {400: "invalid", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                  405: "invalid", 413: "too_large", 415: "invalid", 429: "unavailable"}  # fmt: skip
+
+
+def gateway_secret(settings: Settings) -> bytes:
+    if settings.gateway_secret:
+        return hashlib.sha256(settings.gateway_secret.encode()).digest()
+    log.warning("APPROVALS_GATEWAY_SECRET is not set: sessions and sign-in links end with this "
+                "process")  # fmt: skip
+    return secrets.token_bytes(32)
+
+
+def _error_response(
+    request: Request[Any, Any, Any],
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    status: int | None = None,
+) -> Response[Any] | Template:
+    status = status or HTTP_STATUS.get(code, 500)
+    wants_page = not request.url.path.startswith(API_PREFIX) and "text/html" in (
+        request.headers.get("accept") or ""
+    )
+    if wants_page:
+        page = {"code": code, "message": message}
+        return Template("error.html", status_code=status, context=page)
+    return Response(content=encode_error(code, message, details), status_code=status,
+                    media_type=MediaType.JSON)  # fmt: skip
+
+
+def on_gateway_error(
+    request: Request[Any, Any, Any], error: GatewayError
+) -> Response[Any] | Template:
+    return _error_response(request, error.code, error.message, error.details)
+
+
+def on_sign_in_required(request: Request[Any, Any, Any], _: web.SignInRequired) -> Redirect:
+    return Redirect(f"/sign-in?next={request.url.path}")
+
+
+def on_validation(
+    request: Request[Any, Any, Any], error: ValidationException
+) -> Response[Any] | Template:
+    extra = error.extra if isinstance(error.extra, list | dict) else None
+    return _error_response(
+        request, "invalid", str(error.detail), {"problems": extra} if extra else None
+    )
+
+
+def on_http(request: Request[Any, Any, Any], error: HTTPException) -> Response[Any] | Template:
+    code = CODE_OF_STATUS.get(
+        error.status_code, "internal" if error.status_code >= 500 else "invalid"
+    )
+    return _error_response(request, code, str(error.detail), status=error.status_code)
+
+
+def on_crash(request: Request[Any, Any, Any], error: Exception) -> Response[Any] | Template:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
+    return _error_response(request, "internal", "the gateway failed; nothing was done")
+
+
+@get("/openapi.json", include_in_schema=False, media_type=MediaType.JSON)
+async def openapi_json(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    return request.app.openapi_schema.to_schema()
+
+
+@get("/healthz", include_in_schema=False, media_type=MediaType.TEXT)
+async def healthz(request: Request[Any, Any, Any]) -> str:
+    return "ok" if request.app.state.bus.nc.is_connected else "no bus"
+
+
+def create_app(settings: Settings) -> Litestar:
+    secret = gateway_secret(settings)
+    identity = Identity(settings, secret)
+    https = settings.web_url.startswith("https://")
+    sessions = CookieBackendConfig(secret=derive(secret, "session"), key="approvals_session",
+                                   max_age=12 * 3600, secure=https, samesite="lax",
+                                   exclude=[f"^{API_PREFIX}"])  # fmt: skip
+    csrf = CSRFConfig(secret=derive(secret, "csrf").hex(), cookie_name="approvals_csrf",
+                      cookie_secure=https, cookie_httponly=True, cookie_samesite="lax",
+                      exclude=[f"^{API_PREFIX}"])  # fmt: skip
+
+    async def connect(app: Litestar) -> None:
+        nc = await nats.connect(settings.nats_url, max_reconnect_attempts=-1, name="gateway")
+        app.state.bus = Bus(nc, cache_s=settings.gateway_cache_s)
+        await identity.start(nc.jetstream())
+
+    async def disconnect(app: Litestar) -> None:
+        bus: Bus | None = getattr(app.state, "bus", None)
+        if bus is not None:
+            with contextlib.suppress(Exception):
+                await bus.nc.drain()
+
+    return Litestar(
+        route_handlers=[ApprovalsApi, openapi_json, healthz, *web.HANDLERS],
+        on_startup=[connect],
+        on_shutdown=[disconnect],
+        middleware=[sessions.middleware],
+        csrf_config=csrf,
+        template_config=TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine),
+        openapi_config=OpenAPIConfig(
+            title="Approvals",
+            version="1",
+            description="A human decision in front of automated actions that spend or write.",
+            path="/schema",
+            components=Components(
+                security_schemes={
+                    "apiKey": SecurityScheme(
+                        type="http", scheme="bearer", bearer_format="apk_<id>.<secret>"
+                    )
+                }
+            ),
+        ),
+        exception_handlers={
+            GatewayError: on_gateway_error,
+            web.SignInRequired: on_sign_in_required,
+            ValidationException: on_validation,
+            HTTPException: on_http,
+            Exception: on_crash,
+        },
+        request_max_body_size=settings.max_payload_bytes,
+        state=State({"identity": identity, "settings": settings}),
+    )
+
+
+class GatewayService:
+    """``approvals dev`` and ``serve`` run the gateway beside the other services."""
+
+    def __init__(self, settings: Settings, *, port: int | None = None) -> None:
+        self.settings = settings
+        config = uvicorn.Config(
+            create_app(settings), host=settings.gateway_host,
+            port=settings.gateway_port if port is None else port, log_level="warning",
+            proxy_headers=False,
+        )  # fmt: skip
+        self.server = uvicorn.Server(config)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        [listener] = self.server.servers[0].sockets if self.server.servers else [None]
+        host, port = listener.getsockname()[:2] if listener else (None, None)
+        return f"http://{host}:{port}"
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self.server.serve(), name="gateway")
+        deadline = asyncio.get_running_loop().time() + 30
+        while not self.server.started:
+            if self._task.done():
+                self._task.result()  # raises what stopped it (a port in use)
+                raise RuntimeError("the gateway stopped before it started")
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError("the gateway did not start within 30 s")
+            await asyncio.sleep(0.01)  # uvicorn offers no start event to wait on
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self._task is not None:
+            await self._task
+            self._task = None

@@ -1,0 +1,129 @@
+"""Who is at the browser: an authenticating proxy's header, or a signed session cookie set by a
+one-time sign-in link (or, under ``approvals dev`` only, the development sign-in).
+
+A one-time link carries the member, a random nonce and an expiry, signed with HMAC-SHA256 under
+the gateway secret; following it shows a page whose POST consumes the nonce in a JetStream
+key-value bucket (``create`` fails for a nonce already used) and only then signs the person in.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import json
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+from nats.js.errors import KeyWrongLastSequenceError
+
+if TYPE_CHECKING:
+    from litestar import Request
+    from nats.js import JetStreamContext
+    from nats.js.kv import KeyValue
+
+    from services.settings import Settings
+
+LINKS_BUCKET = "approvals_sign_in_links"
+LINK_TTL_S = 15 * 60
+SESSION_KEY = "member"
+
+
+def derive(secret: bytes, purpose: str) -> bytes:
+    """A key for one purpose (sessions, CSRF, links) from the one gateway secret."""
+    return hmac.new(secret, purpose.encode(), hashlib.sha256).digest()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def person_name(value: str) -> str:
+    """``ana`` -> ``user:ana``; a name that already says what it is stays as it is."""
+    value = value.strip()
+    return value if value.startswith("user:") else f"user:{value}"
+
+
+class LinkInvalid(ValueError):
+    pass
+
+
+class Identity:
+    def __init__(self, settings: Settings, secret: bytes) -> None:
+        self.header = settings.trusted_header
+        self.proxies = [
+            ipaddress.ip_network(part.strip(), strict=False)
+            for part in settings.trusted_proxies.split(",")
+            if part.strip()
+        ]
+        self.dev_sign_in = settings.dev_sign_in
+        self._link_key = derive(secret, "sign-in link")
+        self._links: KeyValue | None = None
+
+    async def start(self, js: JetStreamContext) -> None:
+        from nats.js.api import KeyValueConfig
+
+        self._links = await js.create_key_value(
+            KeyValueConfig(bucket=LINKS_BUCKET, ttl=LINK_TTL_S * 2, history=1)
+        )
+
+    def person(self, request: Request[Any, Any, Any]) -> str | None:
+        """The signed-in person, or None."""
+        if self.header and self._from_proxy(request):
+            value = request.headers.get(self.header)
+            if value:
+                return person_name(value)
+        session = request.scope.get("session")
+        member = session.get(SESSION_KEY) if isinstance(session, dict) else None
+        return member if isinstance(member, str) else None
+
+    def _from_proxy(self, request: Request[Any, Any, Any]) -> bool:
+        host = request.client.host if request.client else None
+        if not host:
+            return False
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in network for network in self.proxies)
+
+    # -- one-time links ------------------------------------------------------------------
+
+    def link_token(self, member: str, ttl_s: int = LINK_TTL_S, now: float | None = None) -> str:
+        payload = json.dumps(
+            {"m": member, "n": secrets.token_urlsafe(16), "e": int((now or time.time()) + ttl_s)},
+            separators=(",", ":"),
+        ).encode()
+        signature = hmac.new(self._link_key, payload, hashlib.sha256).digest()
+        return f"{_b64(payload)}.{_b64(signature)}"
+
+    def check_link(self, token: str, now: float | None = None) -> tuple[str, str]:
+        """The member and nonce of a genuine, unexpired link (not yet whether it was used)."""
+        try:
+            payload_text, signature_text = token.split(".")
+            payload, signature = _unb64(payload_text), _unb64(signature_text)
+        except ValueError:
+            raise LinkInvalid("this sign-in link is malformed") from None
+        expected = hmac.new(self._link_key, payload, hashlib.sha256).digest()
+        if not hmac.compare_digest(signature, expected):
+            raise LinkInvalid("this sign-in link was not issued here")
+        fields = json.loads(payload)
+        if (now or time.time()) > fields["e"]:
+            raise LinkInvalid("this sign-in link has expired")
+        return str(fields["m"]), str(fields["n"])
+
+    async def consume_link(self, token: str) -> str:
+        """Sign in with a link, once: the member it names."""
+        member, nonce = self.check_link(token)
+        assert self._links is not None, "start() first"
+        try:
+            await self._links.create(nonce, member.encode())
+        except KeyWrongLastSequenceError:
+            raise LinkInvalid("this sign-in link was used already") from None
+        return member

@@ -1,0 +1,295 @@
+"""The web inbox: pending approvals per workspace, the detail page a reviewer decides on, sign-in,
+the review queue, and server-sent events that keep open pages up to date.
+
+Every page needs a signed-in person who is a member of the workspace; every state change is a
+POST with a CSRF token (Litestar's CSRF middleware); a GET never changes state. Decisions work
+without JavaScript; the script only refreshes the page's live part when the bus says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlencode
+from uuid import UUID
+
+import msgspec
+from litestar import Request, get, post
+from litestar.enums import RequestEncodingType
+from litestar.params import Body
+from litestar.response import Redirect, ServerSentEvent, Template
+from litestar.response.sse import ServerSentEventMessage
+
+from schemas import subjects
+from schemas.codec import event_decoder
+from schemas.events import Event
+from services import reviews
+from services.gateway.bus import Bus, GatewayError, ok
+from services.gateway.identity import SESSION_KEY, Identity, LinkInvalid, person_name
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator
+
+Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
+AnyRequest = Request[Any, Any, Any]
+RISKS = ("low", "medium", "high", "critical")
+KEEPALIVE_S = 15.0
+
+
+def _bus(request: AnyRequest) -> Bus:
+    return request.app.state.bus  # type: ignore[no-any-return]
+
+
+def _identity(request: AnyRequest) -> Identity:
+    return request.app.state.identity  # type: ignore[no-any-return]
+
+
+class SignInRequired(Exception):
+    """No one is signed in: the handler sends the browser to the sign-in page."""
+
+
+async def member_in(request: AnyRequest, workspace: str) -> tuple[str, str]:
+    """The signed-in person and the member they are in ``workspace``; refuse anyone else."""
+    person = _identity(request).person(request)
+    if person is None:
+        raise SignInRequired
+    if not subjects.is_token(workspace):
+        raise GatewayError("not_found", "no such workspace", workspace=workspace)
+    member = (await _bus(request).memberships(person)).get(workspace)
+    if member is None:
+        raise GatewayError("forbidden", f"{person} is not a member of workspace {workspace}",
+                           rule="member_of_workspace")  # fmt: skip
+    return person, member
+
+
+def _json(data: bytes) -> Any:
+    return msgspec.json.decode(data)
+
+
+# -- sign-in -------------------------------------------------------------------------------
+
+
+@get("/", name="home")
+async def home(request: AnyRequest) -> Template | Redirect:
+    person = _identity(request).person(request)
+    if person is None:
+        return Redirect("/sign-in")
+    workspaces = await _bus(request).memberships(person)
+    counts = {}
+    for workspace in workspaces:
+        data = await _bus(request).query(workspace, "count", {"status": "pending"})
+        counts[workspace] = _json(data).get("total", 0) if ok(data) else 0
+    return Template("home.html", context={"person": person, "workspaces": workspaces,
+                                          "counts": counts})  # fmt: skip
+
+
+@get("/sign-in", name="sign_in")
+async def sign_in(request: AnyRequest) -> Template:
+    identity = _identity(request)
+    context = {"dev": identity.dev_sign_in, "person": identity.person(request)}
+    return Template("sign_in.html", context=context)
+
+
+@post("/sign-in/dev", status_code=303)
+async def dev_sign_in(request: AnyRequest, data: Form) -> Redirect:
+    if not _identity(request).dev_sign_in:
+        raise GatewayError("forbidden", "the development sign-in is off", rule="dev_sign_in")
+    member = person_name(data.get("member", ""))
+    if not 5 < len(member) <= 133:
+        raise GatewayError("invalid", "name a member, such as user:ana")
+    request.set_session({SESSION_KEY: member})
+    return Redirect("/", status_code=303)
+
+
+@get("/sign-in/link", name="sign_in_link")
+async def sign_in_link(request: AnyRequest, token: str) -> Template:
+    """Show who the link signs in; the POST of this page signs in (a GET never does)."""
+    try:
+        member, _ = _identity(request).check_link(token)
+        error = None
+    except LinkInvalid as invalid:
+        member, error = None, str(invalid)
+    return Template("link.html", context={"member": member, "token": token, "error": error})
+
+
+@post("/sign-in/link", status_code=303)
+async def use_sign_in_link(request: AnyRequest, data: Form) -> Redirect | Template:
+    try:
+        member = await _identity(request).consume_link(data.get("token", ""))
+    except LinkInvalid as invalid:
+        return Template("link.html", status_code=403,
+                        context={"member": None, "token": "", "error": str(invalid)})  # fmt: skip
+    request.set_session({SESSION_KEY: member})
+    return Redirect("/", status_code=303)
+
+
+@post("/sign-out", status_code=303)
+async def sign_out(request: AnyRequest) -> Redirect:
+    request.clear_session()
+    return Redirect("/sign-in", status_code=303)
+
+
+# -- the inbox and the detail page -------------------------------------------------------------
+
+
+@get("/workspaces/{workspace:str}/approvals", name="inbox")
+async def inbox(
+    request: AnyRequest,
+    workspace: str,
+    status: str = "pending",
+    risk: str | None = None,
+    skill: str | None = None,
+    seen: str | None = None,
+) -> Template:
+    """``seen=<approval id>:<version>`` (the live script) waits for the view to hold that."""
+    person, member = await member_in(request, workspace)
+    if seen:
+        approval_id, _, version = seen.partition(":")
+        with contextlib.suppress(ValueError):
+            caught_up = {"approval_id": str(UUID(approval_id)), "min_version": max(1, int(version))}
+            await _bus(request).query(workspace, "get", caught_up)
+    query: dict[str, Any] = {"limit": 200}
+    if status in ("pending", "approved", "rejected", "expired", "cancelled"):
+        query["status"] = status
+    if risk in RISKS:
+        query["risk_level"] = risk
+    if skill:
+        query["skill_name"] = skill[:200]
+    bus = _bus(request)
+    page = _json(await bus.query(workspace, "list", query))
+    counts = _json(await bus.query(workspace, "count", {}))
+    return Template("inbox.html", context={
+        "person": person, "member": member, "workspace": workspace, "items": page.get("items", []),
+        "counts": counts.get("counts", {}), "total": counts.get("total", 0), "status": status,
+        "risk": risk, "skill": skill or "", "risks": RISKS,
+    })  # fmt: skip
+
+
+@get("/workspaces/{workspace:str}/approvals/{approval_id:uuid}", name="detail")
+async def detail(
+    request: AnyRequest,
+    workspace: str,
+    approval_id: UUID,
+    min_version: int | None = None,
+    error: str | None = None,
+    done: str | None = None,
+) -> Template:
+    person, member = await member_in(request, workspace)
+    bus = _bus(request)
+    query: dict[str, Any] = {"approval_id": approval_id}
+    if min_version is not None and min_version > 0:
+        query["min_version"] = min_version
+    got = _json(await bus.query(workspace, "get", query))
+    if not got.get("ok"):
+        raise GatewayError("not_found", "no such approval in this workspace")
+    timeline = _json(await bus.query(workspace, "history", {"approval_id": approval_id}))
+    entries = timeline.get("timeline", [])
+    requested = entries[0]["event"] if entries else {}
+    ws = await bus.workspace(workspace)
+    roles = ws.settings.members[member].roles if ws and member in ws.settings.members else ()
+    return Template("detail.html", context={
+        "person": person, "member": member, "workspace": workspace, "approval": got["approval"],
+        "requested": requested, "action": requested.get("action", {}), "timeline": entries,
+        "pretty": _pretty, "when": _when, "error": error, "done": done,
+        "may_decide": "approver" in roles,
+    })  # fmt: skip
+
+
+def _when(value: str | None) -> str:
+    """``2026-11-30T17:17:24.122010Z`` -> ``2026-11-30 17:17:24 UTC``."""
+    return f"{value[:19].replace('T', ' ')} UTC" if value else "—"
+
+
+def _pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+
+
+def _back(workspace: str, approval_id: UUID, **query: str) -> Redirect:
+    suffix = f"?{urlencode(query)}" if query else ""
+    return Redirect(f"/workspaces/{workspace}/approvals/{approval_id}{suffix}", status_code=303)
+
+
+async def _decide(
+    request: AnyRequest, workspace: str, approval_id: UUID, verb: str, body: dict[str, Any]
+) -> Redirect:
+    reply = _json(await _bus(request).command(workspace, verb, body))  # type: ignore[arg-type]
+    if reply.get("ok"):
+        version = reply["approval"]["version"]
+        return _back(workspace, approval_id, done=reply["outcome"], min_version=str(version))
+    return _back(workspace, approval_id, error=f"{reply['error']['code']}: "
+                 f"{reply['error']['message']}"[:300])  # fmt: skip
+
+
+@post("/workspaces/{workspace:str}/approvals/{approval_id:uuid}/approve", status_code=303)
+async def approve(request: AnyRequest, workspace: str, approval_id: UUID, data: Form) -> Redirect:
+    person, _ = await member_in(request, workspace)
+    body = {"approval_id": approval_id, "approver": person, "digest": data.get("digest", ""),
+            "reason": data.get("reason") or None}  # fmt: skip
+    return await _decide(request, workspace, approval_id, "approve", body)
+
+
+@post("/workspaces/{workspace:str}/approvals/{approval_id:uuid}/reject", status_code=303)
+async def reject(request: AnyRequest, workspace: str, approval_id: UUID, data: Form) -> Redirect:
+    person, _ = await member_in(request, workspace)
+    body = {"approval_id": approval_id, "approver": person, "reason": data.get("reason") or None,
+            "rerun": data.get("rerun") == "on"}  # fmt: skip
+    return await _decide(request, workspace, approval_id, "reject", body)
+
+
+# -- the review queue ----------------------------------------------------------------------
+
+
+@post("/workspaces/{workspace:str}/reviews/next", status_code=303)
+async def next_review(request: AnyRequest, workspace: str, data: Form) -> Redirect:
+    _, member = await member_in(request, workspace)
+    found = await reviews.next_review(_bus(request).nc, workspace, member,
+                                      skill=data.get("skill") or None)  # fmt: skip
+    if found is None:
+        return Redirect(f"/workspaces/{workspace}/approvals?done=no_reviews", status_code=303)
+    return _back(workspace, found["id"], review="1")
+
+
+# -- live updates --------------------------------------------------------------------------
+
+
+@get("/workspaces/{workspace:str}/live", name="live")
+async def live(request: AnyRequest, workspace: str) -> ServerSentEvent:
+    """The workspace's events as they are published: ``{"approval_id", "version", "type"}``."""
+    await member_in(request, workspace)
+    nc = _bus(request).nc
+
+    async def stream() -> AsyncGenerator[ServerSentEventMessage]:
+        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1000)
+
+        async def put(msg: Any) -> None:
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(msg)
+
+        subscription = await nc.subscribe(subjects.events_of(workspace), cb=put)
+        try:
+            yield ServerSentEventMessage(comment="listening")
+            while True:
+                try:
+                    msg = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                except TimeoutError:
+                    yield ServerSentEventMessage(comment="keepalive")
+                    continue
+                event = event_decoder.decode(msg.data)
+                if not isinstance(event, Event):
+                    continue  # a workspace's own events (settings, budget) change no page
+                yield ServerSentEventMessage(data=json.dumps({
+                    "approval_id": str(event.originator_id), "version": event.version,
+                    "type": event.event_type,
+                }))  # fmt: skip
+        finally:
+            await subscription.unsubscribe()
+
+    return ServerSentEvent(stream())
+
+
+HANDLERS = [
+    home, sign_in, dev_sign_in, sign_in_link, use_sign_in_link, sign_out, inbox, detail, approve,
+    reject, next_review, live,
+]  # fmt: skip

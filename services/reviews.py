@@ -1,0 +1,66 @@
+"""The review queue: hand a reviewer the oldest pending request they may decide, held for them
+for a while so that two reviewers are not given the same one.
+
+A hold is a key ``<workspace>.<approval id>`` in the JetStream key-value bucket
+``approvals_review_leases``, created only if absent (so exactly one reviewer gets it) and gone
+when the bucket's age limit passes. Deciding goes through the command service as ever: a hold
+is a courtesy between reviewers, never a permission.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from nats.js.api import KeyValueConfig
+from nats.js.errors import KeyWrongLastSequenceError
+
+from schemas import subjects
+from schemas.codec import encoder
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.js.kv import KeyValue
+
+LEASES_BUCKET = "approvals_review_leases"
+HOLD_S = 120.0
+PAGE = 50
+
+
+async def leases(nc: Client) -> KeyValue:
+    config = KeyValueConfig(bucket=LEASES_BUCKET, ttl=HOLD_S, history=1)
+    return await nc.jetstream().create_key_value(config)
+
+
+async def next_review(
+    nc: Client, workspace: str, member: str, *, skill: str | None = None, timeout_s: float = 10.0
+) -> dict[str, Any] | None:
+    """The oldest pending request of ``workspace`` that ``member`` did not ask for (or act for)
+    and nobody else holds, now held for ``member``; None when there is none."""
+    held = await leases(nc)
+    cursor: str | None = None
+    while True:
+        query: dict[str, Any] = {"status": "pending", "order": "oldest", "limit": PAGE}
+        if skill:
+            query["skill_name"] = skill
+        if cursor:
+            query["cursor"] = cursor
+        msg = await nc.request(subjects.query(workspace, "list"), encoder.encode(query),
+                               timeout=timeout_s)  # fmt: skip
+        page = msgspec.json.decode(msg.data)
+        if not page.get("ok"):
+            return None
+        for item in page["items"]:
+            if member in (item["requested_by"], item["on_behalf_of"]):
+                continue
+            key = f"{workspace}.{item['id']}"
+            try:
+                await held.create(key, member.encode())
+                return item  # type: ignore[no-any-return]
+            except KeyWrongLastSequenceError:
+                entry = await held.get(key)
+                if entry.value is not None and entry.value.decode() == member:
+                    return item  # type: ignore[no-any-return]  # already held for them
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return None
