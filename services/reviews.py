@@ -17,6 +17,7 @@ from nats.js.errors import KeyWrongLastSequenceError
 
 from schemas import subjects
 from schemas.codec import encoder
+from schemas.workspace import WorkspaceSettings
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -32,12 +33,34 @@ async def leases(nc: Client) -> KeyValue:
     return await nc.jetstream().create_key_value(config)
 
 
+def may_review(settings: WorkspaceSettings, member: str, item: dict[str, Any]) -> bool:
+    """Whether the workspace's rules would let ``member`` decide this request (the command
+    service checks again when they do): an approver, allowed for its risk, not a party to it and
+    not the owner of its skill when owners are barred."""
+    entry = settings.members.get(member)
+    if entry is None or "approver" not in entry.roles:
+        return False
+    groups = settings.approvers.get(item["risk_level"])
+    if groups is not None and not any(member in settings.groups.get(g, ()) for g in groups):
+        return False
+    names = {member, *entry.aliases}
+    if names & {item["requested_by"], item["on_behalf_of"]}:
+        return False
+    owner = settings.skill_owners.get(item["skill_name"])
+    return not (settings.bar_skill_owner and owner in names)
+
+
 async def next_review(
     nc: Client, workspace: str, member: str, *, skill: str | None = None, timeout_s: float = 10.0
 ) -> dict[str, Any] | None:
     """The oldest pending request of ``workspace`` that ``member`` did not ask for (or act for)
     and nobody else holds, now held for ``member``; None when there is none."""
     held = await leases(nc)
+    msg = await nc.request(subjects.query(workspace, "workspace"), b"{}", timeout=timeout_s)
+    found = msgspec.json.decode(msg.data)
+    if not found.get("ok"):
+        return None
+    settings = msgspec.convert(found["workspace"]["settings"], WorkspaceSettings)
     cursor: str | None = None
     while True:
         query: dict[str, Any] = {"status": "pending", "order": "oldest", "limit": PAGE}
@@ -51,7 +74,7 @@ async def next_review(
         if not page.get("ok"):
             return None
         for item in page["items"]:
-            if member in (item["requested_by"], item["on_behalf_of"]):
+            if not may_review(settings, member, item):
                 continue
             key = f"{workspace}.{item['id']}"
             try:

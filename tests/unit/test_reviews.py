@@ -1,0 +1,38 @@
+"""Who the review queue hands a request to: those the workspace's rules would let decide it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas.workspace import Member, WorkspaceSettings
+from services.reviews import may_review
+
+SETTINGS = WorkspaceSettings(
+    members={
+        "user:admin": Member(roles=("admin",)),
+        "user:ana": Member(roles=("requester", "approver"), aliases=("user:ana@example.com",)),
+        "user:bob": Member(roles=("approver",)),
+        "user:carol": Member(roles=("approver",)),
+        "user:dave": Member(roles=("requester",)),
+    },
+    groups={"leads": ("user:carol",)},
+    approvers={"critical": ("leads",)},
+    bar_skill_owner=True,
+    skill_owners={"outreach": "user:bob"},
+)
+
+
+def item(**changes: Any) -> dict[str, Any]:
+    return {"requested_by": "service:agent", "on_behalf_of": None, "risk_level": "medium",
+            "skill_name": "crm-sync", **changes}  # fmt: skip
+
+
+def test_only_those_who_may_decide_are_handed_a_review() -> None:
+    assert may_review(SETTINGS, "user:ana", item())
+    assert not may_review(SETTINGS, "user:dave", item())  # not an approver
+    assert not may_review(SETTINGS, "user:stranger", item())  # not a member
+    assert not may_review(SETTINGS, "user:ana", item(requested_by="user:ana@example.com"))
+    assert not may_review(SETTINGS, "user:ana", item(on_behalf_of="user:ana"))
+    assert not may_review(SETTINGS, "user:bob", item(skill_name="outreach"))  # owns the skill
+    assert may_review(SETTINGS, "user:carol", item(risk_level="critical"))
+    assert not may_review(SETTINGS, "user:ana", item(risk_level="critical"))  # not in leads
