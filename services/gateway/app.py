@@ -9,6 +9,7 @@ import logging
 import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 import nats
 import uvicorn
@@ -75,7 +76,7 @@ def on_gateway_error(
 
 
 def on_sign_in_required(request: Request[Any, Any, Any], _: web.SignInRequired) -> Redirect:
-    return Redirect(f"/sign-in?next={request.url.path}")
+    return Redirect(f"/sign-in?{urlencode({'next': request.url.path})}")
 
 
 def on_validation(

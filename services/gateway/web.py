@@ -85,10 +85,18 @@ async def home(request: AnyRequest) -> Template | Redirect:
                                           "counts": counts})  # fmt: skip
 
 
+def _local(path: str | None) -> str:
+    """Where to go after signing in: a path on this site, never another site."""
+    if path and path.startswith("/") and not path.startswith("//") and "\\" not in path:
+        return path
+    return "/"
+
+
 @get("/sign-in", name="sign_in")
-async def sign_in(request: AnyRequest) -> Template:
+async def sign_in(request: AnyRequest, next: str | None = None) -> Template:
     identity = _identity(request)
-    context = {"dev": identity.dev_sign_in, "person": identity.person(request)}
+    context = {"dev": identity.dev_sign_in, "person": identity.person(request),
+               "next": _local(next)}  # fmt: skip
     return Template("sign_in.html", context=context)
 
 
@@ -100,7 +108,7 @@ async def dev_sign_in(request: AnyRequest, data: Form) -> Redirect:
     if not 5 < len(member) <= 133:
         raise GatewayError("invalid", "name a member, such as user:ana")
     request.set_session({SESSION_KEY: member})
-    return Redirect("/", status_code=303)
+    return Redirect(_local(data.get("next")), status_code=303)
 
 
 @get("/sign-in/link", name="sign_in_link")

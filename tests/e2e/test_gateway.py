@@ -319,6 +319,18 @@ def browser_sign_in(page: Any, base: str, member: str) -> None:
     page.wait_for_url(f"{base}/")
 
 
+def test_sign_in_returns_to_the_page_asked_for_and_never_to_another_site(gateway: Gateway) -> None:
+    browser = httpx.Client(base_url=gateway.base, timeout=30, follow_redirects=False)
+    asked = browser.get("/workspaces/default/approvals")
+    assert asked.headers["location"] == "/sign-in?next=%2Fworkspaces%2Fdefault%2Fapprovals"
+    page = browser.get(asked.headers["location"])
+    form = {"member": "user:ana", "_csrf_token": csrf_token(page.text)}
+    done = browser.post("/sign-in/dev", data={**form, "next": "/workspaces/default/approvals"})
+    assert done.headers["location"] == "/workspaces/default/approvals"
+    evil = browser.post("/sign-in/dev", data={**form, "next": "//evil.example/x"})
+    assert evil.headers["location"] == "/"
+
+
 @pytest.mark.timeout(300)
 def test_a_person_approves_in_chromium_and_another_browser_sees_it_live(gateway: Gateway) -> None:
     from playwright.sync_api import expect, sync_playwright
