@@ -23,25 +23,19 @@ transaction as ``run_reported``; periods roll over by construction (one budget p
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from faststream.nats import NatsBroker
-from nats.errors import Error as NatsError
-from nats.js import api
 
 from schemas import events, subjects
 from schemas.alerts import BudgetAlert
-from schemas.codec import encoder, event_decoder, reply_decoder
-from services.bus import ensure_events_stream
+from schemas.codec import encoder
+from services.consumer import EventConsumers, command
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
-    from nats.aio.msg import Msg
-    from nats.aio.subscription import Subscription
 
     from services.settings import Settings
 
@@ -51,12 +45,6 @@ ACTOR = "service:spendcap"
 CHECKS = "spendcap"
 DEADLINES = "spendcap-deadlines"
 THRESHOLDS = (80, 100)
-RETRY_DELAYS_S = (0.5, 1, 2, 5, 10, 30)
-# Refusals that mean "already done" or "nothing to do": the message is finished.
-FINAL_REFUSALS = frozenset(
-    {"already_decided", "expired", "conflict", "not_found", "not_approved", "already_redeemed",
-     "forbidden", "invalid"}
-)  # fmt: skip
 
 
 def crossed(before: float, after: float, cap: float) -> list[int]:
@@ -95,10 +83,6 @@ def alerts_for(event: events.BudgetEvent) -> list[BudgetAlert]:
     ]
 
 
-class Unavailable(Exception):
-    """The command service did not answer: hand the message back and try later."""
-
-
 class SpendCap:
     def __init__(
         self,
@@ -111,78 +95,20 @@ class SpendCap:
         reply_timeout_s: float = 5.0,
     ) -> None:
         self.nc = nc
-        self.js = nc.jetstream()
         self.checks = checks
         self.deadlines = deadlines
-        self.ack_wait_s = ack_wait_s
         self.reply_timeout_s = reply_timeout_s
-        self._slots = asyncio.Semaphore(concurrency)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._subscriptions: list[Subscription] = []
+        self.consumers = EventConsumers(nc, concurrency=concurrency, ack_wait_s=ack_wait_s)
 
     async def start(self) -> None:
-        await ensure_events_stream(self.js)
         kinds = ("requested", "credits_reserved", "credits_settled", "credits_released")
-        await self._consume(self.checks, kinds, max_ack_pending=1000)
+        await self.consumers.consume(self.checks, kinds, self.process, max_ack_pending=1000)
         # Every approval awaiting its deadline is a pending message here: room for many.
-        await self._consume(self.deadlines, ("approved",), max_ack_pending=1_000_000)
+        await self.consumers.consume(self.deadlines, ("approved",), self.process,
+                                     max_ack_pending=1_000_000)  # fmt: skip
 
     async def stop(self) -> None:
-        for subscription in self._subscriptions:
-            with contextlib.suppress(NatsError):
-                await subscription.unsubscribe()
-        self._subscriptions.clear()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _consume(self, durable: str, kinds: tuple[str, ...], max_ack_pending: int) -> None:
-        deliver = f"_approvals.deliver.{durable}"
-        config = api.ConsumerConfig(
-            durable_name=durable,
-            deliver_subject=deliver,
-            deliver_group=durable,
-            filter_subjects=[f"approvals.events.*.*.{kind}" for kind in kinds],
-            deliver_policy=api.DeliverPolicy.ALL,
-            ack_policy=api.AckPolicy.EXPLICIT,
-            ack_wait=self.ack_wait_s,
-            max_deliver=-1,
-            max_ack_pending=max_ack_pending,
-        )
-        self._subscriptions.append(
-            await self.nc.subscribe(deliver, queue=durable, cb=self._on_message,
-                                    pending_msgs_limit=1_000_000)
-        )  # fmt: skip
-        # Create, or bring an existing consumer to this configuration (ack wait, filters).
-        await self.js.add_consumer(subjects.STREAM, config)
-
-    async def _on_message(self, msg: Msg) -> None:
-        await self._slots.acquire()
-        task = asyncio.create_task(self._handle(msg))
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self._slots.release()
-
-    async def _handle(self, msg: Msg) -> None:
-        try:
-            event = event_decoder.decode(msg.data)
-            delay = await self.process(event)
-        except Unavailable as error:
-            attempt = msg.metadata.num_delivered if msg.reply else 1
-            delay = RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S)) - 1]
-            log.warning("%s; trying again in %ss", error, delay)
-        except Exception:
-            log.exception("cannot handle %s; it is set aside", msg.subject)
-            await msg.term()
-            return
-        if delay is None:
-            await msg.ack()
-        else:
-            await msg.nak(delay=delay)
+        await self.consumers.stop()
 
     async def process(self, event: events.AnyEvent, now: datetime | None = None) -> float | None:
         """Act on one event; None when it is done, else the seconds until it is due again."""
@@ -205,26 +131,15 @@ class SpendCap:
             return None  # it holds no credits
         if now < event.redeem_by:
             return (event.redeem_by - now).total_seconds()
-        reply = await self._command(event.workspace_id, "release", event.approval_id)
-        not_due = reply.get("rule") == "not_due"  # our clock ran ahead of the command service's
-        return 1.0 if not_due else None
+        refused = await self._command(event.workspace_id, "release", event.approval_id)
+        not_due = refused is not None and refused.get("rule") == "not_due"
+        return 1.0 if not_due else None  # not_due: our clock ran ahead of the command service's
 
     async def _command(
         self, workspace_id: str, verb: subjects.CommandVerb, approval_id: Any
-    ) -> dict[str, Any]:
-        body = encoder.encode({"approval_id": approval_id, "by": ACTOR})
-        try:
-            msg = await self.nc.request(
-                subjects.command(workspace_id, verb), body, timeout=self.reply_timeout_s
-            )
-        except (NatsError, TimeoutError) as error:
-            raise Unavailable(f"{verb} {approval_id} not answered ({error!r})") from None
-        reply = reply_decoder.decode(msg.data)
-        if reply.ok or reply.error is None:
-            return {}
-        if reply.error.code not in FINAL_REFUSALS:
-            raise Unavailable(f"{verb} {approval_id} refused: {reply.error.message}")
-        return reply.error.details
+    ) -> dict[str, Any] | None:
+        body = {"approval_id": approval_id, "by": ACTOR}
+        return await command(self.nc, workspace_id, verb, body, self.reply_timeout_s)
 
 
 class SpendCapService:

@@ -1,0 +1,143 @@
+"""Durable JetStream consumers for the services that act on events (spend caps, delivery).
+
+A push consumer with a deliver group, so every instance of a service shares it; each message is
+handled in its own task (at most ``concurrency`` at once) and acknowledged only when handled.
+The handler returns None when the event is done, or a delay in seconds after which the server
+hands it back (a timer kept by the server, so a restart loses none). ``Unavailable`` (a service
+that did not answer) hands it back with a growing delay; anything else sets it aside (``term``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from nats.errors import Error as NatsError
+from nats.js import api
+
+from schemas import subjects
+from schemas.codec import encoder, event_decoder, reply_decoder
+from services.bus import ensure_events_stream
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription
+
+    from schemas.events import AnyEvent
+
+    Handler = Callable[[AnyEvent], Awaitable[float | None]]
+
+log = logging.getLogger(__name__)
+
+RETRY_DELAYS_S = (0.5, 1, 2, 5, 10, 30)
+
+
+class Unavailable(Exception):
+    """A service did not answer, or answered that it could not: hand the message back."""
+
+
+class EventConsumers:
+    """The durable consumers of one service, started and stopped together."""
+
+    def __init__(self, nc: Client, *, concurrency: int = 64, ack_wait_s: float = 30.0) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.ack_wait_s = ack_wait_s
+        self._slots = asyncio.Semaphore(concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._subscriptions: list[Subscription] = []
+
+    async def consume(
+        self, durable: str, kinds: tuple[str, ...], handle: Handler, *, max_ack_pending: int
+    ) -> None:
+        """Follow the events of ``kinds`` (event types) on the durable consumer ``durable``."""
+        await ensure_events_stream(self.js)
+        deliver = f"_approvals.deliver.{durable}"
+        config = api.ConsumerConfig(
+            durable_name=durable,
+            deliver_subject=deliver,
+            deliver_group=durable,
+            filter_subjects=[f"approvals.events.*.*.{kind}" for kind in kinds],
+            deliver_policy=api.DeliverPolicy.ALL,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait_s,
+            max_deliver=-1,
+            max_ack_pending=max_ack_pending,
+        )
+
+        async def on_message(msg: Msg) -> None:
+            await self._slots.acquire()
+            task = asyncio.create_task(self._handle(msg, handle))
+            self._tasks.add(task)
+            task.add_done_callback(self._done)
+
+        self._subscriptions.append(
+            await self.nc.subscribe(deliver, queue=durable, cb=on_message,
+                                    pending_msgs_limit=1_000_000)
+        )  # fmt: skip
+        # Create, or bring an existing consumer to this configuration (ack wait, filters).
+        await self.js.add_consumer(subjects.STREAM, config)
+
+    async def stop(self) -> None:
+        for subscription in self._subscriptions:
+            with contextlib.suppress(NatsError):
+                await subscription.unsubscribe()
+        self._subscriptions.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+
+    async def _handle(self, msg: Msg, handle: Handler) -> None:
+        try:
+            delay = await handle(event_decoder.decode(msg.data))
+        except Unavailable as error:
+            attempt = msg.metadata.num_delivered if msg.reply else 1
+            delay = RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S)) - 1]
+            log.warning("%s; trying again in %ss", error, delay)
+        except Exception:
+            log.exception("cannot handle %s; it is set aside", msg.subject)
+            await msg.term()
+            return
+        if delay is None:
+            await msg.ack()
+        else:
+            await msg.nak(delay=delay)
+
+
+# Refusals that mean "already done" or "nothing to do": the event is finished.
+FINAL_REFUSALS = frozenset(
+    {"already_decided", "expired", "conflict", "not_found", "not_approved", "already_redeemed",
+     "forbidden", "invalid"}
+)  # fmt: skip
+
+
+async def command(
+    nc: Client,
+    workspace_id: str,
+    verb: subjects.CommandVerb,
+    body: dict[str, Any],
+    timeout_s: float = 5.0,
+) -> dict[str, Any] | None:
+    """Send a command; None when it was taken, the refusal's details when it is final, and
+    Unavailable when nobody answered or the service could not take it now."""  # fmt: skip
+    try:
+        msg = await nc.request(subjects.command(workspace_id, verb), encoder.encode(body),
+                               timeout=timeout_s)  # fmt: skip
+    except (NatsError, TimeoutError) as error:
+        raise Unavailable(f"{verb} {body.get('approval_id')} not answered ({error!r})") from None
+    reply = reply_decoder.decode(msg.data)
+    if reply.ok or reply.error is None:
+        return None
+    if reply.error.code not in FINAL_REFUSALS:
+        raise Unavailable(f"{verb} {body.get('approval_id')} refused: {reply.error.message}")
+    return {"code": reply.error.code, **reply.error.details}
