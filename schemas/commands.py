@@ -107,6 +107,9 @@ class Deliver(Command, frozen=True, kw_only=True):
     target: ShortText
     external_ref: ShortText | None = None
     by: Actor = "service:delivery"
+    # Set when the channel could not take it after every attempt: recorded as delivery_failed.
+    error: LongText | None = None
+    attempts: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 1
 
 
 class Check(Request, frozen=True, kw_only=True):

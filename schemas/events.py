@@ -78,6 +78,15 @@ class Delivered(Event, frozen=True, kw_only=True, tag="delivered"):
     external_ref: str | None = None
 
 
+class DeliveryFailed(Event, frozen=True, kw_only=True, tag="delivery_failed"):
+    """A channel did not take the request after every attempt (the others may have)."""
+
+    channel: str
+    target: str
+    error: str
+    attempts: int = 1
+
+
 class Approved(Event, frozen=True, kw_only=True, tag="approved"):
     digest: str
     reason: str | None = None
@@ -239,8 +248,8 @@ class ApiKeyRevoked(WorkspaceEvent, frozen=True, kw_only=True, tag="api_key_revo
 
 BudgetEvent = CreditsReserved | CreditsSettled | CreditsReleased
 ApprovalEvent = (
-    Requested | SpendChecked | Delivered | VoteCast | Approved | Rejected | Expired | Cancelled
-    | Redeemed | RunReported
+    Requested | SpendChecked | Delivered | DeliveryFailed | VoteCast | Approved | Rejected
+    | Expired | Cancelled | Redeemed | RunReported
 )  # fmt: skip
 AnyEvent = (
     ApprovalEvent | WorkspaceConfigured | Delegated | StandingUsed | CreditsReserved
@@ -250,6 +259,7 @@ EVENT_TYPES: tuple[type[Event] | type[WorkspaceEvent], ...] = (
     Requested,
     SpendChecked,
     Delivered,
+    DeliveryFailed,
     VoteCast,
     Approved,
     Rejected,

@@ -42,6 +42,7 @@ Outcome = Literal[
     "cancelled",
     "expired",
     "delivered",
+    "delivery_failed",
     "vote_cast",
     "configured",
     "delegated",

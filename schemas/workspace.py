@@ -50,6 +50,8 @@ class StandingPermission(Settings, frozen=True, kw_only=True):
 class ChannelConfig(Settings, frozen=True, kw_only=True):
     """A delivery channel's settings; ``secret`` names where its credential comes from."""
 
+    # The adapter: inbox, webhook, slack, discord or email (absent: the channel's own name).
+    kind: Literal["inbox", "webhook", "slack", "discord", "email"] | None = None
     secret: SecretName | None = None
     target: str | None = None  # e.g. a Slack channel id, a webhook URL, an address
 

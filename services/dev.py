@@ -19,6 +19,7 @@ from services.approvals.application import Approvals
 from services.approvals.receipts import Signer
 from services.approvals.service import CommandService
 from services.approvals.store import store_env
+from services.delivery.service import DeliveryService
 from services.gateway.app import GatewayService
 from services.natsserver import NatsServer
 from services.settings import Settings
@@ -123,6 +124,7 @@ def run_dev(data_dir: Path, nats_port: int) -> None:
         print("              status projection, queries on approvals.query.<workspace>.<verb>")
         print("              expiry scheduler")
         print("              spend caps: checks, releases, alerts on approvals.alerts.<ws>.budget")
+        print("              delivery to the workspace's channels (inbox, webhook, email)")
         print(f"gateway       {settings.web_url}  (web inbox, HTTP API /v1, OpenAPI /openapi.json;")
         print("              DEVELOPMENT sign-in on: anyone can sign in as anyone)")
         print(f"try           approvals --nats-url {server.url} request --help", flush=True)
@@ -131,6 +133,7 @@ def run_dev(data_dir: Path, nats_port: int) -> None:
                 CommandService(settings),
                 ProjectionService(settings),
                 SpendCapService(settings),
+                DeliveryService(settings),
                 gateway,
             )
         )

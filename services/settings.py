@@ -32,6 +32,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     trusted_proxies: str = ""  # comma-separated addresses or networks the header is taken from
     dev_sign_in: bool = False  # the development sign-in page (approvals dev turns it on)
     gateway_cache_s: float = 10.0  # how long the gateway trusts what it read of keys and members
+    # Delivery.
+    delivery_attempts: int = 3  # per channel, with a doubling pause, before delivery_failed
+    delivery_timeout_s: float = 10.0  # one HTTP call or SMTP session
+    webhook_allow: str = ""  # networks a webhook may reach although private or loopback (SSRF)
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_from: str = "approvals@localhost"
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -66,6 +76,15 @@ _ENV_VARS = {
     "trusted_proxies": "APPROVALS_TRUSTED_PROXIES",
     "dev_sign_in": "APPROVALS_DEV_SIGN_IN",
     "gateway_cache_s": "APPROVALS_GATEWAY_CACHE_S",
+    "delivery_attempts": "APPROVALS_DELIVERY_ATTEMPTS",
+    "delivery_timeout_s": "APPROVALS_DELIVERY_TIMEOUT_S",
+    "webhook_allow": "APPROVALS_WEBHOOK_ALLOW",
+    "smtp_host": "APPROVALS_SMTP_HOST",
+    "smtp_port": "APPROVALS_SMTP_PORT",
+    "smtp_from": "APPROVALS_SMTP_FROM",
+    "smtp_username": "APPROVALS_SMTP_USERNAME",
+    "smtp_password": "APPROVALS_SMTP_PASSWORD",
+    "smtp_starttls": "APPROVALS_SMTP_STARTTLS",
 }
 
 

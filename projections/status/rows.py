@@ -35,6 +35,8 @@ def fold(row: ApprovalView | None, event: events.Event) -> ApprovalView | None:
         return msgspec.structs.replace(row, spend=event.spend, version=event.version)
     if isinstance(event, events.RunReported):
         return msgspec.structs.replace(row, credits_used=event.credits_used, version=event.version)
+    if isinstance(event, events.DeliveryFailed):
+        return msgspec.structs.replace(row, version=event.version)
     if isinstance(event, events.Delivered):
         channels = row.channels if event.channel in row.channels else (*row.channels, event.channel)
         return msgspec.structs.replace(row, channels=channels, version=event.version)

@@ -268,8 +268,17 @@ def expire(approval: Approval, cmd: commands.Expire, now: datetime) -> events.Ex
     return _next(approval, events.Expired, now, cmd.by)
 
 
-def deliver(approval: Approval, cmd: commands.Deliver, now: datetime) -> events.Delivered:
+def deliver(
+    approval: Approval, cmd: commands.Deliver, now: datetime
+) -> events.Delivered | events.DeliveryFailed:
+    """Record that a channel carried the request, once per channel (or that it could not)."""
     _require_pending(approval, now)
+    if any(d.channel == cmd.channel for d in approval.deliveries):
+        raise Conflict(f"the request was delivered to {cmd.channel} already",
+                       rule="delivered_once", channel=cmd.channel)  # fmt: skip
+    if cmd.error is not None:
+        return _next(approval, events.DeliveryFailed, now, cmd.by, channel=cmd.channel,
+                     target=cmd.target, error=cmd.error, attempts=cmd.attempts)  # fmt: skip
     return _next(
         approval,
         events.Delivered,
@@ -350,6 +359,12 @@ def _spend_checked(event: events.SpendChecked, approval: Approval | None) -> App
     return msgspec.structs.replace(
         current, version=event.version, modified_at=event.occurred_at, spend=event
     )
+
+
+@mutate.register(events.DeliveryFailed)
+def _delivery_failed(event: events.DeliveryFailed, approval: Approval | None) -> Approval:
+    current = _existing(approval, event)
+    return msgspec.structs.replace(current, version=event.version, modified_at=event.occurred_at)
 
 
 @mutate.register(events.VoteCast)

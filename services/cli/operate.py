@@ -31,7 +31,7 @@ def dev(data_dir: Path, nats_port: int) -> None:
 @cli.command()
 @click.option(
     "--only",
-    type=click.Choice(["commands", "projection", "spendcap", "gateway"]),
+    type=click.Choice(["commands", "projection", "spendcap", "delivery", "gateway"]),
     help="Run one service (default: commands, the status projection, spend caps and the gateway).",
 )
 @click.pass_obj
@@ -39,6 +39,7 @@ def serve(obj: Context, only: str | None) -> None:
     """Run the services against NATS_URL and the configured store."""
     from projections.status.service import ProjectionService
     from services.approvals.service import CommandService
+    from services.delivery.service import DeliveryService
     from services.dev import Service, run_until_stopped
     from services.gateway.app import GatewayService
     from services.spendcap.service import SpendCapService
@@ -51,6 +52,8 @@ def serve(obj: Context, only: str | None) -> None:
         services.append(ProjectionService(settings))
     if only in (None, "spendcap"):
         services.append(SpendCapService(settings))
+    if only in (None, "delivery"):
+        services.append(DeliveryService(settings))
     if only in (None, "gateway"):
         services.append(GatewayService(settings))
     asyncio.run(run_until_stopped(*services))

@@ -29,7 +29,7 @@ from schemas.http import HTTP_STATUS
 from services.gateway import web
 from services.gateway.api import ApprovalsApi
 from services.gateway.bus import Bus, GatewayError
-from services.gateway.identity import Identity, derive
+from services.gateway.identity import ConfirmTokens, Identity, derive
 
 if TYPE_CHECKING:
     from services.settings import Settings
@@ -76,7 +76,8 @@ def on_gateway_error(
 
 
 def on_sign_in_required(request: Request[Any, Any, Any], _: web.SignInRequired) -> Redirect:
-    return Redirect(f"/sign-in?{urlencode({'next': request.url.path})}")
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return Redirect(f"/sign-in?{urlencode({'next': here})}")
 
 
 def on_validation(
@@ -160,7 +161,13 @@ def create_app(settings: Settings) -> Litestar:
             Exception: on_crash,
         },
         request_max_body_size=settings.max_payload_bytes,
-        state=State({"identity": identity, "settings": settings}),
+        state=State(
+            {
+                "identity": identity,
+                "settings": settings,
+                "confirm_tokens": ConfirmTokens.from_settings(settings),
+            }
+        ),
     )
 
 

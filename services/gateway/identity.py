@@ -127,3 +127,51 @@ class Identity:
         except KeyWrongLastSequenceError:
             raise LinkInvalid("this sign-in link was used already") from None
         return member
+
+
+CONFIRM_BUCKET = "approvals_confirm_links"
+
+
+class ConfirmTokens:
+    """The tokens of email links: approval, decision and recipient, signed, until the request's
+    deadline; used once (the nonce is consumed in ``approvals_confirm_links``)."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._key = derive(secret, "email confirmation")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ConfirmTokens | None:
+        if not settings.gateway_secret:
+            return None
+        return cls(hashlib.sha256(settings.gateway_secret.encode()).digest())
+
+    def issue(self, approval_id: str, decision: str, recipient: str, expires_at: Any) -> str:
+        payload = json.dumps({"a": approval_id, "d": decision, "r": recipient,
+                              "n": secrets.token_urlsafe(16), "e": int(expires_at.timestamp())},
+                             separators=(",", ":")).encode()  # fmt: skip
+        return f"{_b64(payload)}.{_b64(hmac.new(self._key, payload, hashlib.sha256).digest())}"
+
+    def check(self, token: str, approval_id: str, now: float | None = None) -> dict[str, Any]:
+        try:
+            payload_text, signature_text = token.split(".")
+            payload, signature = _unb64(payload_text), _unb64(signature_text)
+        except ValueError:
+            raise LinkInvalid("this link is malformed") from None
+        expected = hmac.new(self._key, payload, hashlib.sha256).digest()
+        if not hmac.compare_digest(signature, expected):
+            raise LinkInvalid("this link was not issued here")
+        fields: dict[str, Any] = json.loads(payload)
+        if fields["a"] != approval_id:
+            raise LinkInvalid("this link is for another approval")
+        if (now or time.time()) > fields["e"]:
+            raise LinkInvalid("this link has expired with its request")
+        return fields
+
+    async def consume(self, js: JetStreamContext, fields: dict[str, Any]) -> None:
+        from nats.js.api import KeyValueConfig
+
+        used = await js.create_key_value(KeyValueConfig(bucket=CONFIRM_BUCKET, history=1))
+        try:
+            await used.create(fields["n"], str(fields["a"]).encode())
+        except KeyWrongLastSequenceError:
+            raise LinkInvalid("this link was used already") from None

@@ -27,7 +27,13 @@ from schemas.codec import event_decoder
 from schemas.events import Event
 from services import reviews
 from services.gateway.bus import Bus, GatewayError, ok
-from services.gateway.identity import SESSION_KEY, Identity, LinkInvalid, person_name
+from services.gateway.identity import (
+    SESSION_KEY,
+    ConfirmTokens,
+    Identity,
+    LinkInvalid,
+    person_name,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
@@ -246,6 +252,52 @@ async def reject(request: AnyRequest, workspace: str, approval_id: UUID, data: F
     return await _decide(request, workspace, approval_id, "reject", body)
 
 
+# -- confirming a decision from an email link --------------------------------------------------
+
+
+def _tokens(request: AnyRequest) -> ConfirmTokens:
+    tokens: ConfirmTokens | None = request.app.state.confirm_tokens
+    if tokens is None:
+        raise GatewayError("not_found", "email links are off: the gateway has no secret")
+    return tokens
+
+
+@get("/workspaces/{workspace:str}/approvals/{approval_id:uuid}/confirm", name="confirm")
+async def confirm(request: AnyRequest, workspace: str, approval_id: UUID, token: str) -> Template:
+    """What an email link opens: the decision to confirm, signed in, with a POST. Opening it
+    (as a mail scanner does) decides nothing and uses nothing up."""
+    person, _ = await member_in(request, workspace)
+    try:
+        fields = _tokens(request).check(token, str(approval_id))
+        error = None
+    except LinkInvalid as invalid:
+        fields, error = {}, str(invalid)
+    got = _json(await _bus(request).query(workspace, "get", {"approval_id": approval_id}))
+    if not got.get("ok"):
+        raise GatewayError("not_found", "no such approval in this workspace")
+    return Template("confirm.html", context={
+        "person": person, "workspace": workspace, "approval": got["approval"], "token": token,
+        "decision": fields.get("d"), "error": error,
+    })  # fmt: skip
+
+
+@post("/workspaces/{workspace:str}/approvals/{approval_id:uuid}/confirm", status_code=303)
+async def confirmed(request: AnyRequest, workspace: str, approval_id: UUID, data: Form) -> Redirect:
+    person, _ = await member_in(request, workspace)
+    tokens = _tokens(request)
+    try:
+        fields = tokens.check(data.get("token", ""), str(approval_id))
+        await tokens.consume(_bus(request).nc.jetstream(), fields)
+    except LinkInvalid as invalid:
+        return _back(workspace, approval_id, error=str(invalid))
+    body: dict[str, Any] = {"approval_id": approval_id, "approver": person,
+                            "reason": data.get("reason") or None}  # fmt: skip
+    if fields["d"] == "approve":
+        body["digest"] = data.get("digest", "")
+        return await _decide(request, workspace, approval_id, "approve", body)
+    return await _decide(request, workspace, approval_id, "reject", body)
+
+
 # -- the review queue ----------------------------------------------------------------------
 
 
@@ -299,5 +351,5 @@ async def live(request: AnyRequest, workspace: str) -> ServerSentEvent:
 
 HANDLERS = [
     home, sign_in, dev_sign_in, sign_in_link, use_sign_in_link, sign_out, inbox, detail, approve,
-    reject, next_review, live,
+    reject, next_review, live, confirm, confirmed,
 ]  # fmt: skip

@@ -110,9 +110,12 @@ def test_approvals_dev_from_the_command_line(dev: Callable[[], Dev]) -> None:
     approval = requested["approval"]
     approval_id, digest = approval["id"], approval["digest"]
     assert (approval["status"], approval["version"]) == ("pending", 1)
-    # Check: the spend-cap service records the budget picture before anyone decides.
-    checked = events_when(url, 2)
-    assert story(checked) == [(approval_id, 1, "requested"), (approval_id, 2, "spend_checked")]
+    # Check: the spend-cap service records the budget picture, then delivery puts it in the inbox,
+    # before anyone decides.
+    checked = events_when(url, 3)
+    assert story(checked) == [(approval_id, 1, "requested"), (approval_id, 2, "spend_checked"),
+                              (approval_id, 3, "delivered")]  # fmt: skip
+    assert checked[2]["event"]["channel"] == "inbox"
     picture = checked[1]["event"]["spend"]
     assert (picture["cap"], picture["remaining"], picture["ceiling"]) == (10000, 10000, None)
 
@@ -126,7 +129,7 @@ def test_approvals_dev_from_the_command_line(dev: Callable[[], Dev]) -> None:
 
     # Check: ana approves it with the digest she was shown.
     approved = cli_json(url, "approve", approval_id, "--approver", "user:ana", "--digest", digest)
-    assert (approved["outcome"], approved["approval"]["version"]) == ("approved", 3)
+    assert (approved["outcome"], approved["approval"]["version"]) == ("approved", 4)
 
     # Check: the status projection shows it approved, with its two events.
     waited = cli(url, "wait", approval_id, "--timeout", "30")
@@ -136,7 +139,8 @@ def test_approvals_dev_from_the_command_line(dev: Callable[[], Dev]) -> None:
     assert [(e["version"], e["type"]) for e in shown["timeline"]] == [
         (1, "requested"),
         (2, "spend_checked"),
-        (3, "approved"),
+        (3, "delivered"),
+        (4, "approved"),
     ]
     readable = cli(url, "show", approval_id, as_json=False)
     assert readable.returncode == 0, readable.stderr
@@ -150,14 +154,16 @@ def test_approvals_dev_from_the_command_line(dev: Callable[[], Dev]) -> None:
     error = json.loads(refused.stdout)["error"]
     assert (error["code"], error["details"]["rule"]) == ("forbidden", "separation:requester")
 
-    # Check: the stream holds the five events, in order, and nothing of the read or the refusal.
-    before = events_when(url, 5)
+    # Check: the stream holds the seven events, in order, and nothing of the read or the refusal.
+    before = events_when(url, 7)
     assert story(before) == [
         (approval_id, 1, "requested"),
         (approval_id, 2, "spend_checked"),
-        (approval_id, 3, "approved"),
+        (approval_id, 3, "delivered"),
+        (approval_id, 4, "approved"),
         (own["id"], 1, "requested"),
         (own["id"], 2, "spend_checked"),
+        (own["id"], 3, "delivered"),
     ]
 
     # Check: Ctrl-C stops everything, cleanly.
@@ -170,9 +176,10 @@ def test_approvals_dev_from_the_command_line(dev: Callable[[], Dev]) -> None:
     assert again["approval"]["status"] == "approved"
     new = request(url, "After the restart", "crm_write", "service:agent")["approval"]
     assert new["version"] == 1
-    after = events_when(url, len(before) + 2)
-    assert len(after) == len(before) + 2
-    assert after[:-2] == before
-    assert after[-2]["seq"] == before[-1]["seq"] + 1
-    assert story(after[-2:]) == [(new["id"], 1, "requested"), (new["id"], 2, "spend_checked")]
+    after = events_when(url, len(before) + 3)
+    assert len(after) == len(before) + 3
+    assert after[:-3] == before
+    assert after[-3]["seq"] == before[-1]["seq"] + 1
+    assert story(after[-3:]) == [(new["id"], 1, "requested"), (new["id"], 2, "spend_checked"),
+                                 (new["id"], 3, "delivered")]  # fmt: skip
     assert second.interrupt() == 0, second.diagnostics()

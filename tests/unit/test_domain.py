@@ -393,3 +393,22 @@ def test_any_command_sequence_resolves_at_most_once(
     if approval.is_terminal:
         assert isinstance(history[-1], RESOLVING)
     assert domain.project(None, history) == approval
+
+
+def test_a_channel_carries_a_request_once_and_a_failure_is_recorded() -> None:
+    approval = pending()
+    delivered = domain.deliver(approval, deliver_cmd(), NOW)
+    approval = domain.mutate(delivered, approval)
+    # Check: the same channel again is refused, naming the rule; another channel is not.
+    with pytest.raises(Conflict) as again:
+        domain.deliver(approval, deliver_cmd(), NOW)
+    assert again.value.details["rule"] == "delivered_once"
+    failing = commands.Deliver(approval_id=APPROVAL_ID, channel="webhook", target="https://x",
+                               error="503 Service Unavailable", attempts=3)  # fmt: skip
+    failed = domain.deliver(approval, failing, NOW)
+    assert isinstance(failed, events.DeliveryFailed)
+    assert (failed.channel, failed.error, failed.attempts, failed.version) == (
+        "webhook", "503 Service Unavailable", 3, 3,
+    )  # fmt: skip
+    after = domain.mutate(failed, approval)
+    assert (after.version, after.deliveries) == (3, approval.deliveries)

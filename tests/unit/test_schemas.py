@@ -102,6 +102,10 @@ EVENTS: dict[str, events.Event | events.WorkspaceEvent] = {
         **WS_COMMON, version=3, actor="service:spendcap", period="2030-01",
         approval_id=APPROVAL_ID, credits=40.0, committed=1.5, cap=100.0,
     ),
+    "delivery_failed": events.DeliveryFailed(
+        **COMMON, version=3, actor="service:delivery", channel="webhook",
+        target="https://hooks.example.com/a", error="503 after 3 attempts", attempts=3,
+    ),
     "api_key_created": events.ApiKeyCreated(
         **WS_COMMON, version=1, actor="user:admin", key_id="k" * 16, secret_sha256="a" * 64,
         acts_as="service:agent", name="agent",

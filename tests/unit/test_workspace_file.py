@@ -16,7 +16,7 @@ EXAMPLE = ROOT / "schemas" / "examples" / "workspace.toml"
 
 def test_the_readme_shows_the_example_file_exactly() -> None:
     readme = (ROOT / "README.md").read_text()
-    [shown] = re.findall(r"```toml\n(.*?)```", readme, re.S)
+    [shown] = re.findall(r"<!-- example: workspace -->\n```toml\n(.*?)```", readme, re.S)
     assert shown == EXAMPLE.read_text()
     settings = parse_workspace(shown)
     assert settings.quorum_for("high") == 2
@@ -51,3 +51,18 @@ def test_the_diff_names_each_changed_leaf() -> None:
     after = parse_workspace(EXAMPLE.read_text().replace("high = 2", "high = 3"))
     assert [(c.path, c.before, c.after) for c in diff(before, after)] == [("quorum.high", 2, 3)]
     assert diff(before, before) == []
+
+
+def test_the_readmes_channel_example_is_a_valid_workspace_setting() -> None:
+    import tomllib
+
+    from schemas.workspace import settings_from_builtins
+
+    readme = (ROOT / "README.md").read_text()
+    [snippet] = re.findall(r"Channels are named in the workspace file.*?```toml\n(.*?)```", readme,
+                           re.S)  # fmt: skip
+    raw = tomllib.loads(EXAMPLE.read_text())
+    raw.update(tomllib.loads(snippet))
+    settings = settings_from_builtins(raw)
+    assert settings.channel["ops-hook"].kind == "webhook"
+    assert settings.channels["medium"] == ("inbox", "ops-hook", "email")

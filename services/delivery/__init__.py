@@ -1,0 +1,1 @@
+"""Delivery: each request that passed its spend check reaches the workspace's channels."""

@@ -1,0 +1,91 @@
+"""Email: an HTML and a text part, sent with aiosmtplib. Its Approve / Reject links open a
+confirmation page in the gateway that needs a signed-in approver and a POST to decide, so a mail
+scanner that follows (or even submits) links can never approve; each link's token is signed,
+single-use, bound to the approval, the decision and the recipient, and expires with the request.
+"""
+
+from __future__ import annotations
+
+import html
+from email.message import EmailMessage
+from typing import TYPE_CHECKING, ClassVar
+from urllib.parse import urlencode
+
+import aiosmtplib
+
+from services.delivery.adapters.base import DeliveryError
+from services.gateway.identity import ConfirmTokens
+
+if TYPE_CHECKING:
+    from schemas.workspace import ChannelConfig
+    from services.delivery.notice import Notice
+    from services.settings import Settings
+
+
+class EmailAdapter:
+    kind: ClassVar[str] = "email"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.tokens = ConfirmTokens.from_settings(settings)
+
+    async def send(self, notice: Notice, channel: ChannelConfig, delivery_id: str) -> str:
+        settings = self.settings
+        if not settings.smtp_host:
+            raise DeliveryError("no SMTP server is configured (APPROVALS_SMTP_HOST)",
+                                permanent=True)  # fmt: skip
+        if not channel.target:
+            raise DeliveryError("the email channel names no target address", permanent=True)
+        message = self.compose(notice, channel.target, settings.smtp_from, delivery_id)
+        try:
+            await aiosmtplib.send(
+                message, hostname=settings.smtp_host, port=settings.smtp_port,
+                username=settings.smtp_username, password=settings.smtp_password,
+                start_tls=settings.smtp_starttls, timeout=settings.delivery_timeout_s,
+            )  # fmt: skip
+        except aiosmtplib.SMTPException as error:
+            raise DeliveryError(f"SMTP {settings.smtp_host} refused: {error}") from None
+        except OSError as error:
+            raise DeliveryError(f"SMTP {settings.smtp_host} unreachable: {error}") from None
+        return str(message["Message-ID"])
+
+    def links(self, notice: Notice, recipient: str) -> dict[str, str]:
+        links = {"details": notice.web_url}
+        if self.tokens is None:
+            return links  # without the gateway's secret, the detail page only
+        for decision in ("approve", "reject"):
+            token = self.tokens.issue(notice.approval_id, decision, recipient, notice.expires_at)
+            links[decision] = f"{notice.web_url}/confirm?{urlencode({'token': token})}"
+        return links
+
+    def compose(
+        self, notice: Notice, recipient: str, sender: str, delivery_id: str
+    ) -> EmailMessage:
+        links = self.links(notice, recipient)
+        message = EmailMessage()
+        message["Subject"] = f"[approval needed] {notice.title}"
+        message["From"] = sender
+        message["To"] = recipient
+        message["Message-ID"] = f"<{delivery_id}@approvals>"  # the same on a resend
+        facts = notice.facts()
+        text = [notice.title, "", notice.summary, ""]
+        text += [f"{label}: {value}" for label, value in facts]
+        text += ["", f"Details: {links['details']}"]
+        text += [f"{d.title()}: {links[d]}" for d in ("approve", "reject") if d in links]
+        text += ["", "Each link opens a page where you confirm, signed in; nothing is decided by "
+                 "opening it."]  # fmt: skip
+        message.set_content("\n".join(text))
+        rows = "".join(f"<tr><th align=left>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+                       for k, v in facts)  # fmt: skip
+        buttons = " ".join(
+            f'<a href="{html.escape(links[d])}">{d.title()}…</a>'
+            for d in ("approve", "reject") if d in links
+        )  # fmt: skip
+        message.add_alternative(
+            f"<h2>{html.escape(notice.title)}</h2><p>{html.escape(notice.summary)}</p>"
+            f"<table>{rows}</table><p>{buttons} · "
+            f'<a href="{html.escape(links["details"])}">Details</a></p>'
+            "<p>Each link opens a page where you confirm, signed in.</p>",
+            subtype="html",
+        )
+        return message

@@ -1,0 +1,20 @@
+"""The web inbox: always on. The request is there as soon as the status view has it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from schemas.workspace import ChannelConfig
+    from services.delivery.notice import Notice
+    from services.settings import Settings
+
+
+class InboxAdapter:
+    kind: ClassVar[str] = "inbox"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def send(self, notice: Notice, channel: ChannelConfig, delivery_id: str) -> str:
+        return notice.web_url

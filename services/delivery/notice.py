@@ -1,0 +1,47 @@
+"""What a channel is given to show: the request as a reviewer must see it, and where to decide."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+
+class Notice(msgspec.Struct, frozen=True, kw_only=True):
+    workspace_id: str
+    approval_id: str
+    title: str
+    summary: str
+    risk_level: str
+    requested_by: str
+    on_behalf_of: str | None
+    skill_name: str
+    action: dict[str, Any]  # kind, mode, provider, destination, scope, max_credits, preview
+    proposed_payload: Any
+    digest: str
+    expires_at: datetime
+    quorum: int
+    spend: dict[str, Any] | None  # the budget picture, when there is a budget
+    web_url: str  # the detail page in the web inbox
+
+    def facts(self) -> list[tuple[str, str]]:
+        """The review fields as label and text, for channels that show a list."""
+        action, scope = self.action, self.action.get("scope") or {}
+        where = ", ".join(
+            f"{k} {scope[k]}" for k in ("table", "column", "workflow") if scope.get(k)
+        )
+        rows = scope.get("row_count")
+        ceiling = action.get("max_credits")
+        return [
+            ("Risk", self.risk_level),
+            ("Requested by", self.requested_by + (f" for {self.on_behalf_of}"
+                                                  if self.on_behalf_of else "")),
+            ("Scope", (where or "—") + (f" · {rows} rows" if rows is not None else "")),
+            ("Provider or integration", " · ".join(
+                str(v) for v in (action.get("kind"), action.get("provider")) if v)),
+            ("Mode", str(action.get("mode"))),
+            ("Credit ceiling", "none" if ceiling is None else f"{ceiling:g}"),
+            ("Destination", str(action.get("destination") or "—")),
+            ("Expires", self.expires_at.strftime("%Y-%m-%d %H:%M UTC")),
+        ]  # fmt: skip

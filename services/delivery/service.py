@@ -1,0 +1,189 @@
+"""The delivery service: a durable consumer of ``spend_checked`` (a request that passed its spend
+check), which puts each pending request on its workspace's channels for its risk level (the web
+inbox always) and records each through the ``deliver`` command: ``delivered`` with the channel's
+own reference, or ``delivery_failed`` after ``APPROVALS_DELIVERY_ATTEMPTS`` tries with a doubling
+pause (at once when retrying cannot help).
+
+Exactly once per channel, through a crash at any point: before it sends, it looks for the record
+``<approval id>.<channel>`` in the JetStream key-value bucket ``approvals_deliveries``; once a
+channel took the notice, the record is written before ``deliver`` is sent, so a redelivered event
+finds it and only sends the (idempotent: once per channel) ``deliver`` again. The remaining
+window, a crash between a channel's acceptance and the record's write, is covered by the stable
+delivery id each channel is given (Standard Webhooks' ``webhook-id``), by which it drops a repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from faststream.nats import NatsBroker
+from nats.errors import Error as NatsError
+from nats.js.api import KeyValueConfig
+from nats.js.errors import KeyNotFoundError
+
+from schemas import events, subjects
+from schemas.codec import encoder
+from schemas.workspace import ChannelConfig, WorkspaceSettings
+from services.consumer import EventConsumers, Unavailable, command
+from services.delivery.adapters import ADAPTERS, DeliveryError
+from services.delivery.notice import Notice
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.js.kv import KeyValue
+
+    from services.delivery.adapters import Adapter
+    from services.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ACTOR = "service:delivery"
+DURABLE = "delivery"
+RECORDS_BUCKET = "approvals_deliveries"
+
+
+class Record(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What happened on one channel: its reference, or why it never took the notice."""
+
+    target: str
+    ref: str | None = None
+    error: str | None = None
+    attempts: int = 1
+
+
+class Delivery:
+    def __init__(
+        self,
+        nc: Client,
+        settings: Settings,
+        *,
+        adapters: dict[str, Adapter] | None = None,
+        concurrency: int = 32,
+    ) -> None:
+        self.nc = nc
+        self.settings = settings
+        self.adapters = adapters or {kind: cls(settings) for kind, cls in ADAPTERS.items()}
+        self.consumers = EventConsumers(nc, concurrency=concurrency,
+                                        ack_wait_s=settings.ack_wait_s)  # fmt: skip
+        self.records: KeyValue | None = None
+
+    async def start(self) -> None:
+        self.records = await self.nc.jetstream().create_key_value(
+            KeyValueConfig(bucket=RECORDS_BUCKET, history=1)
+        )
+        await self.consumers.consume(DURABLE, ("spend_checked",), self.process,
+                                     max_ack_pending=1000)  # fmt: skip
+
+    async def stop(self) -> None:
+        await self.consumers.stop()
+
+    async def process(self, event: events.AnyEvent) -> float | None:
+        if not isinstance(event, events.SpendChecked):
+            return None
+        workspace = event.workspace_id
+        found = await self._ask(workspace, "workspace", {})
+        if not found.get("ok"):
+            return None  # no such workspace any more
+        settings = msgspec.convert(found["workspace"]["settings"], WorkspaceSettings)
+        got = await self._ask(workspace, "get", {"approval_id": str(event.approval_id),
+                                                 "min_version": event.version})  # fmt: skip
+        if not got.get("ok") or got["approval"]["status"] != "pending":
+            return None  # decided (or gone) before it was delivered: nothing to tell anyone
+        if not got.get("caught_up", True):
+            raise Unavailable(f"the status view has not reached {event.approval_id} yet")
+        history = await self._ask(workspace, "history", {"approval_id": str(event.approval_id)})
+        notice = self.notice(got["approval"], history["timeline"][0]["event"], event)
+        risk = got["approval"]["risk_level"]
+        for channel in dict.fromkeys(("inbox", *settings.channels.get(risk, ()))):
+            await self.deliver(notice, channel, settings.channel.get(channel, ChannelConfig()))
+        return None
+
+    @staticmethod
+    def notice(view: dict[str, Any], requested: dict[str, Any], checked: events.SpendChecked
+               ) -> Notice:  # fmt: skip
+        spend = msgspec.to_builtins(checked.spend) if checked.spend.cap is not None else None
+        return Notice(
+            workspace_id=view["workspace_id"], approval_id=view["id"], title=view["title"],
+            summary=view["summary"], risk_level=view["risk_level"],
+            requested_by=view["requested_by"], on_behalf_of=view["on_behalf_of"],
+            skill_name=view["skill_name"], action=requested["action"],
+            proposed_payload=requested.get("proposed_payload"), digest=view["digest"],
+            expires_at=datetime.fromisoformat(view["expires_at"]),
+            quorum=view["quorum"], spend=spend, web_url=view["web_url"],
+        )  # fmt: skip
+
+    async def deliver(self, notice: Notice, channel: str, config: ChannelConfig) -> None:
+        """One channel, once: send unless the record says it was sent, then record it."""
+        assert self.records is not None, "start() first"
+        key = f"{notice.approval_id}.{channel}"
+        try:
+            entry = await self.records.get(key)
+            record = msgspec.json.decode(entry.value or b"{}", type=Record)
+        except KeyNotFoundError:
+            record = await self._send(notice, channel, config, key)
+            await self.records.put(key, encoder.encode(record))
+        body: dict[str, Any] = {"approval_id": notice.approval_id, "channel": channel,
+                                "target": record.target[:200], "by": ACTOR}  # fmt: skip
+        if record.error is not None:
+            body |= {"error": record.error[:4000], "attempts": record.attempts}
+        else:
+            body["external_ref"] = (record.ref or "")[:200] or None
+        await command(self.nc, notice.workspace_id, "deliver", body)
+
+    async def _send(self, notice: Notice, channel: str, config: ChannelConfig, key: str) -> Record:
+        kind = config.kind or channel
+        target = config.target or kind
+        adapter = self.adapters.get(kind)
+        if adapter is None:
+            return Record(target=target, error=f"no adapter for channel kind {kind!r}")
+        attempts = max(1, self.settings.delivery_attempts)
+        for attempt in range(1, attempts + 1):
+            try:
+                ref = await adapter.send(notice, config, key)
+                return Record(target=target, ref=ref, attempts=attempt)
+            except DeliveryError as error:
+                log.warning("%s to %s, attempt %d of %d: %s", notice.approval_id, channel,
+                            attempt, attempts, error)  # fmt: skip
+                if error.permanent or attempt == attempts:
+                    return Record(target=target, error=str(error), attempts=attempt)
+            await asyncio.sleep(0.5 * 2 ** (attempt - 1))  # the retry schedule's pause
+        raise AssertionError("unreachable")
+
+    async def _ask(self, workspace: str, verb: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            msg = await self.nc.request(subjects.query(workspace, verb), encoder.encode(body),
+                                        timeout=10.0)  # fmt: skip
+        except (NatsError, TimeoutError) as error:
+            raise Unavailable(f"{verb} on {workspace} not answered ({error!r})") from None
+        answer: dict[str, Any] = msgspec.json.decode(msg.data)
+        return answer
+
+
+class DeliveryService:
+    """``async with DeliveryService(settings): ...`` on its own connection."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.broker = NatsBroker(settings.nats_url, logger=log, max_reconnect_attempts=-1)
+        self.delivery: Delivery | None = None
+
+    async def start(self) -> None:
+        await self.broker.start()
+        self.delivery = Delivery(self.broker.connection, self.settings)
+        await self.delivery.start()
+
+    async def stop(self) -> None:
+        if self.delivery is not None:
+            await self.delivery.stop()
+        await self.broker.stop()
+
+    async def __aenter__(self) -> DeliveryService:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

@@ -1,0 +1,259 @@
+"""Delivery over a real nats-server, beside the command service, the status projection and the
+spend-cap service: a webhook receiver on a local HTTP server checking Standard Webhooks
+signatures, aiosmtpd as the SMTP server, and a delivery service SIGKILLed mid-batch."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import threading
+from collections import Counter
+from email import message_from_bytes
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from standardwebhooks.webhooks import Webhook
+
+from projections.status.service import ProjectionService
+from schemas.codec import event_decoder
+from schemas.events import Delivered, DeliveryFailed
+from schemas.workspace import ChannelConfig, Member, WorkspaceSettings
+from services.approvals.service import CommandService
+from services.client import ApprovalsClient
+from services.delivery.service import DeliveryService
+from services.settings import Settings
+from services.spendcap.service import SpendCapService
+from tests.e2e.devserver import free_port
+from tests.helpers import eventually, send
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+    from pathlib import Path
+
+    from services.natsserver import NatsServer
+
+SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # base64 of 24 bytes, the spec's form
+ADMIN = "user:admin"
+
+
+class Hooks:
+    """A webhook receiver: records every POST; answers 503 to paths under /down."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, dict[str, str], bytes]] = []
+        hooks = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                hooks.received.append((self.path, dict(self.headers), body))
+                self.send_response(503 if self.path.startswith("/down") else 204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 256  # the delivery service calls 32 at once
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def on(self, path: str) -> list[tuple[dict[str, str], Any]]:
+        return [(h, json.loads(b)) for p, h, b in self.received if p == path]
+
+
+class Mailbox:
+    """aiosmtpd, collecting what it is sent."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        mailbox = self
+
+        class Handler:
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+                mailbox.messages.append(message_from_bytes(envelope.content))
+                return "250 OK"
+
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=free_port())
+        self.controller.start()
+        self.port = self.controller.port
+
+
+@pytest.fixture
+def hooks() -> Iterator[Hooks]:
+    receiver = Hooks()
+    yield receiver
+    receiver.server.shutdown()
+
+
+@pytest.fixture
+def mailbox() -> Iterator[Mailbox]:
+    box = Mailbox()
+    yield box
+    box.controller.stop()
+
+
+def workspace(hooks: Hooks) -> WorkspaceSettings:
+    return WorkspaceSettings(
+        members={ADMIN: Member(roles=("admin",)), "user:ana": Member(roles=("approver",)),
+                 "service:agent": Member(roles=("requester",))},
+        channels={"medium": ("inbox", "hooks", "email"), "high": ("down",),
+                  "critical": ("private",)},
+        channel={
+            "hooks": ChannelConfig(kind="webhook", secret="TEST_HOOK_SECRET",
+                                   target=f"{hooks.url}/hooks"),
+            "down": ChannelConfig(kind="webhook", secret="TEST_HOOK_SECRET",
+                                  target=f"{hooks.url}/down"),
+            "private": ChannelConfig(kind="webhook", secret="TEST_HOOK_SECRET",
+                                     target="http://10.0.0.1/hook"),
+            "email": ChannelConfig(target="approvers@example.com"),
+        },
+    )  # fmt: skip
+
+
+@pytest.fixture
+def delivery_settings(tmp_path: Path, nats_server: NatsServer, mailbox: Mailbox) -> Settings:
+    os.environ["TEST_HOOK_SECRET"] = SECRET
+    return Settings(
+        nats_url=nats_server.url, sqlite_path=tmp_path / "approvals.db",
+        view_sqlite_path=tmp_path / "status.db", webhook_allow="127.0.0.1/32",
+        smtp_host="127.0.0.1", smtp_port=mailbox.port, smtp_from="approvals@example.com",
+        gateway_secret="test-secret", delivery_attempts=3, ack_wait_s=2.0,
+    )  # fmt: skip
+
+
+@pytest.fixture
+async def stack(delivery_settings: Settings, hooks: Hooks) -> AsyncIterator[
+    tuple[CommandService, ApprovalsClient]
+]:  # fmt: skip
+    async with (
+        CommandService(delivery_settings) as commands,
+        ProjectionService(delivery_settings),
+        SpendCapService(delivery_settings),
+    ):
+        client = await ApprovalsClient.connect(delivery_settings.nats_url, "acme", 10.0)
+        reply = await send(client, "configure", {"settings": workspace(hooks), "by": ADMIN})
+        assert reply["ok"], reply
+        try:
+            yield commands, client
+        finally:
+            await client.close()
+
+
+async def ask(client: ApprovalsClient, risk: str = "medium", n: int = 0) -> dict[str, Any]:
+    reply = await send(client, "request", {
+        "requested_by": "service:agent", "skill_name": "crm-sync", "skill_execution_id": f"e{n}",
+        "title": f"Sync contacts #{n}", "summary": "40 contacts to HubSpot", "risk_level": risk,
+        "action": {"kind": "crm_write", "mode": "live", "destination": "hubspot:list/42"},
+        "proposed_payload": {"n": n}})  # fmt: skip
+    assert reply["outcome"] == "approval_required", reply
+    return reply["approval"]  # type: ignore[no-any-return]
+
+
+def stored(commands: CommandService, kind: type[Any]) -> list[Any]:
+    assert commands.app is not None
+    found = (event_decoder.decode(n.state) for n in commands.app.notifications(1, 1_000_000))
+    return [e for e in found if isinstance(e, kind)]
+
+
+async def test_a_request_reaches_every_channel_once(
+    stack: tuple[CommandService, ApprovalsClient], delivery_settings: Settings, hooks: Hooks,
+    mailbox: Mailbox,
+) -> None:  # fmt: skip
+    commands, client = stack
+    async with DeliveryService(delivery_settings):
+        approval = await ask(client)
+        await eventually(lambda: len(stored(commands, Delivered)) == 3)
+    delivered = {e.channel: e for e in stored(commands, Delivered)}
+    assert set(delivered) == {"inbox", "hooks", "email"}
+    assert delivered["inbox"].external_ref == approval["web_url"]
+    # Check: the webhook is signed per Standard Webhooks, with a stable id, and carries the facts.
+    [(headers, _)] = hooks.on("/hooks")
+    assert headers["webhook-id"] == f"{approval['id']}.hooks" == delivered["hooks"].external_ref
+    verified = Webhook(SECRET).verify(_raw(hooks, "/hooks"), headers)
+    assert verified["data"]["title"] == "Sync contacts #0"
+    assert verified["data"]["action"]["destination"] == "hubspot:list/42"
+    with pytest.raises(Exception, match="No matching signature"):
+        Webhook("whsec_" + "A" * 32).verify(_raw(hooks, "/hooks"), headers)
+    # Check: the email has both parts, the facts, and confirmation links (never a decision).
+    [mail] = mailbox.messages
+    assert mail["To"] == "approvers@example.com"
+    assert mail["Message-ID"] == f"<{approval['id']}.email@approvals>"
+    parts = {p.get_content_type(): p.get_payload(decode=True).decode() for p in mail.walk()
+             if not p.is_multipart()}  # fmt: skip
+    assert set(parts) == {"text/plain", "text/html"}
+    assert "Destination: hubspot:list/42" in parts["text/plain"]
+    assert f"{approval['web_url']}/confirm?token=" in parts["text/plain"]
+
+
+def _raw(hooks: Hooks, path: str) -> bytes:
+    [body] = [b for p, _, b in hooks.received if p == path]
+    return body
+
+
+async def test_a_channel_that_will_not_take_it_is_recorded_as_failed(
+    stack: tuple[CommandService, ApprovalsClient], delivery_settings: Settings, hooks: Hooks,
+) -> None:  # fmt: skip
+    commands, client = stack
+    async with DeliveryService(delivery_settings):
+        down = await ask(client, risk="high", n=1)
+        private = await ask(client, risk="critical", n=2)
+        await eventually(lambda: len(stored(commands, DeliveryFailed)) == 2)
+    failed = {str(e.approval_id): e for e in stored(commands, DeliveryFailed)}
+    # Check: a 503 is retried (three attempts in all), then recorded with why.
+    assert (failed[down["id"]].attempts, failed[down["id"]].channel) == (3, "down")
+    assert "503" in failed[down["id"]].error
+    assert len(hooks.on("/down")) == 3
+    # Check: a private address is refused at once (SSRF), never called.
+    assert failed[private["id"]].attempts == 1
+    assert "not public" in failed[private["id"]].error
+    # Check: the inbox still has both.
+    inbox = {str(e.approval_id) for e in stored(commands, Delivered) if e.channel == "inbox"}
+    assert inbox == {down["id"], private["id"]}
+
+
+@pytest.mark.timeout(180)
+async def test_a_killed_delivery_service_delivers_everything_once(
+    stack: tuple[CommandService, ApprovalsClient], delivery_settings: Settings, hooks: Hooks,
+    mailbox: Mailbox,
+) -> None:  # fmt: skip
+    commands, client = stack
+    env = {**os.environ, "NATS_URL": delivery_settings.nats_url, "APPROVALS_ACK_WAIT_S": "2",
+           "APPROVALS_WEBHOOK_ALLOW": "127.0.0.1/32", "APPROVALS_SMTP_HOST": "127.0.0.1",
+           "APPROVALS_SMTP_PORT": str(mailbox.port), "APPROVALS_GATEWAY_SECRET": "test-secret",
+           "TEST_HOOK_SECRET": SECRET}  # fmt: skip
+    approvals = os.path.join(os.path.dirname(sys.executable), "approvals")
+    command = [approvals, "serve", "--only", "delivery"]
+    first = await asyncio.create_subprocess_exec(*command, env=env)
+    try:
+        asked = [await ask(client, n=i) for i in range(40)]
+        await eventually(lambda: len(stored(commands, Delivered)) >= 15, within_s=60)
+    finally:
+        first.send_signal(signal.SIGKILL)  # mid-batch
+        await first.wait()
+    second = await asyncio.create_subprocess_exec(*command, env=env)
+    try:
+        await eventually(lambda: len(stored(commands, Delivered)) >= 120, within_s=90)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        await second.wait()
+    # Check: every channel of every request recorded exactly once.
+    recorded = Counter((str(e.approval_id), e.channel) for e in stored(commands, Delivered))
+    expected = {(a["id"], c) for a in asked for c in ("inbox", "hooks", "email")}
+    assert set(recorded) == expected
+    assert set(recorded.values()) == {1}
+    # Check: each receiver got each one (by its stable id; a receiver drops a repeat by it).
+    webhook_ids = Counter(h["webhook-id"] for h, _ in hooks.on("/hooks"))
+    assert set(webhook_ids) == {f"{a['id']}.hooks" for a in asked}
+    mail_ids = Counter(m["Message-ID"] for m in mailbox.messages)
+    assert set(mail_ids) == {f"<{a['id']}.email@approvals>" for a in asked}
+    repeats = sum(webhook_ids.values()) - len(webhook_ids) + sum(mail_ids.values()) - len(mail_ids)
+    assert repeats <= 2, (webhook_ids, mail_ids)  # only a kill between send and record repeats
