@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from openapi_spec_validator import validate
 
 from tests.e2e.devserver import APPROVALS, EXAMPLE, Dev, free_port
+from tests.integration.test_delivery import Mailbox
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -33,6 +34,7 @@ class Gateway:
     dev: Dev
     base: str
     data: Path
+    mailbox: Mailbox
 
     def cli(self, *args: str, workspace: str = "default", env: dict[str, str] | None = None) -> Any:
         done = subprocess.run(
@@ -55,17 +57,20 @@ class Gateway:
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     root = tmp_path_factory.mktemp("gateway")
     port = free_port()
+    mailbox = Mailbox()
     env = {"APPROVALS_GATEWAY_PORT": str(port), "APPROVALS_GATEWAY_CACHE_S": "0.2",
            "APPROVALS_TRUSTED_HEADER": "X-Forwarded-User",
-           "APPROVALS_TRUSTED_PROXIES": "127.0.0.1/32"}  # fmt: skip
+           "APPROVALS_TRUSTED_PROXIES": "127.0.0.1/32", "APPROVALS_SMTP_HOST": "127.0.0.1",
+           "APPROVALS_SMTP_PORT": str(mailbox.port)}  # fmt: skip
     dev = Dev(root / "data", free_port(), root / "dev.log", env=env)
     try:
         dev.wait_for_line("ready")
-        found = Gateway(dev, f"http://127.0.0.1:{port}", root / "data")
+        found = Gateway(dev, f"http://127.0.0.1:{port}", root / "data", mailbox)
         found.cli("workspace", "apply", EXAMPLE, "--as", "user:admin", workspace="acme")
         yield found
     finally:
         dev.kill()
+        mailbox.controller.stop()
 
 
 def ask(gateway: Gateway, headers: dict[str, str], **changes: Any) -> dict[str, Any]:
@@ -279,6 +284,45 @@ def test_a_one_time_link_signs_in_once_and_never_on_a_get(gateway: Gateway) -> N
     assert "used already" in reused.text
     tampered = again.get(link[:-3] + "abc")
     assert "not issued here" in tampered.text
+
+
+def test_an_email_link_decides_only_signed_in_by_post_once(gateway: Gateway) -> None:
+    # A critical request goes to the inbox, Slack (no adapter here: recorded as failed) and email.
+    approval = ask(gateway, gateway.key(AGENT), skill_execution_id="mail", title="Mail me",
+                   risk_level="critical")  # fmt: skip
+
+    def mailed() -> list[Any]:
+        return [m for m in gateway.mailbox.messages if "Mail me" in str(m["Subject"])]
+
+    wait_until(lambda: len(mailed()) == 1)
+    [mail] = mailed()
+    text = next(p.get_payload(decode=True).decode() for p in mail.walk()
+                if p.get_content_type() == "text/plain")  # fmt: skip
+    reject_link = re.search(r"Reject: (\S+)", text)
+    assert reject_link, text
+    link = reject_link.group(1)
+    assert link.startswith(f"{approval['web_url']}/confirm?token=")
+    # Check: a scanner following the link, or posting it, decides nothing.
+    scanner = httpx.Client(timeout=30, follow_redirects=False)
+    assert scanner.get(link).status_code == 302  # to the sign-in page
+    token = link.split("token=")[1]
+    posted = scanner.post(link.split("?")[0], data={"token": token})
+    assert posted.status_code == 403  # no CSRF token, no session
+    # Check: a signed-in approver confirms with a POST; the request is rejected, by them.
+    bob = signed_in(gateway, "user:bob")
+    page = bob.get(link.removeprefix(gateway.base))
+    assert "Confirm that you, <strong>user:bob</strong>, <strong>reject</strong>" in page.text
+    done = bob.post(link.removeprefix(gateway.base).split("?")[0],
+                    data={"token": token, "reason": "not now",
+                          "_csrf_token": csrf_token(page.text)})  # fmt: skip
+    assert done.status_code == 303
+    after = bob.get(done.headers["location"])
+    assert 'id="status">rejected' in after.text
+    assert "not now" in after.text
+    # Check: the link works once.
+    again = bob.post(link.removeprefix(gateway.base).split("?")[0],
+                     data={"token": token, "_csrf_token": csrf_token(page.text)})  # fmt: skip
+    assert "used already" in bob.get(again.headers["location"]).text
 
 
 def test_a_trusted_proxy_header_names_the_person(gateway: Gateway) -> None:
