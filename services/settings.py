@@ -42,6 +42,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     smtp_username: str | None = None
     smtp_password: str | None = None
     smtp_starttls: bool = False
+    slack_api_url: str = "https://slack.com/api"  # tests point it at a local server
+    slack_signing_secret: str | None = None  # verifies the interactivity callbacks
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -85,6 +87,8 @@ _ENV_VARS = {
     "smtp_username": "APPROVALS_SMTP_USERNAME",
     "smtp_password": "APPROVALS_SMTP_PASSWORD",
     "smtp_starttls": "APPROVALS_SMTP_STARTTLS",
+    "slack_api_url": "APPROVALS_SLACK_API_URL",
+    "slack_signing_secret": "APPROVALS_SLACK_SIGNING_SECRET",
 }
 
 

@@ -30,6 +30,7 @@ from services.gateway import web
 from services.gateway.api import ApprovalsApi
 from services.gateway.bus import Bus, GatewayError
 from services.gateway.identity import ConfirmTokens, Identity, derive
+from services.gateway.slack import slack_interaction
 
 if TYPE_CHECKING:
     from services.settings import Settings
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).parent / "templates"
 API_PREFIX = "/v1/"
+# Callers that sign their own requests (API keys, Slack): no session, no CSRF cookie.
+NO_SESSION = [f"^{API_PREFIX}", "^/integrations/"]
 # HTTP statuses Litestar raises itself, as the error codes of the one error shape.
 CODE_OF_STATUS = {400: "invalid", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                   405: "invalid", 413: "too_large", 415: "invalid", 429: "unavailable"}  # fmt: skip
@@ -117,10 +120,10 @@ def create_app(settings: Settings) -> Litestar:
     https = settings.web_url.startswith("https://")
     sessions = CookieBackendConfig(secret=derive(secret, "session"), key="approvals_session",
                                    max_age=12 * 3600, secure=https, samesite="lax",
-                                   exclude=[f"^{API_PREFIX}"])  # fmt: skip
+                                   exclude=NO_SESSION)  # fmt: skip
     csrf = CSRFConfig(secret=derive(secret, "csrf").hex(), cookie_name="approvals_csrf",
                       cookie_secure=https, cookie_httponly=True, cookie_samesite="lax",
-                      exclude=[f"^{API_PREFIX}"])  # fmt: skip
+                      exclude=NO_SESSION)  # fmt: skip
 
     async def connect(app: Litestar) -> None:
         nc = await nats.connect(settings.nats_url, max_reconnect_attempts=-1, name="gateway")
@@ -134,7 +137,7 @@ def create_app(settings: Settings) -> Litestar:
                 await bus.nc.drain()
 
     return Litestar(
-        route_handlers=[ApprovalsApi, openapi_json, healthz, *web.HANDLERS],
+        route_handlers=[ApprovalsApi, openapi_json, healthz, slack_interaction, *web.HANDLERS],
         on_startup=[connect],
         on_shutdown=[disconnect],
         middleware=[sessions.middleware],

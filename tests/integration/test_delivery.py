@@ -5,17 +5,24 @@ signatures, aiosmtpd as the SMTP server, and a delivery service SIGKILLed mid-ba
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import os
 import signal
 import sys
 import threading
+import time
 from collections import Counter
 from email import message_from_bytes
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode
+from uuid import UUID
 
+import httpx
+import msgspec
 import pytest
 from aiosmtpd.controller import Controller
 from standardwebhooks.webhooks import Webhook
@@ -27,6 +34,7 @@ from schemas.workspace import ChannelConfig, Member, WorkspaceSettings
 from services.approvals.service import CommandService
 from services.client import ApprovalsClient
 from services.delivery.service import DeliveryService
+from services.gateway.app import GatewayService
 from services.settings import Settings
 from services.spendcap.service import SpendCapService
 from tests.e2e.devserver import free_port
@@ -257,3 +265,119 @@ async def test_a_killed_delivery_service_delivers_everything_once(
     assert set(mail_ids) == {f"<{a['id']}.email@approvals>" for a in asked}
     repeats = sum(webhook_ids.values()) - len(webhook_ids) + sum(mail_ids.values()) - len(mail_ids)
     assert repeats <= 2, (webhook_ids, mail_ids)  # only a kill between send and record repeats
+
+
+# -- Slack -------------------------------------------------------------------------------------
+
+SLACK_SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+
+
+class FakeSlack:
+    """Answers chat.postMessage and chat.update as Slack's Web API does, and records them."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, str], dict[str, Any]]] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers["content-length"]))
+                body = json.loads(raw) if raw.startswith(b"{") else dict(parse_qsl(raw.decode()))
+                method = self.path.rsplit("/", 1)[-1]
+                fake.calls.append((method, dict(self.headers), body))
+                answer = {"ok": True, "channel": body.get("channel"),
+                          "ts": body.get("ts") or f"1700000000.{len(fake.calls):06d}",
+                          "message": {"text": body.get("text")}}  # fmt: skip
+                data = json.dumps(answer).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def of(self, method: str) -> list[dict[str, Any]]:
+        return [body for m, _, body in self.calls if m == method]
+
+
+def slack_callback(payload: dict[str, Any], *, age_s: int = 0, secret: str = SLACK_SIGNING_SECRET
+                   ) -> tuple[bytes, dict[str, str]]:  # fmt: skip
+    """A block action signed the way Slack signs one."""
+    body = urlencode({"payload": json.dumps(payload)})
+    timestamp = str(int(time.time()) - age_s)
+    digest = hmac.new(secret.encode(), f"v0:{timestamp}:{body}".encode(), hashlib.sha256)
+    return body.encode(), {"X-Slack-Request-Timestamp": timestamp,
+                           "X-Slack-Signature": f"v0={digest.hexdigest()}",
+                           "Content-Type": "application/x-www-form-urlencoded"}  # fmt: skip
+
+
+async def test_a_slack_button_decides_verified_and_the_message_shows_the_outcome(
+    stack: tuple[CommandService, ApprovalsClient], delivery_settings: Settings,
+) -> None:  # fmt: skip
+    commands, client = stack
+    slack = FakeSlack()
+    os.environ["TEST_SLACK_TOKEN"] = "xoxb-test"
+    settings = msgspec.structs.replace(
+        delivery_settings, slack_api_url=slack.url, slack_signing_secret=SLACK_SIGNING_SECRET,
+        gateway_port=free_port(),
+    )  # fmt: skip
+    with_slack = msgspec.structs.replace(
+        workspace(Hooks()),
+        members={ADMIN: Member(roles=("admin",)), "service:agent": Member(roles=("requester",)),
+                 "user:ana": Member(roles=("approver",), aliases=("user:slack.U111",))},
+        channels={"high": ("slack",)},
+        channel={"slack": ChannelConfig(secret="TEST_SLACK_TOKEN", target="C0123")},
+    )  # fmt: skip
+    assert (await send(client, "configure", {"settings": with_slack, "by": ADMIN}))["ok"]
+    gateway = GatewayService(settings)
+    async with DeliveryService(settings):
+        await gateway.start()
+        try:
+            approval = await ask(client, risk="high", n=7)
+            await eventually(lambda: len(slack.of("chat.postMessage")) == 1)
+            [posted] = slack.of("chat.postMessage")
+            assert posted["channel"] == "C0123"
+            [buttons] = [b for b in posted["blocks"] if b["type"] == "actions"]
+            approve = next(e for e in buttons["elements"] if e["action_id"] == "approve")
+            payload = {"type": "block_actions", "user": {"id": "U111"},
+                       "channel": {"id": "C0123"}, "message": {"ts": "1700000000.000001"},
+                       "actions": [approve]}  # fmt: skip
+            url = f"{gateway.url}/integrations/slack/interactions"
+            async with httpx.AsyncClient(timeout=30) as http:
+                # Check: forgeries are refused and decide nothing.
+                forged = [
+                    slack_callback(payload, secret="not-the-secret"),
+                    slack_callback(payload, age_s=600),  # a replay, ten minutes on
+                    slack_callback({**payload, "user": {"id": "U999"}}),  # nobody we know
+                    slack_callback({**payload, "channel": {"id": "C9999"}}),  # another channel
+                ]
+                statuses = [(await http.post(url, content=b, headers=h)).status_code
+                            for b, h in forged]  # fmt: skip
+                assert statuses == [401, 401, 403, 403]
+                assert approval_of(commands, approval["id"]).status == "pending"
+                body, headers = slack_callback(payload)
+                clicked = await http.post(url, content=body, headers=headers)
+            assert clicked.status_code == 200, clicked.text
+            assert clicked.json()["outcome"] == "approved"
+            decided = approval_of(commands, approval["id"])
+            assert (decided.status, decided.decided_by) == ("approved", "user:slack.U111")
+            assert decided.votes == ("user:ana",)
+            # Check: the message now shows the outcome and who decided, with no buttons.
+            [updated] = slack.of("chat.update")
+            assert (updated["channel"], updated["ts"]) == ("C0123", "1700000000.000001")
+            assert "approved by user:slack.U111" in updated["text"]
+            assert all(b["type"] != "actions" for b in updated["blocks"])
+        finally:
+            await gateway.stop()
+            slack.server.shutdown()
+
+
+def approval_of(commands: CommandService, approval_id: str) -> Any:
+    assert commands.app is not None
+    return commands.app.get(UUID(approval_id))

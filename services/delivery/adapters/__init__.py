@@ -6,12 +6,14 @@ from __future__ import annotations
 from services.delivery.adapters.base import Adapter, DeliveryError
 from services.delivery.adapters.email import EmailAdapter
 from services.delivery.adapters.inbox import InboxAdapter
+from services.delivery.adapters.slack import SlackAdapter
 from services.delivery.adapters.webhook import WebhookAdapter
 
 ADAPTERS: dict[str, type[Adapter]] = {
     InboxAdapter.kind: InboxAdapter,
     WebhookAdapter.kind: WebhookAdapter,
     EmailAdapter.kind: EmailAdapter,
+    SlackAdapter.kind: SlackAdapter,
 }
 
 __all__ = ["ADAPTERS", "Adapter", "DeliveryError"]

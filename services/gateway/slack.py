@@ -1,0 +1,111 @@
+"""Slack's interactivity endpoint: a button on a delivered message decides, verified.
+
+The request must carry Slack's signature over its timestamp and body (checked by ``slack_sdk``'s
+``SignatureVerifier``, which also refuses a timestamp over five minutes old). The message must be
+in the Slack channel the approval's workspace delivers to (a button relayed from another
+workspace's channel is refused), and the Slack user must be a member of that workspace through
+the alias ``user:slack.<Slack user id>``. The decision goes through the command service as that
+member; then the message is updated to show the approval as it now stands, and who decided.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import Any
+from urllib.parse import parse_qs
+
+from litestar import MediaType, Request, Response, post
+from slack_sdk.errors import SlackApiError
+from slack_sdk.signature import SignatureVerifier
+
+from schemas import subjects
+from services.delivery.adapters.slack import client
+from services.gateway.bus import Bus, GatewayError, ok
+
+DECISIONS = {"approve": "approve", "reject": "reject"}
+
+
+def slack_alias(user_id: str) -> str:
+    return f"user:slack.{user_id}"
+
+
+@post("/integrations/slack/interactions", status_code=200, include_in_schema=False)
+async def slack_interaction(request: Request[Any, Any, Any]) -> Response[Any]:
+    settings = request.app.state.settings
+    bus: Bus = request.app.state.bus
+    if not settings.slack_signing_secret:
+        raise GatewayError("not_found", "Slack is not set up here (APPROVALS_SLACK_SIGNING_SECRET)")
+    body = await request.body()
+    verifier = SignatureVerifier(settings.slack_signing_secret)
+    if not verifier.is_valid_request(body, dict(request.headers)):
+        raise GatewayError("unauthorized", "not signed by Slack, or signed too long ago")
+    try:
+        payload = json.loads(parse_qs(body.decode())["payload"][0])
+        action = payload["actions"][0]
+        value = json.loads(action.get("value") or "{}")
+        workspace, approval_id = str(value["w"]), str(value["a"])
+        slack_channel, user = str(payload["channel"]["id"]), str(payload["user"]["id"])
+        message_ts = str(payload["message"]["ts"])
+    except (KeyError, IndexError, TypeError, ValueError):
+        raise GatewayError("invalid", "not a Slack block action this service sent") from None
+    verb = DECISIONS.get(action.get("action_id"))
+    if verb is None or not subjects.is_token(workspace):
+        return Response(content=b"", status_code=200)  # Details opens a link; nothing to do
+    ws = await bus.workspace(workspace)
+    channels = ws.settings.channel.items() if ws is not None else ()
+    config = next(
+        (c for name, c in channels if (c.kind or name) == "slack" and c.target == slack_channel),
+        None,
+    )
+    if config is None:
+        raise GatewayError("forbidden", "this Slack channel does not carry that workspace",
+                           rule="slack_channel_of_workspace")  # fmt: skip
+    signer = slack_alias(user)
+    if workspace not in await bus.memberships(signer):
+        raise GatewayError("forbidden", f"Slack user {user} is not a member of {workspace}",
+                           rule="member_of_workspace")  # fmt: skip
+    command: dict[str, Any] = {"approval_id": approval_id, "approver": signer}
+    if verb == "approve":
+        command["digest"] = str(value.get("d", ""))
+    else:
+        command["reason"] = "rejected in Slack"
+    reply = await bus.command(workspace, verb, command)  # type: ignore[arg-type]
+    decided = json.loads(reply)
+    version = decided["approval"]["version"] if decided.get("ok") else None
+    await _show_outcome(settings, bus, workspace, approval_id, version, config.secret,
+                        slack_channel, message_ts)  # fmt: skip
+    return Response(content=reply, status_code=200, media_type=MediaType.JSON)
+
+
+async def _show_outcome(
+    settings: Any, bus: Bus, workspace: str, approval_id: str, version: int | None,
+    secret: str | None, slack_channel: str, ts: str,
+) -> None:  # fmt: skip
+    """Replace the message's buttons with the approval as it stands (at least at ``version``,
+    the one this decision made), so nobody acts on a stale message."""
+    query: dict[str, Any] = {"approval_id": approval_id}
+    if version is not None:
+        query["min_version"] = version
+    data = await bus.query(workspace, "get", query)
+    token = os.environ.get(secret or "")
+    if not ok(data) or not token:
+        return
+    approval = json.loads(data)["approval"]
+    status = approval["status"]
+    if status == "pending":
+        return  # a vote towards a quorum: the buttons stay for the next approver
+    text = f"*{approval['title']}*: {status}" + (
+        f" by {approval['decided_by']}" if approval.get("decided_by") else ""
+    )
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+    web = client(settings, token, settings.delivery_timeout_s)
+    try:
+        await asyncio.to_thread(web.chat_update, channel=slack_channel, ts=ts, text=text,
+                                blocks=blocks)  # fmt: skip
+    except (SlackApiError, OSError):
+        return  # the decision stands; the message is stale until the next update
+
+
+__all__ = ["slack_alias", "slack_interaction"]
