@@ -8,6 +8,23 @@ from typing import Any
 import msgspec
 
 
+class Outcome(msgspec.Struct, frozen=True, kw_only=True):
+    """How a request ended, for the channels that carried it (so nobody acts on a stale one)."""
+
+    workspace_id: str
+    approval_id: str
+    title: str
+    status: str  # approved, rejected, expired or cancelled
+    decided_by: str | None
+    reason: str | None
+    web_url: str
+
+    def line(self) -> str:
+        by = f" by {self.decided_by}" if self.decided_by else ""
+        why = f": {self.reason}" if self.reason else ""
+        return f"{self.title}: {self.status}{by}{why}"
+
+
 class Notice(msgspec.Struct, frozen=True, kw_only=True):
     workspace_id: str
     approval_id: str

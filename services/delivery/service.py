@@ -30,7 +30,7 @@ from schemas.codec import encoder
 from schemas.workspace import ChannelConfig, WorkspaceSettings
 from services.consumer import EventConsumers, Unavailable, command
 from services.delivery.adapters import ADAPTERS, DeliveryError
-from services.delivery.notice import Notice
+from services.delivery.notice import Notice, Outcome
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 ACTOR = "service:delivery"
 DURABLE = "delivery"
+OUTCOMES = "delivery-outcomes"
+ENDINGS = ("approved", "rejected", "expired", "cancelled")
 RECORDS_BUCKET = "approvals_deliveries"
 
 
@@ -77,6 +79,7 @@ class Delivery:
         )
         await self.consumers.consume(DURABLE, ("spend_checked",), self.process,
                                      max_ack_pending=1000)  # fmt: skip
+        await self.consumers.consume(OUTCOMES, ENDINGS, self.tell_outcome, max_ack_pending=1000)
 
     async def stop(self) -> None:
         await self.consumers.stop()
@@ -101,6 +104,57 @@ class Delivery:
         for channel in dict.fromkeys(("inbox", *settings.channels.get(risk, ()))):
             await self.deliver(notice, channel, settings.channel.get(channel, ChannelConfig()))
         return None
+
+    async def tell_outcome(self, event: events.AnyEvent) -> float | None:
+        """Tell every channel that carried a request how it ended, once each."""
+        if not isinstance(event, events.Approved | events.Rejected | events.Expired
+                          | events.Cancelled):  # fmt: skip
+            return None
+        workspace, approval_id = event.workspace_id, str(event.approval_id)
+        found = await self._ask(workspace, "workspace", {})
+        got = await self._ask(workspace, "get", {"approval_id": approval_id,
+                                                 "min_version": event.version})  # fmt: skip
+        if not found.get("ok") or not got.get("ok"):
+            return None
+        if not got.get("caught_up", True):
+            raise Unavailable(f"the status view has not reached {approval_id} yet")
+        settings = msgspec.convert(found["workspace"]["settings"], WorkspaceSettings)
+        view = got["approval"]
+        outcome = Outcome(
+            workspace_id=workspace, approval_id=approval_id, title=view["title"],
+            status=event.event_type, decided_by=event.actor,
+            reason=getattr(event, "reason", None), web_url=view["web_url"],
+        )  # fmt: skip
+        history = await self._ask(workspace, "history", {"approval_id": approval_id})
+        for entry in history.get("timeline", []):
+            if entry["type"] == "delivered":
+                delivered = entry["event"]
+                config = settings.channel.get(delivered["channel"], ChannelConfig())
+                await self._tell(outcome, delivered["channel"], config,
+                                 delivered.get("external_ref"))  # fmt: skip
+        return None
+
+    async def _tell(
+        self, outcome: Outcome, channel: str, config: ChannelConfig, ref: str | None
+    ) -> None:
+        assert self.records is not None, "start() first"
+        key = f"{outcome.approval_id}.{channel}.{outcome.status}"
+        try:
+            await self.records.get(key)
+            return  # told already
+        except KeyNotFoundError:
+            pass
+        adapter = self.adapters.get(config.kind or channel)
+        if adapter is None:
+            return
+        try:
+            await adapter.tell_outcome(outcome, config, ref, key)
+        except DeliveryError as error:
+            if not error.permanent:
+                raise Unavailable(f"{channel} did not take the outcome: {error}") from None
+            log.warning("%s: %s cannot be told the outcome: %s", outcome.approval_id, channel,
+                        error)  # fmt: skip
+        await self.records.put(key, b"told")
 
     @staticmethod
     def notice(view: dict[str, Any], requested: dict[str, Any], checked: events.SpendChecked

@@ -10,18 +10,19 @@ member; then the message is updated to show the approval as it now stands, and w
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
 import os
 from typing import Any
 from urllib.parse import parse_qs
 
 from litestar import MediaType, Request, Response, post
-from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 
 from schemas import subjects
-from services.delivery.adapters.slack import client
+from services.delivery.adapters.base import DeliveryError
+from services.delivery.adapters.slack import update
+from services.delivery.notice import Outcome
 from services.gateway.bus import Bus, GatewayError, ok
 
 DECISIONS = {"approve": "approve", "reject": "reject"}
@@ -93,19 +94,15 @@ async def _show_outcome(
     if not ok(data) or not token:
         return
     approval = json.loads(data)["approval"]
-    status = approval["status"]
-    if status == "pending":
+    if approval["status"] == "pending":
         return  # a vote towards a quorum: the buttons stay for the next approver
-    text = f"*{approval['title']}*: {status}" + (
-        f" by {approval['decided_by']}" if approval.get("decided_by") else ""
-    )
-    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
-    web = client(settings, token, settings.delivery_timeout_s)
-    try:
-        await asyncio.to_thread(web.chat_update, channel=slack_channel, ts=ts, text=text,
-                                blocks=blocks)  # fmt: skip
-    except (SlackApiError, OSError):
-        return  # the decision stands; the message is stale until the next update
+    outcome = Outcome(
+        workspace_id=workspace, approval_id=approval_id, title=approval["title"],
+        status=approval["status"], decided_by=approval.get("decided_by"),
+        reason=approval.get("reason"), web_url=approval["web_url"],
+    )  # fmt: skip
+    with contextlib.suppress(DeliveryError):  # the decision stands; the message stays stale
+        await update(settings, token, slack_channel, ts, outcome.line())
 
 
 __all__ = ["slack_alias", "slack_interaction"]

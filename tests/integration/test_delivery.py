@@ -202,6 +202,33 @@ async def test_a_request_reaches_every_channel_once(
     assert f"{approval['web_url']}/confirm?token=" in parts["text/plain"]
 
 
+async def test_the_channels_that_carried_a_request_are_told_how_it_ended(
+    stack: tuple[CommandService, ApprovalsClient], delivery_settings: Settings, hooks: Hooks,
+    mailbox: Mailbox,
+) -> None:  # fmt: skip
+    commands, client = stack
+    async with DeliveryService(delivery_settings):
+        approval = await ask(client, n=3)
+        await eventually(lambda: len(stored(commands, Delivered)) == 3)
+        rejected = await send(client, "reject", {"approval_id": approval["id"],
+                                                 "approver": "user:ana",
+                                                 "reason": "wrong list"})  # fmt: skip
+        assert rejected["outcome"] == "rejected"
+        await eventually(lambda: len(hooks.on("/hooks")) == 2 and len(mailbox.messages) == 2)
+    # Check: the webhook gets the outcome as its own event, signed, with its own stable id.
+    headers, told = hooks.on("/hooks")[1]
+    assert told["type"] == "approval.rejected"
+    assert (told["data"]["status"], told["data"]["decided_by"], told["data"]["reason"]) == (
+        "rejected", "user:ana", "wrong list",
+    )  # fmt: skip
+    assert headers["webhook-id"] == f"{approval['id']}.hooks.rejected"
+    # Check: the email thread gets the outcome, so nobody acts on the first message.
+    first, second = mailbox.messages
+    assert second["Subject"] == "[rejected] Sync contacts #3"
+    assert second["In-Reply-To"] == first["Message-ID"]
+    assert "No decision is needed any more" in second.get_payload()
+
+
 def _raw(hooks: Hooks, path: str) -> bytes:
     [body] = [b for p, _, b in hooks.received if p == path]
     return body
@@ -368,8 +395,9 @@ async def test_a_slack_button_decides_verified_and_the_message_shows_the_outcome
             decided = approval_of(commands, approval["id"])
             assert (decided.status, decided.decided_by) == ("approved", "user:slack.U111")
             assert decided.votes == ("user:ana",)
-            # Check: the message now shows the outcome and who decided, with no buttons.
-            [updated] = slack.of("chat.update")
+            # Check: the message now shows the outcome and who decided, with no buttons (edited
+            # by the click's answer, and again, the same, by the delivery service's notice).
+            updated = slack.of("chat.update")[0]
             assert (updated["channel"], updated["ts"]) == ("C0123", "1700000000.000001")
             assert "approved by user:slack.U111" in updated["text"]
             assert all(b["type"] != "actions" for b in updated["blocks"])

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 
 if TYPE_CHECKING:
     from schemas.workspace import ChannelConfig
-    from services.delivery.notice import Notice
+    from services.delivery.notice import Notice, Outcome
     from services.settings import Settings
 
 
@@ -27,6 +27,12 @@ class Adapter(Protocol):
     async def send(self, notice: Notice, channel: ChannelConfig, delivery_id: str) -> str:
         """Put the notice on the channel; the channel's own reference for it (a message id).
         ``delivery_id`` is stable for this approval and channel: a receiver can drop repeats."""
+        ...
+
+    async def tell_outcome(
+        self, outcome: Outcome, channel: ChannelConfig, ref: str | None, delivery_id: str
+    ) -> None:
+        """Show on the channel how the request it carried ended (``ref``: what ``send`` gave)."""
         ...
 
 

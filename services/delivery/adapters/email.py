@@ -18,7 +18,7 @@ from services.gateway.identity import ConfirmTokens
 
 if TYPE_CHECKING:
     from schemas.workspace import ChannelConfig
-    from services.delivery.notice import Notice
+    from services.delivery.notice import Notice, Outcome
     from services.settings import Settings
 
 
@@ -30,13 +30,33 @@ class EmailAdapter:
         self.tokens = ConfirmTokens.from_settings(settings)
 
     async def send(self, notice: Notice, channel: ChannelConfig, delivery_id: str) -> str:
+        if not channel.target:
+            raise DeliveryError("the email channel names no target address", permanent=True)
+        message = self.compose(notice, channel.target, self.settings.smtp_from, delivery_id)
+        return await self.deliver(message)
+
+    async def tell_outcome(
+        self, outcome: Outcome, channel: ChannelConfig, ref: str | None, delivery_id: str
+    ) -> None:
+        if not channel.target:
+            return
+        message = EmailMessage()
+        message["Subject"] = f"[{outcome.status}] {outcome.title}"
+        message["From"] = self.settings.smtp_from
+        message["To"] = channel.target
+        message["Message-ID"] = f"<{delivery_id}@approvals>"
+        if ref:
+            message["In-Reply-To"] = ref
+            message["References"] = ref
+        message.set_content(f"{outcome.line()}\n\nNo decision is needed any more.\n"
+                            f"Details: {outcome.web_url}\n")  # fmt: skip
+        await self.deliver(message)
+
+    async def deliver(self, message: EmailMessage) -> str:
         settings = self.settings
         if not settings.smtp_host:
             raise DeliveryError("no SMTP server is configured (APPROVALS_SMTP_HOST)",
                                 permanent=True)  # fmt: skip
-        if not channel.target:
-            raise DeliveryError("the email channel names no target address", permanent=True)
-        message = self.compose(notice, channel.target, settings.smtp_from, delivery_id)
         try:
             await aiosmtplib.send(
                 message, hostname=settings.smtp_host, port=settings.smtp_port,

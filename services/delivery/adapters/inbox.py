@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     from schemas.workspace import ChannelConfig
-    from services.delivery.notice import Notice
+    from services.delivery.notice import Notice, Outcome
     from services.settings import Settings
 
 
@@ -18,3 +18,8 @@ class InboxAdapter:
 
     async def send(self, notice: Notice, channel: ChannelConfig, delivery_id: str) -> str:
         return notice.web_url
+
+    async def tell_outcome(
+        self, outcome: Outcome, channel: ChannelConfig, ref: str | None, delivery_id: str
+    ) -> None:
+        return None  # the inbox's pages follow the bus themselves

@@ -15,7 +15,7 @@ from services.delivery.adapters.base import DeliveryError, secret_of
 
 if TYPE_CHECKING:
     from schemas.workspace import ChannelConfig
-    from services.delivery.notice import Notice
+    from services.delivery.notice import Notice, Outcome
     from services.settings import Settings
 
 
@@ -65,3 +65,25 @@ class SlackAdapter:
         except OSError as error:
             raise DeliveryError(f"Slack unreachable: {error!r}") from None
         return f"{response['channel']}:{response['ts']}"
+
+    async def tell_outcome(
+        self, outcome: Outcome, channel: ChannelConfig, ref: str | None, delivery_id: str
+    ) -> None:
+        """Edit the message: the outcome and who decided, and no buttons left to press."""
+        if not ref or ":" not in ref:
+            return
+        slack_channel, ts = ref.split(":", 1)
+        await update(self.settings, secret_of(channel), slack_channel, ts, outcome.line())
+
+
+async def update(settings: Settings, token: str, slack_channel: str, ts: str, text: str) -> None:
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+    web = client(settings, token, settings.delivery_timeout_s)
+    try:
+        await asyncio.to_thread(web.chat_update, channel=slack_channel, ts=ts, text=text,
+                                blocks=blocks)  # fmt: skip
+    except SlackApiError as error:
+        raise DeliveryError(f"Slack refused the update: {error.response.get('error')}",
+                            permanent=error.response.status_code < 500) from None  # fmt: skip
+    except OSError as error:
+        raise DeliveryError(f"Slack unreachable: {error!r}") from None

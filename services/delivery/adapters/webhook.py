@@ -20,7 +20,7 @@ from services.delivery.adapters.base import DeliveryError, secret_of
 
 if TYPE_CHECKING:
     from schemas.workspace import ChannelConfig
-    from services.delivery.notice import Notice
+    from services.delivery.notice import Notice, Outcome
     from services.settings import Settings
 
 EVENT_TYPE = "approval.requested"
@@ -38,10 +38,20 @@ class WebhookAdapter:
         ]
 
     async def send(self, notice: Notice, channel: ChannelConfig, delivery_id: str) -> str:
+        return await self.post(channel, EVENT_TYPE, notice, delivery_id)
+
+    async def tell_outcome(
+        self, outcome: Outcome, channel: ChannelConfig, ref: str | None, delivery_id: str
+    ) -> None:
+        await self.post(channel, f"approval.{outcome.status}", outcome, delivery_id)
+
+    async def post(
+        self, channel: ChannelConfig, event_type: str, data: object, delivery_id: str
+    ) -> str:
         url = channel.target or ""
         await self.check_destination(url)
-        body = encoder.encode({"type": EVENT_TYPE, "timestamp": datetime.now(UTC),
-                               "data": notice}).decode()  # fmt: skip
+        body = encoder.encode({"type": event_type, "timestamp": datetime.now(UTC),
+                               "data": data}).decode()  # fmt: skip
         signed = Webhook(secret_of(channel)).sign(delivery_id, datetime.now(UTC), body)
         headers = {
             "content-type": "application/json",
