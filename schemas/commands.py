@@ -151,6 +151,20 @@ class Report(Command, frozen=True, kw_only=True):
     by: Actor
 
 
+class Remind(Command, frozen=True, kw_only=True):
+    """Remind the approvers of a request still waiting (the scheduler, when it is due)."""
+
+    approval_id: UUID
+    by: Actor = "service:scheduler"
+
+
+class Escalate(Command, frozen=True, kw_only=True):
+    """Escalate a request nobody decided in time to the workspace's escalation group."""
+
+    approval_id: UUID
+    by: Actor = "service:scheduler"
+
+
 class CheckSpend(Command, frozen=True, kw_only=True):
     """Check a new request's credit ceiling against its workspace's budget (the spend-cap
     service sends it on ``requested``): ``spend_checked``, or rejected if it can never fit."""
@@ -197,6 +211,8 @@ COMMANDS: dict[str, type[Command]] = {
     "redeem": Redeem,
     "report": Report,
     "check_spend": CheckSpend,
+    "remind": Remind,
+    "escalate": Escalate,
     "release": Release,
     "create_api_key": CreateApiKey,
     "revoke_api_key": RevokeApiKey,

@@ -87,6 +87,18 @@ class DeliveryFailed(Event, frozen=True, kw_only=True, tag="delivery_failed"):
     attempts: int = 1
 
 
+class Reminded(Event, frozen=True, kw_only=True, tag="reminded"):
+    """The approvers were reminded (the ``count``-th time) that the request still waits."""
+
+    count: int
+
+
+class Escalated(Event, frozen=True, kw_only=True, tag="escalated"):
+    """Nobody decided in time: the members of ``group`` may now decide it too."""
+
+    group: str
+
+
 class Approved(Event, frozen=True, kw_only=True, tag="approved"):
     digest: str
     reason: str | None = None
@@ -248,8 +260,8 @@ class ApiKeyRevoked(WorkspaceEvent, frozen=True, kw_only=True, tag="api_key_revo
 
 BudgetEvent = CreditsReserved | CreditsSettled | CreditsReleased
 ApprovalEvent = (
-    Requested | SpendChecked | Delivered | DeliveryFailed | VoteCast | Approved | Rejected
-    | Expired | Cancelled | Redeemed | RunReported
+    Requested | SpendChecked | Delivered | DeliveryFailed | Reminded | Escalated | VoteCast
+    | Approved | Rejected | Expired | Cancelled | Redeemed | RunReported
 )  # fmt: skip
 AnyEvent = (
     ApprovalEvent | WorkspaceConfigured | Delegated | StandingUsed | CreditsReserved
@@ -260,6 +272,8 @@ EVENT_TYPES: tuple[type[Event] | type[WorkspaceEvent], ...] = (
     SpendChecked,
     Delivered,
     DeliveryFailed,
+    Reminded,
+    Escalated,
     VoteCast,
     Approved,
     Rejected,

@@ -96,6 +96,8 @@ class ApprovalView(msgspec.Struct, frozen=True, kw_only=True):
     redeem_by: datetime | None = None  # approved: the action must start before this
     spend: SpendPicture | None = None  # the budget picture when the request came in
     receipt: Receipt | None = None  # approved: the signed receipt
+    reminders: int = 0  # how many times the approvers were reminded
+    escalated_to: str | None = None  # the group it was escalated to
     web_url: str = ""
 
 

@@ -43,6 +43,8 @@ Outcome = Literal[
     "expired",
     "delivered",
     "delivery_failed",
+    "reminded",
+    "escalated",
     "vote_cast",
     "configured",
     "delegated",

@@ -26,6 +26,8 @@ CommandVerb = Literal[
     "redeem",
     "report",
     "check_spend",
+    "remind",
+    "escalate",
     "release",
     "create_api_key",
     "revoke_api_key",

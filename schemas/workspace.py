@@ -56,6 +56,18 @@ class ChannelConfig(Settings, frozen=True, kw_only=True):
     target: str | None = None  # e.g. a Slack channel id, a webhook URL, an address
 
 
+class Reminders(Settings, frozen=True, kw_only=True):
+    """While a request waits: remind after ``remind_after_s`` (again every ``repeat_every_s``),
+    and after ``escalate_after_s`` escalate it to the group ``escalate_to``, whose members may
+    then decide it whatever the risk level's approver groups, on ``escalate_channels``."""
+
+    remind_after_s: Annotated[int, msgspec.Meta(ge=1, le=30 * 24 * 3600)]
+    repeat_every_s: Annotated[int, msgspec.Meta(ge=1, le=30 * 24 * 3600)] | None = None
+    escalate_after_s: Annotated[int, msgspec.Meta(ge=1, le=30 * 24 * 3600)] | None = None
+    escalate_to: GroupName | None = None
+    escalate_channels: tuple[Channel, ...] = ()
+
+
 class Budget(Settings, frozen=True, kw_only=True):
     period: Literal["day", "week", "month"] = "month"
     cap: Credits
@@ -79,6 +91,7 @@ class WorkspaceSettings(Settings, frozen=True, kw_only=True):
     skill_owners: dict[str, Actor] = {}
     standing: tuple[StandingPermission, ...] = ()
     budget: Budget | None = None
+    reminders: Reminders | None = None
 
     def quorum_for(self, risk: RiskLevel) -> int:
         return self.quorum.get(risk, 1)
@@ -122,6 +135,17 @@ def check_consistency(settings: WorkspaceSettings) -> None:
         problems += [
             f"channels.{risk}: {c} has no [channel.{c}] table"
             for c in channels
+            if c not in settings.channel and c != "inbox"
+        ]
+    if settings.reminders is not None:
+        r = settings.reminders
+        if r.escalate_to is not None and r.escalate_to not in settings.groups:
+            problems.append(f"reminders.escalate_to: no group {r.escalate_to}")
+        if (r.escalate_to is None) != (r.escalate_after_s is None):
+            problems.append("reminders: escalate_to and escalate_after_s go together")
+        problems += [
+            f"reminders.escalate_channels: {c} has no [channel.{c}] table"
+            for c in r.escalate_channels
             if c not in settings.channel and c != "inbox"
         ]
     names = [rule.name for rule in settings.standing]

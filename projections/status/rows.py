@@ -35,6 +35,10 @@ def fold(row: ApprovalView | None, event: events.Event) -> ApprovalView | None:
         return msgspec.structs.replace(row, spend=event.spend, version=event.version)
     if isinstance(event, events.RunReported):
         return msgspec.structs.replace(row, credits_used=event.credits_used, version=event.version)
+    if isinstance(event, events.Reminded):
+        return msgspec.structs.replace(row, reminders=event.count, version=event.version)
+    if isinstance(event, events.Escalated):
+        return msgspec.structs.replace(row, escalated_to=event.group, version=event.version)
     if isinstance(event, events.DeliveryFailed):
         return msgspec.structs.replace(row, version=event.version)
     if isinstance(event, events.Delivered):

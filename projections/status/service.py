@@ -13,6 +13,7 @@ from projections.status.projector import Projector
 from projections.status.storage import open_view
 from projections.status.waiters import Waiters
 from services.scheduler.expiry import ExpiryScheduler
+from services.scheduler.reminders import ReminderScheduler
 
 if TYPE_CHECKING:
     from projections.status.view import StatusView
@@ -30,7 +31,7 @@ class ProjectionService:
         self.with_scheduler = scheduler
         self.view: StatusView | None = None
         self.waiters = Waiters()
-        self._parts: list[Projector | QueryHandlers | ExpiryScheduler] = []
+        self._parts: list[Projector | QueryHandlers | ExpiryScheduler | ReminderScheduler] = []
 
     async def start(self) -> None:
         self.view = await asyncio.to_thread(open_view, self.settings)
@@ -43,6 +44,7 @@ class ProjectionService:
         ]
         if self.with_scheduler:
             self._parts.append(ExpiryScheduler(self.view, nc, blocking_io=blocking))
+            self._parts.append(ReminderScheduler(self.view, nc, blocking_io=blocking))
         for part in self._parts:
             await part.start()
 

@@ -38,7 +38,7 @@ COLUMNS = (
     "on_behalf_of", "skill_name", "skill_execution_id", "action_kind", "mode", "provider",
     "destination", "max_credits", "digest", "channels", "decided_by", "reason", "created_at",
     "expires_at", "resolved_at", "version", "quorum", "votes", "redeemed_at", "credits_used",
-    "redeem_by", "spend", "receipt",
+    "redeem_by", "spend", "receipt", "reminders", "escalated_to",
 )  # fmt: skip
 # Columns added after the first release, with what an older table gets when it is upgraded.
 ADDED_COLUMNS = {
@@ -49,9 +49,11 @@ ADDED_COLUMNS = {
     "redeem_by": "TEXT",
     "spend": "TEXT",
     "receipt": "TEXT",
+    "reminders": "INTEGER NOT NULL DEFAULT 0",
+    "escalated_to": "TEXT",
 }
 JSON_COLUMNS = ("spend", "receipt")  # a struct as JSON text, or NULL
-INTEGER_COLUMNS = frozenset({"version", "quorum"})
+INTEGER_COLUMNS = frozenset({"version", "quorum", "reminders"})
 REAL_COLUMNS = frozenset({"max_credits", "credits_used"})
 
 
@@ -226,6 +228,13 @@ class StatusView(TrackingRecorder, ABC):
         )
         return [(row["workspace_id"], _uuid(row["id"])) for row in rows]
 
+    def waiting(self, limit: int = 1000) -> list[ApprovalView]:
+        """Pending approvals, oldest first: what reminders and escalation look at."""
+        rows = self._fetch(
+            "SELECT * FROM {a} WHERE status = 'pending' ORDER BY created_at LIMIT ?", [limit]
+        )
+        return [_from_row(row) for row in rows]
+
     def content_hash(self) -> str:
         """SHA-256 over every view row and timeline entry, in a fixed order."""
         digest = hashlib.sha256()
@@ -261,6 +270,7 @@ def _to_row(view: ApprovalView) -> tuple[Any, ...]:
         None if view.redeem_by is None else timestamp(view.redeem_by),
         None if view.spend is None else encoder.encode(view.spend).decode(),
         None if view.receipt is None else encoder.encode(view.receipt).decode(),
+        view.reminders, view.escalated_to,
     )  # fmt: skip
 
 

@@ -203,6 +203,10 @@ class Approvals(Application[UUID]):
                 governance.require_role(ws, cmd.by, "requester", "report a run")
                 produced = [domain.report(approval, cmd, now)]
                 produced += self._settle(workspace_id, approval, cmd.credits_used, now, state)
+            case commands.Remind():
+                produced = [domain.remind(approval, cmd, now, ws.settings.reminders)]
+            case commands.Escalate():
+                produced = [domain.escalate(approval, cmd, now, ws.settings.reminders)]
             case commands.CheckSpend():
                 limits = ws.settings.budget
                 held = (

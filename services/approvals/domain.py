@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from schemas import commands
+    from schemas.workspace import Reminders
     from services.approvals.budget import Verdict
 
 
@@ -58,6 +59,8 @@ class Approval(msgspec.Struct, frozen=True, kw_only=True):
     run: events.RunReported | None = None
     spend: events.SpendChecked | None = None  # the budget picture when the request came in
     receipt: Receipt | None = None  # approved: signed by the command service
+    reminders: int = 0  # how many times the approvers were reminded
+    escalated_to: str | None = None  # the group whose members may now decide it too
 
     @property
     def is_terminal(self) -> bool:
@@ -120,8 +123,9 @@ def approve(
     """A vote; the vote that meets the request's quorum is the ``approved`` event itself."""
     _require_pending(approval, now)
     who = governance.decider(
-        ws, cmd.approver, cmd.for_member, approval.request, now, approving=True
-    )
+        ws, cmd.approver, cmd.for_member, approval.request, now, approving=True,
+        escalated_to=approval.escalated_to,
+    )  # fmt: skip
     if cmd.digest != approval.request.digest:
         raise DigestMismatch(
             "the digest shown to the approver is not the digest of this request",
@@ -160,8 +164,9 @@ def reject(
     """One allowed rejection rejects (a veto), whatever votes came before."""
     _require_pending(approval, now)
     who = governance.decider(
-        ws, cmd.approver, cmd.for_member, approval.request, now, approving=False
-    )
+        ws, cmd.approver, cmd.for_member, approval.request, now, approving=False,
+        escalated_to=approval.escalated_to,
+    )  # fmt: skip
     return _next(
         approval, events.Rejected, now, cmd.approver,
         reason=cmd.reason, rerun=cmd.rerun, for_member=who.for_member,
@@ -230,6 +235,38 @@ def check_spend(
     if verdict.never is not None:
         return _next(approval, events.Rejected, now, cmd.by, reason=verdict.never)
     return _next(approval, events.SpendChecked, now, cmd.by, spend=verdict.picture)
+
+
+def remind(
+    approval: Approval, cmd: commands.Remind, now: datetime, reminders: Reminders | None
+) -> events.Reminded:
+    """The next reminder, once it is due (``not_due`` before; none after a decision)."""
+    _require_pending(approval, now)
+    if reminders is None:
+        raise Conflict("the workspace sends no reminders", rule="no_reminders")
+    if approval.reminders and reminders.repeat_every_s is None:
+        raise Conflict("the approvers were reminded already", rule="reminded_once")
+    due = approval.request.occurred_at + timedelta(
+        seconds=reminders.remind_after_s + approval.reminders * (reminders.repeat_every_s or 0)
+    )
+    if now < due:
+        raise Conflict("no reminder is due yet", rule="not_due", due=due.isoformat())
+    return _next(approval, events.Reminded, now, cmd.by, count=approval.reminders + 1)
+
+
+def escalate(
+    approval: Approval, cmd: commands.Escalate, now: datetime, reminders: Reminders | None
+) -> events.Escalated:
+    """Escalate, once, when the workspace's escalation time has passed."""
+    _require_pending(approval, now)
+    if reminders is None or reminders.escalate_to is None or reminders.escalate_after_s is None:
+        raise Conflict("the workspace escalates nothing", rule="no_escalation")
+    if approval.escalated_to is not None:
+        raise Conflict(f"escalated to {approval.escalated_to} already", rule="escalated_once")
+    due = approval.request.occurred_at + timedelta(seconds=reminders.escalate_after_s)
+    if now < due:
+        raise Conflict("escalation is not due yet", rule="not_due", due=due.isoformat())
+    return _next(approval, events.Escalated, now, cmd.by, group=reminders.escalate_to)
 
 
 def releasable(approval: Approval, now: datetime) -> str:
@@ -364,6 +401,17 @@ def _spend_checked(event: events.SpendChecked, approval: Approval | None) -> App
 @mutate.register(events.DeliveryFailed)
 def _delivery_failed(event: events.DeliveryFailed, approval: Approval | None) -> Approval:
     current = _existing(approval, event)
+    return msgspec.structs.replace(current, version=event.version, modified_at=event.occurred_at)
+
+
+@mutate.register(events.Reminded)
+@mutate.register(events.Escalated)
+def _waiting(event: events.Reminded | events.Escalated, approval: Approval | None) -> Approval:
+    current = _existing(approval, event)
+    if isinstance(event, events.Reminded):
+        current = msgspec.structs.replace(current, reminders=event.count)
+    else:
+        current = msgspec.structs.replace(current, escalated_to=event.group)
     return msgspec.structs.replace(current, version=event.version, modified_at=event.occurred_at)
 
 

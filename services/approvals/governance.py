@@ -177,6 +177,7 @@ def decider(
     now: datetime,
     *,
     approving: bool,
+    escalated_to: str | None = None,
 ) -> Decider:
     """Check that ``actor`` may decide ``request``; raise Forbidden naming the rule if not."""
     if approving and not actor.startswith("user:"):
@@ -205,7 +206,8 @@ def decider(
         raise Forbidden(
             f"{entitled} does not have the approver role", rule="role:approver", approver=actor
         )
-    if not ws.may_approve_risk(entitled, request.risk_level):
+    escalated = escalated_to is not None and entitled in ws.settings.groups.get(escalated_to, ())
+    if not escalated and not ws.may_approve_risk(entitled, request.risk_level):
         groups = ", ".join(ws.settings.approvers.get(request.risk_level, ()))
         raise Forbidden(
             f"{request.risk_level} risk is decided by the groups {groups} only",

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 ACTOR = "service:delivery"
 DURABLE = "delivery"
 OUTCOMES = "delivery-outcomes"
+NUDGES = "delivery-reminders"
 ENDINGS = ("approved", "rejected", "expired", "cancelled")
 RECORDS_BUCKET = "approvals_deliveries"
 
@@ -80,6 +81,8 @@ class Delivery:
         await self.consumers.consume(DURABLE, ("spend_checked",), self.process,
                                      max_ack_pending=1000)  # fmt: skip
         await self.consumers.consume(OUTCOMES, ENDINGS, self.tell_outcome, max_ack_pending=1000)
+        await self.consumers.consume(NUDGES, ("reminded", "escalated"), self.nudge,
+                                     max_ack_pending=1000)  # fmt: skip
 
     async def stop(self) -> None:
         await self.consumers.stop()
@@ -99,7 +102,7 @@ class Delivery:
         if not got.get("caught_up", True):
             raise Unavailable(f"the status view has not reached {event.approval_id} yet")
         history = await self._ask(workspace, "history", {"approval_id": str(event.approval_id)})
-        notice = self.notice(got["approval"], history["timeline"][0]["event"], event)
+        notice = self.notice(got["approval"], history["timeline"][0]["event"])
         risk = got["approval"]["risk_level"]
         for channel in dict.fromkeys(("inbox", *settings.channels.get(risk, ()))):
             await self.deliver(notice, channel, settings.channel.get(channel, ChannelConfig()))
@@ -156,18 +159,52 @@ class Delivery:
                         error)  # fmt: skip
         await self.records.put(key, b"told")
 
+    async def nudge(self, event: events.AnyEvent) -> float | None:
+        """A reminder to the request's channels, or an escalation to the escalation channels:
+        each once per channel (record ``<approval id>.<channel>.<reminderN|escalated>``)."""
+        if not isinstance(event, events.Reminded | events.Escalated):
+            return None
+        workspace, approval_id = event.workspace_id, str(event.approval_id)
+        found = await self._ask(workspace, "workspace", {})
+        got = await self._ask(workspace, "get", {"approval_id": approval_id,
+                                                 "min_version": event.version})  # fmt: skip
+        if not found.get("ok") or not got.get("ok") or got["approval"]["status"] != "pending":
+            return None  # decided meanwhile: nobody needs reminding
+        settings = msgspec.convert(found["workspace"]["settings"], WorkspaceSettings)
+        history = await self._ask(workspace, "history", {"approval_id": approval_id})
+        if isinstance(event, events.Reminded):
+            prefix, suffix = "Reminder: ", f"reminder{event.count}"
+            channels = settings.channels.get(got["approval"]["risk_level"], ())
+        else:
+            prefix, suffix = f"Escalated to {event.group}: ", "escalated"
+            channels = settings.reminders.escalate_channels if settings.reminders else ()
+        notice = self.notice(got["approval"], history["timeline"][0]["event"], prefix)
+        assert self.records is not None, "start() first"
+        for channel in dict.fromkeys(channels):
+            key = f"{approval_id}.{channel}.{suffix}"
+            try:
+                await self.records.get(key)
+                continue  # sent already
+            except KeyNotFoundError:
+                pass
+            config = settings.channel.get(channel, ChannelConfig())
+            record = await self._send(notice, channel, config, key)
+            await self.records.put(key, encoder.encode(record))
+        return None
+
     @staticmethod
-    def notice(view: dict[str, Any], requested: dict[str, Any], checked: events.SpendChecked
-               ) -> Notice:  # fmt: skip
-        spend = msgspec.to_builtins(checked.spend) if checked.spend.cap is not None else None
+    def notice(view: dict[str, Any], requested: dict[str, Any], prefix: str = "") -> Notice:
+        spend = view.get("spend")
         return Notice(
-            workspace_id=view["workspace_id"], approval_id=view["id"], title=view["title"],
+            workspace_id=view["workspace_id"], approval_id=view["id"],
+            title=prefix + view["title"],
             summary=view["summary"], risk_level=view["risk_level"],
             requested_by=view["requested_by"], on_behalf_of=view["on_behalf_of"],
             skill_name=view["skill_name"], action=requested["action"],
             proposed_payload=requested.get("proposed_payload"), digest=view["digest"],
             expires_at=datetime.fromisoformat(view["expires_at"]),
-            quorum=view["quorum"], spend=spend, web_url=view["web_url"],
+            quorum=view["quorum"], web_url=view["web_url"],
+            spend=spend if spend and spend.get("cap") is not None else None,
         )  # fmt: skip
 
     async def deliver(self, notice: Notice, channel: str, config: ChannelConfig) -> None:

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from datetime import timedelta
 from email import message_from_bytes
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,8 +30,8 @@ from standardwebhooks.webhooks import Webhook
 
 from projections.status.service import ProjectionService
 from schemas.codec import event_decoder
-from schemas.events import Delivered, DeliveryFailed
-from schemas.workspace import ChannelConfig, Member, WorkspaceSettings
+from schemas.events import Delivered, DeliveryFailed, Escalated, Reminded, Requested
+from schemas.workspace import ChannelConfig, Member, Reminders, WorkspaceSettings
 from services.approvals.service import CommandService
 from services.client import ApprovalsClient
 from services.delivery.service import DeliveryService
@@ -409,3 +410,50 @@ async def test_a_slack_button_decides_verified_and_the_message_shows_the_outcome
 def approval_of(commands: CommandService, approval_id: str) -> Any:
     assert commands.app is not None
     return commands.app.get(UUID(approval_id))
+
+
+async def test_reminders_and_escalation_fire_on_time_and_stop_at_the_decision(
+    stack: tuple[CommandService, ApprovalsClient], delivery_settings: Settings, hooks: Hooks,
+    mailbox: Mailbox,
+) -> None:  # fmt: skip
+    commands, client = stack
+    urgent = msgspec.structs.replace(
+        workspace(hooks),
+        members={ADMIN: Member(roles=("admin",)), "service:agent": Member(roles=("requester",)),
+                 "user:ana": Member(roles=("approver",)),
+                 "user:carol": Member(roles=("approver",))},
+        groups={"bosses": ("user:ana",), "leads": ("user:carol",)},
+        approvers={"critical": ("bosses",)},
+        channels={"critical": ("inbox", "hooks")},
+        reminders=Reminders(remind_after_s=1, escalate_after_s=2, escalate_to="leads",
+                            escalate_channels=("email",)),
+    )  # fmt: skip
+    assert (await send(client, "configure", {"settings": urgent, "by": ADMIN}))["ok"]
+    async with DeliveryService(delivery_settings):
+        approval = await ask(client, risk="critical", n=9)
+        vote = {"approval_id": approval["id"], "approver": "user:carol",
+                "digest": approval["digest"]}  # fmt: skip
+        # Check: before escalation carol (not in bosses) may not decide a critical request.
+        refused = await send(client, "approve", vote)
+        assert refused["error"]["details"]["rule"] == "approvers:critical", refused
+        await eventually(lambda: len(stored(commands, Reminded)) == 1, within_s=20)
+        await eventually(lambda: len(stored(commands, Escalated)) == 1, within_s=20)
+        # Check: the reminder went to the request's channels, the escalation to its channels.
+        await eventually(lambda: len(hooks.on("/hooks")) == 2 and len(mailbox.messages) == 1)
+        _, reminder = hooks.on("/hooks")[1]
+        assert reminder["data"]["title"] == "Reminder: Sync contacts #9"
+        assert mailbox.messages[0]["Subject"] == "[approval needed] Escalated to leads: " \
+            "Sync contacts #9"  # fmt: skip
+        # Check: now the escalation group may decide it.
+        approved = await send(client, "approve", vote)
+        assert approved["outcome"] == "approved", approved
+    [escalated] = stored(commands, Escalated)
+    assert escalated.group == "leads"
+    [reminded] = stored(commands, Reminded)
+    # Check: on time: not before they were due, and within the scheduler's tick (and a margin).
+    [asked] = [e for e in stored(commands, Requested) if str(e.approval_id) == approval["id"]]
+    assert timedelta(seconds=1) <= reminded.occurred_at - asked.occurred_at < timedelta(seconds=4)
+    assert timedelta(seconds=2) <= escalated.occurred_at - asked.occurred_at < timedelta(seconds=5)
+    # Check: nothing reminds after the decision.
+    after = await send(client, "remind", {"approval_id": approval["id"]})
+    assert after["error"]["code"] == "already_decided"

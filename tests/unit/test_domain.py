@@ -412,3 +412,37 @@ def test_a_channel_carries_a_request_once_and_a_failure_is_recorded() -> None:
     )  # fmt: skip
     after = domain.mutate(failed, approval)
     assert (after.version, after.deliveries) == (3, approval.deliveries)
+
+
+def test_reminders_come_when_due_and_escalation_lets_another_group_decide() -> None:
+    from schemas.workspace import Reminders
+
+    rules = Reminders(remind_after_s=60, repeat_every_s=600, escalate_after_s=1800,
+                      escalate_to="leads")  # fmt: skip
+    approval = pending()
+    remind = commands.Remind(approval_id=APPROVAL_ID)
+    # Check: not before it is due; then the first, and the next one only a repeat later.
+    with pytest.raises(Conflict, match="no reminder is due"):
+        domain.remind(approval, remind, NOW + timedelta(seconds=59), rules)
+    first = domain.remind(approval, remind, NOW + timedelta(seconds=60), rules)
+    approval = domain.mutate(first, approval)
+    assert (first.count, approval.reminders) == (1, 1)
+    with pytest.raises(Conflict, match="no reminder is due"):
+        domain.remind(approval, remind, NOW + timedelta(seconds=600), rules)
+    assert domain.remind(approval, remind, NOW + timedelta(seconds=660), rules).count == 2
+    with pytest.raises(Conflict, match="no reminders"):
+        domain.remind(approval, remind, NOW + timedelta(seconds=900), None)
+    # Check: escalation once, when due.
+    escalate = commands.Escalate(approval_id=APPROVAL_ID)
+    with pytest.raises(Conflict, match="not due"):
+        domain.escalate(approval, escalate, NOW + timedelta(seconds=1799), rules)
+    escalated = domain.escalate(approval, escalate, NOW + timedelta(seconds=1800), rules)
+    approval = domain.mutate(escalated, approval)
+    assert approval.escalated_to == "leads"
+    with pytest.raises(Conflict, match="already"):
+        domain.escalate(approval, escalate, NOW + timedelta(seconds=1900), rules)
+    # Check: nothing reminds after a decision.
+    [approved] = domain.approve(approval, approve_cmd(), NOW + timedelta(seconds=2000), WS)
+    decided = domain.mutate(approved, approval)
+    with pytest.raises(AlreadyDecided):
+        domain.remind(decided, remind, NOW + timedelta(seconds=2100), rules)

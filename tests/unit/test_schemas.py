@@ -102,6 +102,8 @@ EVENTS: dict[str, events.Event | events.WorkspaceEvent] = {
         **WS_COMMON, version=3, actor="service:spendcap", period="2030-01",
         approval_id=APPROVAL_ID, credits=40.0, committed=1.5, cap=100.0,
     ),
+    "reminded": events.Reminded(**COMMON, version=3, actor="service:scheduler", count=1),
+    "escalated": events.Escalated(**COMMON, version=4, actor="service:scheduler", group="leads"),
     "delivery_failed": events.DeliveryFailed(
         **COMMON, version=3, actor="service:delivery", channel="webhook",
         target="https://hooks.example.com/a", error="503 after 3 attempts", attempts=3,
@@ -176,6 +178,8 @@ VALID["redeem"] = {"approval_id": str(APPROVAL_ID), "digest": "a" * 64, "executo
 VALID["report"] = {"approval_id": str(APPROVAL_ID), "credits_used": 3.5, "outcome": "succeeded",
                    "by": "service:x"}  # fmt: skip
 VALID["check_spend"] = {"approval_id": str(APPROVAL_ID)}
+VALID["remind"] = {"approval_id": str(APPROVAL_ID)}
+VALID["escalate"] = {"approval_id": str(APPROVAL_ID), "by": "service:scheduler"}
 VALID["release"] = {"approval_id": str(APPROVAL_ID), "by": "service:spendcap"}
 VALID["create_api_key"] = {"key_id": "k" * 16, "secret_sha256": "a" * 64,
                            "actor": "service:agent", "by": "user:admin"}  # fmt: skip

@@ -1,0 +1,114 @@
+"""Reminders and escalation: while a request waits, remind its approvers when the workspace's
+``[reminders]`` say so, and escalate it to another group after a longer wait.
+
+Like expiry it keeps nothing in memory: each tick reads the waiting approvals (with how often
+they were reminded, and whether escalated) from the status view and the workspaces' settings
+over NATS, and sends ``remind`` or ``escalate`` for what is due. The command service decides
+again (``not_due``, once-only, nothing after a decision), so two schedulers, or a view a little
+behind, only cost a refused command. The delivery service carries the reminder to the channels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from nats.errors import Error as NatsError
+
+from schemas import subjects
+from schemas.codec import encoder
+from schemas.workspace import Reminders, WorkspaceSettings
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+
+    from projections.status.view import StatusView
+    from schemas.queries import ApprovalView
+    from schemas.subjects import CommandVerb
+
+log = logging.getLogger(__name__)
+
+ACTOR = "service:scheduler"
+
+
+def due(view: ApprovalView, rules: Reminders, now: datetime) -> list[CommandVerb]:
+    """The commands due for a waiting approval: ``escalate`` and/or ``remind``."""
+    verbs: list[CommandVerb] = []
+    age = now - view.created_at
+    if (rules.escalate_after_s is not None and view.escalated_to is None
+            and age >= timedelta(seconds=rules.escalate_after_s)):  # fmt: skip
+        verbs.append("escalate")
+    if view.reminders == 0 or rules.repeat_every_s is not None:
+        after = rules.remind_after_s + view.reminders * (rules.repeat_every_s or 0)
+        if age >= timedelta(seconds=after):
+            verbs.append("remind")
+    return verbs
+
+
+class ReminderScheduler:
+    def __init__(
+        self, view: StatusView, nc: Client, *, interval_s: float = 1.0, blocking_io: bool = False
+    ) -> None:
+        self.view = view
+        self.nc = nc
+        self.interval_s = interval_s
+        self.blocking_io = blocking_io
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="reminder-scheduler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("reminder tick failed; trying again next tick")
+            await asyncio.sleep(self.interval_s)  # a timer's tick, not a wait for a condition
+
+    async def tick(self, now: datetime | None = None) -> int:
+        """Send what is due; how many the command service took."""
+        now = now or datetime.now(UTC)
+        waiting = (await asyncio.to_thread(self.view.waiting) if self.blocking_io
+                   else self.view.waiting())  # fmt: skip
+        rules: dict[str, Reminders | None] = {}
+        sent = 0
+        for view in waiting:
+            if view.workspace_id not in rules:
+                rules[view.workspace_id] = await self._reminders(view.workspace_id)
+            workspace_rules = rules[view.workspace_id]
+            if workspace_rules is None:
+                continue
+            for verb in due(view, workspace_rules, now):
+                sent += await self._send(view, verb)
+        return sent
+
+    async def _reminders(self, workspace: str) -> Reminders | None:
+        try:
+            msg = await self.nc.request(subjects.query(workspace, "workspace"), b"{}", 5.0)
+        except (NatsError, TimeoutError):
+            return None
+        found: dict[str, Any] = msgspec.json.decode(msg.data)
+        if not found.get("ok"):
+            return None
+        return msgspec.convert(found["workspace"]["settings"], WorkspaceSettings).reminders
+
+    async def _send(self, view: ApprovalView, verb: CommandVerb) -> int:
+        body = encoder.encode({"approval_id": view.id, "by": ACTOR})
+        try:
+            msg = await self.nc.request(subjects.command(view.workspace_id, verb), body, 5.0)
+        except (NatsError, TimeoutError) as error:
+            log.warning("%s %s not sent (%s); next tick retries", verb, view.id, error)
+            return 0
+        return 1 if msgspec.json.decode(msg.data).get("ok") else 0
