@@ -44,6 +44,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     smtp_starttls: bool = False
     slack_api_url: str = "https://slack.com/api"  # tests point it at a local server
     slack_signing_secret: str | None = None  # verifies the interactivity callbacks
+    discord_api_url: str = "https://discord.com/api/v10"
+    discord_public_key: str | None = None  # the application's Ed25519 key (hex): interactions
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -89,6 +91,8 @@ _ENV_VARS = {
     "smtp_starttls": "APPROVALS_SMTP_STARTTLS",
     "slack_api_url": "APPROVALS_SLACK_API_URL",
     "slack_signing_secret": "APPROVALS_SLACK_SIGNING_SECRET",
+    "discord_api_url": "APPROVALS_DISCORD_API_URL",
+    "discord_public_key": "APPROVALS_DISCORD_PUBLIC_KEY",
 }
 
 

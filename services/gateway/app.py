@@ -29,6 +29,7 @@ from schemas.http import HTTP_STATUS
 from services.gateway import web
 from services.gateway.api import ApprovalsApi
 from services.gateway.bus import Bus, GatewayError
+from services.gateway.discord import discord_interaction
 from services.gateway.identity import ConfirmTokens, Identity, derive
 from services.gateway.slack import slack_interaction
 
@@ -137,7 +138,14 @@ def create_app(settings: Settings) -> Litestar:
                 await bus.nc.drain()
 
     return Litestar(
-        route_handlers=[ApprovalsApi, openapi_json, healthz, slack_interaction, *web.HANDLERS],
+        route_handlers=[
+            ApprovalsApi,
+            openapi_json,
+            healthz,
+            slack_interaction,
+            discord_interaction,
+            *web.HANDLERS,
+        ],
         on_startup=[connect],
         on_shutdown=[disconnect],
         middleware=[sessions.middleware],

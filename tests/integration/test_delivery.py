@@ -26,6 +26,8 @@ import httpx
 import msgspec
 import pytest
 from aiosmtpd.controller import Controller
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from standardwebhooks.webhooks import Webhook
 
 from projections.status.service import ProjectionService
@@ -457,3 +459,113 @@ async def test_reminders_and_escalation_fire_on_time_and_stop_at_the_decision(
     # Check: nothing reminds after the decision.
     after = await send(client, "remind", {"approval_id": approval["id"]})
     assert after["error"]["code"] == "already_decided"
+
+
+# -- Discord -----------------------------------------------------------------------------------
+
+
+class FakeDiscord:
+    """Answers POST and PATCH of channel messages as Discord's HTTP API does, and records them."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, dict[str, str], dict[str, Any]]] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                fake.calls.append((self.command, self.path, dict(self.headers), body))
+                channel = self.path.split("/channels/")[1].split("/")[0]
+                data = json.dumps({"id": f"M{len(fake.calls)}", "channel_id": channel}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_POST = do_PATCH = _answer
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/v10"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def discord_callback(key: Ed25519PrivateKey, interaction: dict[str, Any], *, age_s: int = 0
+                     ) -> tuple[bytes, dict[str, str]]:  # fmt: skip
+    """An interaction signed the way Discord signs one."""
+    body = json.dumps(interaction).encode()
+    timestamp = str(int(time.time()) - age_s)
+    signature = key.sign(timestamp.encode() + body).hex()
+    return body, {"X-Signature-Ed25519": signature, "X-Signature-Timestamp": timestamp,
+                  "Content-Type": "application/json"}  # fmt: skip
+
+
+async def test_a_discord_button_decides_verified_and_the_message_shows_the_outcome(
+    stack: tuple[CommandService, ApprovalsClient], delivery_settings: Settings,
+) -> None:  # fmt: skip
+    commands, client = stack
+    discord, key = FakeDiscord(), Ed25519PrivateKey.generate()
+    public = key.public_key().public_bytes(serialization.Encoding.Raw,
+                                           serialization.PublicFormat.Raw).hex()  # fmt: skip
+    os.environ["TEST_DISCORD_TOKEN"] = "bot-token"
+    settings = msgspec.structs.replace(
+        delivery_settings, discord_api_url=discord.url, discord_public_key=public,
+        gateway_port=free_port(),
+    )  # fmt: skip
+    with_discord = msgspec.structs.replace(
+        workspace(Hooks()),
+        members={ADMIN: Member(roles=("admin",)), "service:agent": Member(roles=("requester",)),
+                 "user:ana": Member(roles=("approver",), aliases=("user:discord.42",))},
+        channels={"high": ("discord",)},
+        channel={"discord": ChannelConfig(secret="TEST_DISCORD_TOKEN", target="900")},
+    )  # fmt: skip
+    assert (await send(client, "configure", {"settings": with_discord, "by": ADMIN}))["ok"]
+    gateway = GatewayService(settings)
+    async with DeliveryService(settings):
+        await gateway.start()
+        try:
+            approval = await ask(client, risk="high", n=8)
+            await eventually(lambda: len(discord.calls) == 1)
+            [(method, path, headers, posted)] = discord.calls
+            assert (method, path) == ("POST", "/api/v10/channels/900/messages")
+            assert headers["Authorization"] == "Bot bot-token"
+            buttons = posted["components"][0]["components"]
+            approve = next(b for b in buttons if b.get("label") == "Approve")
+            click = {"type": 3, "channel_id": "900", "member": {"user": {"id": "42"}},
+                     "data": {"custom_id": approve["custom_id"]}}  # fmt: skip
+            url = f"{gateway.url}/integrations/discord/interactions"
+            async with httpx.AsyncClient(timeout=30) as http:
+                # Check: Discord's PING is answered; forgeries are refused and decide nothing.
+                body, signed = discord_callback(key, {"type": 1})
+                assert (await http.post(url, content=body, headers=signed)).json() == {"type": 1}
+                other = Ed25519PrivateKey.generate()
+                forged = [
+                    discord_callback(other, click),  # not the application's key
+                    discord_callback(key, click, age_s=600),  # a replay
+                    discord_callback(key, {**click, "member": {"user": {"id": "7"}}}),
+                    discord_callback(key, {**click, "channel_id": "901"}),
+                ]
+                statuses = [(await http.post(url, content=b, headers=h)).status_code
+                            for b, h in forged]  # fmt: skip
+                assert statuses == [401, 401, 403, 403]
+                assert approval_of(commands, approval["id"]).status == "pending"
+                body, signed = discord_callback(key, click)
+                clicked = await http.post(url, content=body, headers=signed)
+            # Check: decided as the member; the answer updates the message, buttons gone.
+            assert clicked.status_code == 200, clicked.text
+            assert clicked.json()["type"] == 7
+            assert "approved by user:discord.42" in clicked.json()["data"]["content"]
+            assert clicked.json()["data"]["components"] == []
+            decided = approval_of(commands, approval["id"])
+            assert (decided.status, decided.votes) == ("approved", ("user:ana",))
+            # Check: the outcome notice edits the delivered message too.
+            await eventually(lambda: any(c[0] == "PATCH" for c in discord.calls))
+            [(_, patched_path, _, patched)] = [c for c in discord.calls if c[0] == "PATCH"]
+            assert patched_path == "/api/v10/channels/900/messages/M1"
+            assert patched["components"] == []
+        finally:
+            await gateway.stop()
+            discord.server.shutdown()

@@ -4,6 +4,7 @@ module and a line in ``ADAPTERS``; nothing else changes."""
 from __future__ import annotations
 
 from services.delivery.adapters.base import Adapter, DeliveryError
+from services.delivery.adapters.discord import DiscordAdapter
 from services.delivery.adapters.email import EmailAdapter
 from services.delivery.adapters.inbox import InboxAdapter
 from services.delivery.adapters.slack import SlackAdapter
@@ -14,6 +15,7 @@ ADAPTERS: dict[str, type[Adapter]] = {
     WebhookAdapter.kind: WebhookAdapter,
     EmailAdapter.kind: EmailAdapter,
     SlackAdapter.kind: SlackAdapter,
+    DiscordAdapter.kind: DiscordAdapter,
 }
 
 __all__ = ["ADAPTERS", "Adapter", "DeliveryError"]
