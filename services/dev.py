@@ -124,7 +124,7 @@ def run_dev(data_dir: Path, nats_port: int) -> None:
         print("              status projection, queries on approvals.query.<workspace>.<verb>")
         print("              expiry scheduler")
         print("              spend caps: checks, releases, alerts on approvals.alerts.<ws>.budget")
-        print("              delivery to the workspace's channels (inbox, webhook, email, Slack, Discord)")
+        print("              delivery: inbox, webhook, email, Slack, Discord")
         print(f"gateway       {settings.web_url}  (web inbox, HTTP API /v1, OpenAPI /openapi.json;")
         print("              DEVELOPMENT sign-in on: anyone can sign in as anyone)")
         print(f"try           approvals --nats-url {server.url} request --help", flush=True)
