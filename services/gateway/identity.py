@@ -54,6 +54,27 @@ class LinkInvalid(ValueError):
     pass
 
 
+def seal(key: bytes, fields: dict[str, Any]) -> str:
+    """``fields`` as a token: compact JSON and its HMAC-SHA256, both base64url."""
+    payload = json.dumps(fields, separators=(",", ":")).encode()
+    return f"{_b64(payload)}.{_b64(hmac.new(key, payload, hashlib.sha256).digest())}"
+
+
+def unseal(key: bytes, token: str, now: float | None = None) -> dict[str, Any]:
+    """The fields of a token sealed with ``key`` whose expiry ``e`` has not passed."""
+    try:
+        payload_text, signature_text = token.split(".")
+        payload, signature = _unb64(payload_text), _unb64(signature_text)
+    except ValueError:
+        raise LinkInvalid("this link is malformed") from None
+    if not hmac.compare_digest(signature, hmac.new(key, payload, hashlib.sha256).digest()):
+        raise LinkInvalid("this link was not issued here")
+    fields: dict[str, Any] = json.loads(payload)
+    if (now or time.time()) > fields["e"]:
+        raise LinkInvalid("this link has expired")
+    return fields
+
+
 class Identity:
     def __init__(self, settings: Settings, secret: bytes) -> None:
         self.header = settings.trusted_header
@@ -96,26 +117,12 @@ class Identity:
     # -- one-time links ------------------------------------------------------------------
 
     def link_token(self, member: str, ttl_s: int = LINK_TTL_S, now: float | None = None) -> str:
-        payload = json.dumps(
-            {"m": member, "n": secrets.token_urlsafe(16), "e": int((now or time.time()) + ttl_s)},
-            separators=(",", ":"),
-        ).encode()
-        signature = hmac.new(self._link_key, payload, hashlib.sha256).digest()
-        return f"{_b64(payload)}.{_b64(signature)}"
+        expiry = int((now or time.time()) + ttl_s)
+        return seal(self._link_key, {"m": member, "n": secrets.token_urlsafe(16), "e": expiry})
 
     def check_link(self, token: str, now: float | None = None) -> tuple[str, str]:
         """The member and nonce of a genuine, unexpired link (not yet whether it was used)."""
-        try:
-            payload_text, signature_text = token.split(".")
-            payload, signature = _unb64(payload_text), _unb64(signature_text)
-        except ValueError:
-            raise LinkInvalid("this sign-in link is malformed") from None
-        expected = hmac.new(self._link_key, payload, hashlib.sha256).digest()
-        if not hmac.compare_digest(signature, expected):
-            raise LinkInvalid("this sign-in link was not issued here")
-        fields = json.loads(payload)
-        if (now or time.time()) > fields["e"]:
-            raise LinkInvalid("this sign-in link has expired")
+        fields = unseal(self._link_key, token, now)
         return str(fields["m"]), str(fields["n"])
 
     async def consume_link(self, token: str) -> str:
@@ -146,25 +153,14 @@ class ConfirmTokens:
         return cls(hashlib.sha256(settings.gateway_secret.encode()).digest())
 
     def issue(self, approval_id: str, decision: str, recipient: str, expires_at: Any) -> str:
-        payload = json.dumps({"a": approval_id, "d": decision, "r": recipient,
-                              "n": secrets.token_urlsafe(16), "e": int(expires_at.timestamp())},
-                             separators=(",", ":")).encode()  # fmt: skip
-        return f"{_b64(payload)}.{_b64(hmac.new(self._key, payload, hashlib.sha256).digest())}"
+        fields = {"a": approval_id, "d": decision, "r": recipient,
+                  "n": secrets.token_urlsafe(16), "e": int(expires_at.timestamp())}  # fmt: skip
+        return seal(self._key, fields)
 
     def check(self, token: str, approval_id: str, now: float | None = None) -> dict[str, Any]:
-        try:
-            payload_text, signature_text = token.split(".")
-            payload, signature = _unb64(payload_text), _unb64(signature_text)
-        except ValueError:
-            raise LinkInvalid("this link is malformed") from None
-        expected = hmac.new(self._key, payload, hashlib.sha256).digest()
-        if not hmac.compare_digest(signature, expected):
-            raise LinkInvalid("this link was not issued here")
-        fields: dict[str, Any] = json.loads(payload)
+        fields = unseal(self._key, token, now)
         if fields["a"] != approval_id:
             raise LinkInvalid("this link is for another approval")
-        if (now or time.time()) > fields["e"]:
-            raise LinkInvalid("this link has expired with its request")
         return fields
 
     async def consume(self, js: JetStreamContext, fields: dict[str, Any]) -> None:

@@ -1,1 +1,53 @@
-"""Timers: expiry of requests nobody answered (reminders and escalation come later)."""
+"""Timers: expiry of requests nobody answered, and reminders and escalation while they wait."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+
+    from projections.status.view import StatusView
+
+log = logging.getLogger(__name__)
+
+
+class Ticker:
+    """A timer over the status view: ``tick()`` every ``interval_s`` seconds until stopped.
+
+    Ticks keep nothing in memory between them, so a restart picks up where it stopped."""
+
+    name = "ticker"
+
+    def __init__(
+        self, view: StatusView, nc: Client, *, interval_s: float = 1.0, blocking_io: bool = False
+    ) -> None:
+        self.view = view
+        self.nc = nc
+        self.interval_s = interval_s
+        self.blocking_io = blocking_io
+        self._task: asyncio.Task[None] | None = None
+
+    async def tick(self) -> int:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("%s tick failed; trying again next tick", self.name)
+            await asyncio.sleep(self.interval_s)  # a timer's tick, not a wait for a condition

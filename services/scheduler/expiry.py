@@ -9,53 +9,25 @@ picks up where it stopped, and two schedulers at once only cost a refused duplic
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from nats.errors import Error as NatsError
 
 from schemas import subjects
 from schemas.codec import encoder, reply_decoder
-
-if TYPE_CHECKING:
-    from nats.aio.client import Client
-
-    from projections.status.view import StatusView
+from services.scheduler import Ticker
 
 log = logging.getLogger(__name__)
 
 ACTOR = "service:scheduler"
 
 
-class ExpiryScheduler:
-    def __init__(
-        self, view: StatusView, nc: Client, *, interval_s: float = 1.0, blocking_io: bool = False
-    ) -> None:
-        self.view = view
-        self.nc = nc
-        self.interval_s = interval_s
-        self.blocking_io = blocking_io
-        self._task: asyncio.Task[None] | None = None
+class ExpiryScheduler(Ticker):
+    name = "expiry-scheduler"
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="expiry-scheduler")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.expire_due()
-            except Exception:
-                log.exception("expiry tick failed; trying again next tick")
-            await asyncio.sleep(self.interval_s)  # a timer's tick, not a wait for a condition
+    async def tick(self) -> int:
+        return await self.expire_due()
 
     async def expire_due(self, now: datetime | None = None) -> int:
         """Send ``expire`` for every due approval; return how many the command service took."""

@@ -11,7 +11,6 @@ behind, only cost a refused command. The delivery service carries the reminder t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -22,11 +21,9 @@ from nats.errors import Error as NatsError
 from schemas import subjects
 from schemas.codec import encoder
 from schemas.workspace import Reminders, WorkspaceSettings
+from services.scheduler import Ticker
 
 if TYPE_CHECKING:
-    from nats.aio.client import Client
-
-    from projections.status.view import StatusView
     from schemas.queries import ApprovalView
     from schemas.subjects import CommandVerb
 
@@ -49,33 +46,8 @@ def due(view: ApprovalView, rules: Reminders, now: datetime) -> list[CommandVerb
     return verbs
 
 
-class ReminderScheduler:
-    def __init__(
-        self, view: StatusView, nc: Client, *, interval_s: float = 1.0, blocking_io: bool = False
-    ) -> None:
-        self.view = view
-        self.nc = nc
-        self.interval_s = interval_s
-        self.blocking_io = blocking_io
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="reminder-scheduler")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except Exception:
-                log.exception("reminder tick failed; trying again next tick")
-            await asyncio.sleep(self.interval_s)  # a timer's tick, not a wait for a condition
+class ReminderScheduler(Ticker):
+    name = "reminder-scheduler"
 
     async def tick(self, now: datetime | None = None) -> int:
         """Send what is due; how many the command service took."""
