@@ -10,7 +10,7 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from schemas import subjects
 from schemas.commands import Request as RequestCommand
@@ -31,6 +31,8 @@ from services.gateway.bus import Bus, GatewayError
 if TYPE_CHECKING:
     from schemas.subjects import CommandVerb
 
+WorkspacePath = FromPath[str]
+ApprovalPath = FromPath[UUID]
 JSON = "application/json"
 AnyRequest = Request[Any, Any, Any]
 
@@ -56,7 +58,7 @@ def bus_of(request: Request[Any, Any, Any]) -> Bus:
     return request.app.state.bus  # type: ignore[no-any-return]
 
 
-async def caller(request: Request[Any, Any, Any], workspace: str) -> str:
+async def caller(request: Request[Any, Any, Any], workspace: WorkspacePath) -> str:
     if not subjects.is_token(workspace):
         raise GatewayError("invalid", f"workspace must match {subjects.TOKEN_PATTERN}",
                            workspace=workspace)  # fmt: skip
@@ -70,7 +72,10 @@ class ApprovalsApi(Controller):
 
     @post("", status_code=201, summary="Ask for a decision before an action")
     async def create(
-        self, request: Request[Any, Any, Any], workspace: str, data: RequestCommand
+        self,
+        request: Request[Any, Any, Any],
+        workspace: WorkspacePath,
+        data: JSONBody[RequestCommand],
     ) -> Response[AnyReply]:
         actor = await caller(request, workspace)
         if data.requested_by != actor:
@@ -86,13 +91,13 @@ class ApprovalsApi(Controller):
     async def list_approvals(
         self,
         request: Request[Any, Any, Any],
-        workspace: str,
-        status: Status | None = None,
-        risk_level: RiskLevel | None = None,
+        workspace: WorkspacePath,
+        status: FromQuery[Status | None] = None,
+        risk_level: FromQuery[RiskLevel | None] = None,
         skill_name: Annotated[str | None, Parameter(max_length=200)] = None,
         requested_by: Annotated[str | None, Parameter(max_length=200)] = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
+        created_after: FromQuery[datetime | None] = None,
+        created_before: FromQuery[datetime | None] = None,
         limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
         cursor: Annotated[str | None, Parameter(max_length=200)] = None,
         order: Annotated[str, Parameter(pattern="^(newest|oldest)$")] = "newest",
@@ -107,7 +112,10 @@ class ApprovalsApi(Controller):
 
     @get("/counts", summary="How many approvals there are, by status")
     async def counts(
-        self, request: Request[Any, Any, Any], workspace: str, status: Status | None = None
+        self,
+        request: Request[Any, Any, Any],
+        workspace: WorkspacePath,
+        status: FromQuery[Status | None] = None,
     ) -> Response[CountReply]:
         await caller(request, workspace)
         body = {"status": status} if status else {}
@@ -115,7 +123,7 @@ class ApprovalsApi(Controller):
 
     @get("/{approval_id:uuid}", summary="One approval")
     async def get_approval(
-        self, request: Request[Any, Any, Any], workspace: str, approval_id: UUID
+        self, request: Request[Any, Any, Any], workspace: WorkspacePath, approval_id: ApprovalPath
     ) -> Response[ViewReply]:
         await caller(request, workspace)
         body = {"approval_id": approval_id}
@@ -123,7 +131,7 @@ class ApprovalsApi(Controller):
 
     @get("/{approval_id:uuid}/history", summary="Every event of one approval, in order")
     async def history(
-        self, request: Request[Any, Any, Any], workspace: str, approval_id: UUID
+        self, request: Request[Any, Any, Any], workspace: WorkspacePath, approval_id: ApprovalPath
     ) -> Response[HistoryReply]:
         await caller(request, workspace)
         body = {"approval_id": approval_id}
@@ -133,8 +141,8 @@ class ApprovalsApi(Controller):
     async def wait(
         self,
         request: Request[Any, Any, Any],
-        workspace: str,
-        approval_id: UUID,
+        workspace: WorkspacePath,
+        approval_id: ApprovalPath,
         timeout_s: Annotated[float, Parameter(gt=0, le=300)] = 30.0,
     ) -> Response[WaitReply]:
         await caller(request, workspace)
@@ -143,35 +151,45 @@ class ApprovalsApi(Controller):
         return passthrough(await bus.query(workspace, "wait", body, timeout_s + bus.timeout_s))
 
     @post("/{approval_id:uuid}/approve", status_code=200, summary="Approve, as the key's member")
-    async def approve(self, request: AnyRequest, workspace: str, approval_id: UUID,
-                      data: ApproveBody) -> Response[AnyReply]:  # fmt: skip
+    async def approve(
+        self, request: AnyRequest, workspace: WorkspacePath, approval_id: ApprovalPath,
+        data: JSONBody[ApproveBody],
+    ) -> Response[AnyReply]:  # fmt: skip
         return await act(request, workspace, approval_id, "approve", data, "approver")
 
     @post("/{approval_id:uuid}/reject", status_code=200, summary="Reject, as the key's member")
-    async def reject(self, request: AnyRequest, workspace: str, approval_id: UUID,
-                     data: RejectBody) -> Response[AnyReply]:  # fmt: skip
+    async def reject(
+        self, request: AnyRequest, workspace: WorkspacePath, approval_id: ApprovalPath,
+        data: JSONBody[RejectBody],
+    ) -> Response[AnyReply]:  # fmt: skip
         return await act(request, workspace, approval_id, "reject", data, "approver")
 
     @post("/{approval_id:uuid}/cancel", status_code=200, summary="Withdraw a pending request")
-    async def cancel(self, request: AnyRequest, workspace: str, approval_id: UUID,
-                     data: CancelBody) -> Response[AnyReply]:  # fmt: skip
+    async def cancel(
+        self, request: AnyRequest, workspace: WorkspacePath, approval_id: ApprovalPath,
+        data: JSONBody[CancelBody],
+    ) -> Response[AnyReply]:  # fmt: skip
         return await act(request, workspace, approval_id, "cancel", data, "by")
 
     @post("/{approval_id:uuid}/redeem", status_code=200, summary="Start the approved action, once")
-    async def redeem(self, request: AnyRequest, workspace: str, approval_id: UUID,
-                     data: RedeemBody) -> Response[AnyReply]:  # fmt: skip
+    async def redeem(
+        self, request: AnyRequest, workspace: WorkspacePath, approval_id: ApprovalPath,
+        data: JSONBody[RedeemBody],
+    ) -> Response[AnyReply]:  # fmt: skip
         return await act(request, workspace, approval_id, "redeem", data, "executor")
 
     @post("/{approval_id:uuid}/report", status_code=200, summary="What the run did")
-    async def report(self, request: AnyRequest, workspace: str, approval_id: UUID,
-                     data: ReportBody) -> Response[AnyReply]:  # fmt: skip
+    async def report(
+        self, request: AnyRequest, workspace: WorkspacePath, approval_id: ApprovalPath,
+        data: JSONBody[ReportBody],
+    ) -> Response[AnyReply]:  # fmt: skip
         return await act(request, workspace, approval_id, "report", data, "by")
 
 
 async def act(
     request: AnyRequest,
-    workspace: str,
-    approval_id: UUID,
+    workspace: WorkspacePath,
+    approval_id: ApprovalPath,
     verb: CommandVerb,
     data: Body,
     actor_field: str,

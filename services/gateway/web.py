@@ -18,7 +18,7 @@ from uuid import UUID
 import msgspec
 from litestar import Request, get, post
 from litestar.enums import RequestEncodingType
-from litestar.params import Body
+from litestar.params import Body, FromPath, FromQuery
 from litestar.response import Redirect, ServerSentEvent, Template
 from litestar.response.sse import ServerSentEventMessage
 
@@ -38,6 +38,8 @@ from services.gateway.identity import (
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
 
+WorkspacePath = FromPath[str]
+ApprovalPath = FromPath[UUID]
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 AnyRequest = Request[Any, Any, Any]
 RISKS = ("low", "medium", "high", "critical")
@@ -99,7 +101,7 @@ def _local(path: str | None) -> str:
 
 
 @get("/sign-in", name="sign_in")
-async def sign_in(request: AnyRequest, next: str | None = None) -> Template:
+async def sign_in(request: AnyRequest, next: FromQuery[str | None] = None) -> Template:
     identity = _identity(request)
     context = {"dev": identity.dev_sign_in, "person": identity.person(request),
                "next": _local(next)}  # fmt: skip
@@ -118,7 +120,7 @@ async def dev_sign_in(request: AnyRequest, data: Form) -> Redirect:
 
 
 @get("/sign-in/link", name="sign_in_link")
-async def sign_in_link(request: AnyRequest, token: str) -> Template:
+async def sign_in_link(request: AnyRequest, token: FromQuery[str]) -> Template:
     """Show who the link signs in; the POST of this page signs in (a GET never does)."""
     try:
         member, _ = _identity(request).check_link(token)
@@ -151,11 +153,11 @@ async def sign_out(request: AnyRequest) -> Redirect:
 @get("/workspaces/{workspace:str}/approvals", name="inbox")
 async def inbox(
     request: AnyRequest,
-    workspace: str,
-    status: str = "pending",
-    risk: str | None = None,
-    skill: str | None = None,
-    seen: str | None = None,
+    workspace: WorkspacePath,
+    status: FromQuery[str] = "pending",
+    risk: FromQuery[str | None] = None,
+    skill: FromQuery[str | None] = None,
+    seen: FromQuery[str | None] = None,
 ) -> Template:
     """``seen=<approval id>:<version>`` (the live script) waits for the view to hold that."""
     person, member = await member_in(request, workspace)
@@ -184,11 +186,11 @@ async def inbox(
 @get("/workspaces/{workspace:str}/approvals/{approval_id:uuid}", name="detail")
 async def detail(
     request: AnyRequest,
-    workspace: str,
-    approval_id: UUID,
-    min_version: int | None = None,
-    error: str | None = None,
-    done: str | None = None,
+    workspace: WorkspacePath,
+    approval_id: ApprovalPath,
+    min_version: FromQuery[int | None] = None,
+    error: FromQuery[str | None] = None,
+    done: FromQuery[str | None] = None,
 ) -> Template:
     person, member = await member_in(request, workspace)
     bus = _bus(request)
@@ -226,7 +228,11 @@ def _back(workspace: str, approval_id: UUID, **query: str) -> Redirect:
 
 
 async def _decide(
-    request: AnyRequest, workspace: str, approval_id: UUID, verb: str, body: dict[str, Any]
+    request: AnyRequest,
+    workspace: str,
+    approval_id: UUID,
+    verb: str,
+    body: dict[str, Any],
 ) -> Redirect:
     reply = _json(await _bus(request).command(workspace, verb, body))  # type: ignore[arg-type]
     if reply.get("ok"):
@@ -237,7 +243,9 @@ async def _decide(
 
 
 @post("/workspaces/{workspace:str}/approvals/{approval_id:uuid}/approve", status_code=303)
-async def approve(request: AnyRequest, workspace: str, approval_id: UUID, data: Form) -> Redirect:
+async def approve(
+    request: AnyRequest, workspace: WorkspacePath, approval_id: ApprovalPath, data: Form
+) -> Redirect:
     person, _ = await member_in(request, workspace)
     body = {"approval_id": approval_id, "approver": person, "digest": data.get("digest", ""),
             "reason": data.get("reason") or None}  # fmt: skip
@@ -245,7 +253,9 @@ async def approve(request: AnyRequest, workspace: str, approval_id: UUID, data: 
 
 
 @post("/workspaces/{workspace:str}/approvals/{approval_id:uuid}/reject", status_code=303)
-async def reject(request: AnyRequest, workspace: str, approval_id: UUID, data: Form) -> Redirect:
+async def reject(
+    request: AnyRequest, workspace: WorkspacePath, approval_id: ApprovalPath, data: Form
+) -> Redirect:
     person, _ = await member_in(request, workspace)
     body = {"approval_id": approval_id, "approver": person, "reason": data.get("reason") or None,
             "rerun": data.get("rerun") == "on"}  # fmt: skip
@@ -263,7 +273,12 @@ def _tokens(request: AnyRequest) -> ConfirmTokens:
 
 
 @get("/workspaces/{workspace:str}/approvals/{approval_id:uuid}/confirm", name="confirm")
-async def confirm(request: AnyRequest, workspace: str, approval_id: UUID, token: str) -> Template:
+async def confirm(
+    request: AnyRequest,
+    workspace: WorkspacePath,
+    approval_id: ApprovalPath,
+    token: FromQuery[str],
+) -> Template:
     """What an email link opens: the decision to confirm, signed in, with a POST. Opening it
     (as a mail scanner does) decides nothing and uses nothing up."""
     person, _ = await member_in(request, workspace)
@@ -282,7 +297,9 @@ async def confirm(request: AnyRequest, workspace: str, approval_id: UUID, token:
 
 
 @post("/workspaces/{workspace:str}/approvals/{approval_id:uuid}/confirm", status_code=303)
-async def confirmed(request: AnyRequest, workspace: str, approval_id: UUID, data: Form) -> Redirect:
+async def confirmed(
+    request: AnyRequest, workspace: WorkspacePath, approval_id: ApprovalPath, data: Form
+) -> Redirect:
     person, _ = await member_in(request, workspace)
     tokens = _tokens(request)
     try:
@@ -302,7 +319,7 @@ async def confirmed(request: AnyRequest, workspace: str, approval_id: UUID, data
 
 
 @post("/workspaces/{workspace:str}/reviews/next", status_code=303)
-async def next_review(request: AnyRequest, workspace: str, data: Form) -> Redirect:
+async def next_review(request: AnyRequest, workspace: WorkspacePath, data: Form) -> Redirect:
     _, member = await member_in(request, workspace)
     found = await reviews.next_review(_bus(request).nc, workspace, member,
                                       skill=data.get("skill") or None)  # fmt: skip
@@ -315,7 +332,7 @@ async def next_review(request: AnyRequest, workspace: str, data: Form) -> Redire
 
 
 @get("/workspaces/{workspace:str}/live", name="live")
-async def live(request: AnyRequest, workspace: str) -> ServerSentEvent:
+async def live(request: AnyRequest, workspace: WorkspacePath) -> ServerSentEvent:
     """The workspace's events as they are published: ``{"approval_id", "version", "type"}``."""
     await member_in(request, workspace)
     nc = _bus(request).nc
