@@ -49,19 +49,26 @@ class WebhookAdapter:
         self, channel: ChannelConfig, event_type: str, data: object, delivery_id: str
     ) -> str:
         url = channel.target or ""
-        await self.check_destination(url)
-        body = encoder.encode({"type": event_type, "timestamp": datetime.now(UTC),
-                               "data": data}).decode()  # fmt: skip
-        signed = Webhook(secret_of(channel)).sign(delivery_id, datetime.now(UTC), body)
+        address = await self.check_destination(url)
+        now = datetime.now(UTC)
+        body = encoder.encode({"type": event_type, "timestamp": now, "data": data}).decode()
         headers = {
             "content-type": "application/json",
             "webhook-id": delivery_id,
-            "webhook-timestamp": str(int(datetime.now(UTC).timestamp())),
-            "webhook-signature": signed,
+            "webhook-timestamp": str(int(now.timestamp())),  # the time the signature covers
+            "webhook-signature": Webhook(secret_of(channel)).sign(delivery_id, now, body),
         }
+        # Connect to the address just checked, not to whatever the name resolves to next (DNS
+        # rebinding); the name still goes in the Host header and, for TLS, in SNI and the check
+        # of the certificate.
+        parts = urlsplit(url)
+        host = f"[{address}]" if ":" in address else address
+        pinned = parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host).geturl()
+        headers["host"] = parts.netloc
         try:
             async with httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=False) as http:
-                response = await http.post(url, content=body, headers=headers)
+                response = await http.post(pinned, content=body, headers=headers,
+                                           extensions={"sni_hostname": parts.hostname})  # fmt: skip
         except httpx.HTTPError as error:
             raise DeliveryError(f"POST {url} failed: {error!r}") from None
         if not response.is_success:
@@ -70,8 +77,9 @@ class WebhookAdapter:
                                 permanent=permanent)  # fmt: skip
         return delivery_id
 
-    async def check_destination(self, url: str) -> None:
-        """Refuse what is not http(s), and any address that is not public unless allowed."""
+    async def check_destination(self, url: str) -> str:
+        """The address to connect to; refuse what is not http(s), and a name that resolves to
+        any address that is not public unless its network is allowed."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise DeliveryError(f"not an http(s) URL: {url!r}", permanent=True)
@@ -89,3 +97,4 @@ class WebhookAdapter:
                 f"{parts.hostname} resolves to {address}, which is not public: refused (allow "
                 "its network in APPROVALS_WEBHOOK_ALLOW if it is yours)", permanent=True,
             )  # fmt: skip
+        return str(found[0][4][0])
