@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
+from faststream.nats import NatsBroker
 from nats.errors import Error as NatsError
 from nats.js import api
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from nats.aio.subscription import Subscription
 
     from schemas.events import AnyEvent
+    from services.settings import Settings
 
     Handler = Callable[[AnyEvent], Awaitable[float | None]]
 
@@ -39,6 +41,41 @@ RETRY_DELAYS_S = (0.5, 1, 2, 5, 10, 30)
 
 class Unavailable(Exception):
     """A service did not answer, or answered that it could not: hand the message back."""
+
+
+class Part(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+class ConsumerService:
+    """A consuming service on its own broker connection: ``async with Service(settings): ...``.
+    A subclass says what runs on the connection (``build``)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.broker = NatsBroker(settings.nats_url, logger=log, max_reconnect_attempts=-1)
+        self.part: Part | None = None
+
+    def build(self, nc: Client) -> Part:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        await self.broker.start()
+        self.part = self.build(self.broker.connection)
+        await self.part.start()
+
+    async def stop(self) -> None:
+        if self.part is not None:
+            await self.part.stop()
+        await self.broker.stop()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
 
 
 class EventConsumers:

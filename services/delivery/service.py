@@ -17,10 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
-from faststream.nats import NatsBroker
 from nats.errors import Error as NatsError
 from nats.js.api import KeyValueConfig
 from nats.js.errors import KeyNotFoundError
@@ -28,7 +27,7 @@ from nats.js.errors import KeyNotFoundError
 from schemas import events, subjects
 from schemas.codec import encoder
 from schemas.workspace import ChannelConfig, WorkspaceSettings
-from services.consumer import EventConsumers, Unavailable, command
+from services.consumer import ConsumerService, EventConsumers, Unavailable, command
 from services.delivery.adapters import ADAPTERS, DeliveryError
 from services.delivery.notice import Notice, Outcome
 
@@ -56,6 +55,12 @@ class Record(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     ref: str | None = None
     error: str | None = None
     attempts: int = 1
+
+
+class Loaded(NamedTuple):
+    settings: WorkspaceSettings
+    view: dict[str, Any]  # the approval as the status view shows it
+    timeline: list[dict[str, Any]]  # its events; the first is the request
 
 
 class Delivery:
@@ -87,24 +92,43 @@ class Delivery:
     async def stop(self) -> None:
         await self.consumers.stop()
 
+    async def _load(self, event: events.Event, *, pending: bool) -> Loaded | None:
+        """The workspace's settings, the approval as the view has it (at least at ``event``)
+        and its timeline; None when there is nothing to do (gone, or decided if ``pending``)."""
+        workspace, approval_id = event.workspace_id, str(event.approval_id)
+        found = await self._ask(workspace, "workspace", {})
+        got = await self._ask(workspace, "get", {"approval_id": approval_id,
+                                                 "min_version": event.version})  # fmt: skip
+        if not found.get("ok") or not got.get("ok"):
+            return None  # the workspace or the approval is gone
+        if pending and got["approval"]["status"] != "pending":
+            return None  # decided meanwhile: nobody needs telling
+        if not got.get("caught_up", True):
+            raise Unavailable(f"the status view has not reached {approval_id} yet")
+        history = await self._ask(workspace, "history", {"approval_id": approval_id})
+        timeline = history.get("timeline") or []
+        if not timeline:
+            return None
+        settings = msgspec.convert(found["workspace"]["settings"], WorkspaceSettings)
+        return Loaded(settings=settings, view=got["approval"], timeline=timeline)
+
+    async def _recorded(self, key: str) -> bytes | None:
+        """What the records bucket holds under ``key`` (None: nothing was sent for it yet)."""
+        assert self.records is not None, "start() first"
+        try:
+            return (await self.records.get(key)).value or b"{}"
+        except KeyNotFoundError:
+            return None
+
     async def process(self, event: events.AnyEvent) -> float | None:
         if not isinstance(event, events.SpendChecked):
             return None
-        workspace = event.workspace_id
-        found = await self._ask(workspace, "workspace", {})
-        if not found.get("ok"):
-            return None  # no such workspace any more
-        settings = msgspec.convert(found["workspace"]["settings"], WorkspaceSettings)
-        got = await self._ask(workspace, "get", {"approval_id": str(event.approval_id),
-                                                 "min_version": event.version})  # fmt: skip
-        if not got.get("ok") or got["approval"]["status"] != "pending":
-            return None  # decided (or gone) before it was delivered: nothing to tell anyone
-        if not got.get("caught_up", True):
-            raise Unavailable(f"the status view has not reached {event.approval_id} yet")
-        history = await self._ask(workspace, "history", {"approval_id": str(event.approval_id)})
-        notice = self.notice(got["approval"], history["timeline"][0]["event"])
-        risk = got["approval"]["risk_level"]
-        for channel in dict.fromkeys(("inbox", *settings.channels.get(risk, ()))):
+        loaded = await self._load(event, pending=True)
+        if loaded is None:
+            return None
+        settings, view = loaded.settings, loaded.view
+        notice = self.notice(view, loaded.timeline[0]["event"])
+        for channel in dict.fromkeys(("inbox", *settings.channels.get(view["risk_level"], ()))):
             await self.deliver(notice, channel, settings.channel.get(channel, ChannelConfig()))
         return None
 
@@ -113,26 +137,19 @@ class Delivery:
         if not isinstance(event, events.Approved | events.Rejected | events.Expired
                           | events.Cancelled):  # fmt: skip
             return None
-        workspace, approval_id = event.workspace_id, str(event.approval_id)
-        found = await self._ask(workspace, "workspace", {})
-        got = await self._ask(workspace, "get", {"approval_id": approval_id,
-                                                 "min_version": event.version})  # fmt: skip
-        if not found.get("ok") or not got.get("ok"):
+        loaded = await self._load(event, pending=False)
+        if loaded is None:
             return None
-        if not got.get("caught_up", True):
-            raise Unavailable(f"the status view has not reached {approval_id} yet")
-        settings = msgspec.convert(found["workspace"]["settings"], WorkspaceSettings)
-        view = got["approval"]
+        view = loaded.view
         outcome = Outcome(
-            workspace_id=workspace, approval_id=approval_id, title=view["title"],
-            status=event.event_type, decided_by=event.actor,
+            workspace_id=event.workspace_id, approval_id=str(event.approval_id),
+            title=view["title"], status=event.event_type, decided_by=event.actor,
             reason=getattr(event, "reason", None), web_url=view["web_url"],
         )  # fmt: skip
-        history = await self._ask(workspace, "history", {"approval_id": approval_id})
-        for entry in history.get("timeline", []):
+        for entry in loaded.timeline:
             if entry["type"] == "delivered":
                 delivered = entry["event"]
-                config = settings.channel.get(delivered["channel"], ChannelConfig())
+                config = loaded.settings.channel.get(delivered["channel"], ChannelConfig())
                 await self._tell(outcome, delivered["channel"], config,
                                  delivered.get("external_ref"))  # fmt: skip
         return None
@@ -142,11 +159,8 @@ class Delivery:
     ) -> None:
         assert self.records is not None, "start() first"
         key = f"{outcome.approval_id}.{channel}.{outcome.status}"
-        try:
-            await self.records.get(key)
+        if await self._recorded(key) is not None:
             return  # told already
-        except KeyNotFoundError:
-            pass
         adapter = self.adapters.get(config.kind or channel)
         if adapter is None:
             return
@@ -164,29 +178,22 @@ class Delivery:
         each once per channel (record ``<approval id>.<channel>.<reminderN|escalated>``)."""
         if not isinstance(event, events.Reminded | events.Escalated):
             return None
-        workspace, approval_id = event.workspace_id, str(event.approval_id)
-        found = await self._ask(workspace, "workspace", {})
-        got = await self._ask(workspace, "get", {"approval_id": approval_id,
-                                                 "min_version": event.version})  # fmt: skip
-        if not found.get("ok") or not got.get("ok") or got["approval"]["status"] != "pending":
-            return None  # decided meanwhile: nobody needs reminding
-        settings = msgspec.convert(found["workspace"]["settings"], WorkspaceSettings)
-        history = await self._ask(workspace, "history", {"approval_id": approval_id})
+        loaded = await self._load(event, pending=True)
+        if loaded is None:
+            return None
+        settings, approval_id = loaded.settings, str(event.approval_id)
         if isinstance(event, events.Reminded):
             prefix, suffix = "Reminder: ", f"reminder{event.count}"
-            channels = settings.channels.get(got["approval"]["risk_level"], ())
+            channels = settings.channels.get(loaded.view["risk_level"], ())
         else:
             prefix, suffix = f"Escalated to {event.group}: ", "escalated"
             channels = settings.reminders.escalate_channels if settings.reminders else ()
-        notice = self.notice(got["approval"], history["timeline"][0]["event"], prefix)
+        notice = self.notice(loaded.view, loaded.timeline[0]["event"], prefix)
         assert self.records is not None, "start() first"
         for channel in dict.fromkeys(channels):
             key = f"{approval_id}.{channel}.{suffix}"
-            try:
-                await self.records.get(key)
+            if await self._recorded(key) is not None:
                 continue  # sent already
-            except KeyNotFoundError:
-                pass
             config = settings.channel.get(channel, ChannelConfig())
             record = await self._send(notice, channel, config, key)
             await self.records.put(key, encoder.encode(record))
@@ -211,10 +218,10 @@ class Delivery:
         """One channel, once: send unless the record says it was sent, then record it."""
         assert self.records is not None, "start() first"
         key = f"{notice.approval_id}.{channel}"
-        try:
-            entry = await self.records.get(key)
-            record = msgspec.json.decode(entry.value or b"{}", type=Record)
-        except KeyNotFoundError:
+        sent = await self._recorded(key)
+        if sent is not None:
+            record = msgspec.json.decode(sent, type=Record)
+        else:
             record = await self._send(notice, channel, config, key)
             await self.records.put(key, encoder.encode(record))
         body: dict[str, Any] = {"approval_id": notice.approval_id, "channel": channel,
@@ -254,27 +261,8 @@ class Delivery:
         return answer
 
 
-class DeliveryService:
-    """``async with DeliveryService(settings): ...`` on its own connection."""
+class DeliveryService(ConsumerService):
+    """The delivery service on its own connection."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.broker = NatsBroker(settings.nats_url, logger=log, max_reconnect_attempts=-1)
-        self.delivery: Delivery | None = None
-
-    async def start(self) -> None:
-        await self.broker.start()
-        self.delivery = Delivery(self.broker.connection, self.settings)
-        await self.delivery.start()
-
-    async def stop(self) -> None:
-        if self.delivery is not None:
-            await self.delivery.stop()
-        await self.broker.stop()
-
-    async def __aenter__(self) -> DeliveryService:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+    def build(self, nc: Client) -> Delivery:
+        return Delivery(nc, self.settings)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from schemas.replies import WorkspaceState
     from schemas.subjects import CommandVerb
+    from schemas.workspace import ChannelConfig
 
 CACHE_S = 10.0  # settings, memberships and keys: a revocation or change is seen within this
 
@@ -105,6 +106,26 @@ class Bus:
             return _api_key.decode(data).key if ok(data) else None
 
         return await self._cached(("api_key", workspace, key_id), load)  # type: ignore[no-any-return]
+
+    async def chat_member(
+        self, workspace: str, kind: str, label: str, channel_id: str, user_id: str
+    ) -> ChannelConfig:
+        """For a button pressed in a chat app (``kind`` slack or discord): the workspace's channel
+        the message is in, after checking that the user is a member through the alias
+        ``user:<kind>.<user id>``; refuse another workspace's channel and unknown users."""
+        ws = await self.workspace(workspace)
+        channels = ws.settings.channel.items() if ws is not None else ()
+        config = next(
+            (c for name, c in channels if (c.kind or name) == kind and c.target == channel_id),
+            None,
+        )
+        if config is None:
+            raise GatewayError("forbidden", f"this {label} channel does not carry that workspace",
+                               rule=f"{kind}_channel_of_workspace")  # fmt: skip
+        if workspace not in await self.memberships(f"user:{kind}.{user_id}"):
+            raise GatewayError("forbidden", f"{label} user {user_id} is not a member of "
+                               f"{workspace}", rule="member_of_workspace")  # fmt: skip
+        return config
 
     async def caller(self, workspace: str, authorization: str | None) -> str:
         """The member an ``Authorization: Bearer apk_<key id>.<secret>`` header acts as."""

@@ -73,15 +73,8 @@ async def discord_interaction(request: Request[Any, Any, Any]) -> Response[Any]:
         raise GatewayError("invalid", "not a Discord interaction this service sent") from None
     if verb not in (APPROVE, REJECT) or not subjects.is_token(workspace):
         raise GatewayError("invalid", "not a button this service sent")
-    ws = await bus.workspace(workspace)
-    channels = ws.settings.channel.items() if ws is not None else ()
-    if not any((c.kind or n) == "discord" and c.target == channel_id for n, c in channels):
-        raise GatewayError("forbidden", "this Discord channel does not carry that workspace",
-                           rule="discord_channel_of_workspace")  # fmt: skip
+    await bus.chat_member(workspace, "discord", "Discord", channel_id, user_id)
     signer = discord_alias(user_id)
-    if workspace not in await bus.memberships(signer):
-        raise GatewayError("forbidden", f"Discord user {user_id} is not a member of {workspace}",
-                           rule="member_of_workspace")  # fmt: skip
     got = json.loads(await bus.query(workspace, "get", {"approval_id": approval_id}))
     if not got.get("ok"):
         raise GatewayError("not_found", "no such approval in this workspace")

@@ -54,19 +54,8 @@ async def slack_interaction(request: Request[Any, Any, Any]) -> Response[Any]:
     verb = DECISIONS.get(action.get("action_id"))
     if verb is None or not subjects.is_token(workspace):
         return Response(content=b"", status_code=200)  # Details opens a link; nothing to do
-    ws = await bus.workspace(workspace)
-    channels = ws.settings.channel.items() if ws is not None else ()
-    config = next(
-        (c for name, c in channels if (c.kind or name) == "slack" and c.target == slack_channel),
-        None,
-    )
-    if config is None:
-        raise GatewayError("forbidden", "this Slack channel does not carry that workspace",
-                           rule="slack_channel_of_workspace")  # fmt: skip
+    config = await bus.chat_member(workspace, "slack", "Slack", slack_channel, user)
     signer = slack_alias(user)
-    if workspace not in await bus.memberships(signer):
-        raise GatewayError("forbidden", f"Slack user {user} is not a member of {workspace}",
-                           rule="member_of_workspace")  # fmt: skip
     command: dict[str, Any] = {"approval_id": approval_id, "approver": signer}
     if verb == "approve":
         command["digest"] = str(value.get("d", ""))

@@ -27,17 +27,13 @@ import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from faststream.nats import NatsBroker
-
 from schemas import events, subjects
 from schemas.alerts import BudgetAlert
 from schemas.codec import encoder
-from services.consumer import EventConsumers, command
+from services.consumer import ConsumerService, EventConsumers, command
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
-
-    from services.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -142,27 +138,8 @@ class SpendCap:
         return await command(self.nc, workspace_id, verb, body, self.reply_timeout_s)
 
 
-class SpendCapService:
-    """``async with SpendCapService(settings): ...`` on its own connection."""
+class SpendCapService(ConsumerService):
+    """The spend-cap service on its own connection."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.broker = NatsBroker(settings.nats_url, logger=log, max_reconnect_attempts=-1)
-        self.spendcap: SpendCap | None = None
-
-    async def start(self) -> None:
-        await self.broker.start()
-        self.spendcap = SpendCap(self.broker.connection, ack_wait_s=self.settings.ack_wait_s)
-        await self.spendcap.start()
-
-    async def stop(self) -> None:
-        if self.spendcap is not None:
-            await self.spendcap.stop()
-        await self.broker.stop()
-
-    async def __aenter__(self) -> SpendCapService:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+    def build(self, nc: Client) -> SpendCap:
+        return SpendCap(nc, ack_wait_s=self.settings.ack_wait_s)
