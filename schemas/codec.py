@@ -5,14 +5,14 @@ from __future__ import annotations
 import msgspec
 
 from schemas.commands import COMMANDS, Command
-from schemas.events import AnyEvent
 from schemas.replies import AnyReply
+from schemas.upcasting import EventDecoder
 
 encoder = msgspec.json.Encoder()
 # Canonical JSON for digests: keys sorted at every depth.
 canonical_encoder = msgspec.json.Encoder(order="sorted")
 
-event_decoder = msgspec.json.Decoder(AnyEvent)
+event_decoder = EventDecoder()
 reply_decoder = msgspec.json.Decoder(AnyReply)
 command_decoders: dict[str, msgspec.json.Decoder[Command]] = {
     verb: msgspec.json.Decoder(cls) for verb, cls in COMMANDS.items()

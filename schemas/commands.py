@@ -53,8 +53,30 @@ class Action(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     touches: tuple[ActionKind, ...] | None = None
 
 
+Door = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,31}" + END)]
+
+
+class Via(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The door a command came in by and how its sender proved who they are.
+
+    Set by the door (the CLI, the gateway, the Slack/Discord/email callbacks, the client
+    library), recorded on every event the command causes, and shown to auditors. ``channel``:
+    ``cli``, ``client``, ``api``, ``web``, ``email``, ``slack``, ``discord``, ``mcp``.
+    ``auth``: ``nats`` (the bus connection's credentials), ``api_key``, ``session`` (a web
+    sign-in), ``email_link``, ``slack_signature``, ``discord_signature``. ``ref`` names the
+    credential or identity the door checked (an API key id, the sign-in method, a Slack or
+    Discord user id), never a secret.
+    """
+
+    channel: Door
+    auth: Door
+    ref: ShortText | None = None
+
+
 class Command(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Base of every command body."""
+
+    via: Via | None = None  # the door it came in by (see Via); recorded on its events
 
 
 class Request(Command, frozen=True, kw_only=True):

@@ -1,7 +1,12 @@
 """Events: what happened (past tense). Stored in the event store and published on the bus.
 
 Stored topics are ``schemas.events:<ClassName>``: never move or rename a class once events of it
-are stored. New fields always get defaults; a change of shape is a new ``schema_version``.
+are stored. New fields always get defaults; a change of shape is a new ``schema_version`` with an
+upcaster in ``schemas/upcasting.py`` and a fixture of the old version in ``tests/fixtures/events``.
+
+Versions: 1, the first release. 2 adds ``hash`` (the event's link in its aggregate's hash chain,
+see ``schemas/chain.py``) and ``via`` (the door the causing command came in by, and how its sender
+was authenticated); version 1 events are read as version 2 with neither recorded.
 """
 
 from __future__ import annotations
@@ -12,12 +17,12 @@ from uuid import UUID
 
 import msgspec
 
-from schemas.commands import Action
+from schemas.commands import Action, Via
 from schemas.receipts import Receipt
 from schemas.types import Actor, RiskLevel
 from schemas.workspace import Change, WorkspaceSettings
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -31,6 +36,8 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     actor: Actor
     trace_id: str | None = None
     schema_version: int = SCHEMA_VERSION
+    via: Via | None = None  # the door the causing command came in by; None for the services
+    hash: str = ""  # SHA-256 chaining this event to the one before it (set when stored)
 
     # eventsourcing's DomainEventProtocol
     @property
@@ -174,6 +181,8 @@ class WorkspaceEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"
     occurred_at: datetime
     actor: Actor
     schema_version: int = SCHEMA_VERSION
+    via: Via | None = None
+    hash: str = ""
 
     @property
     def originator_id(self) -> UUID:

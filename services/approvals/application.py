@@ -17,7 +17,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import get_topic
 
-from schemas import codec, commands, events
+from schemas import chain, codec, commands, events
 from schemas.replies import PolicyInfo
 from services.approvals import apikeys, budget, domain, governance, policy
 from services.approvals.errors import ApprovalError, Conflict, NotFound, SpendCapExceeded
@@ -53,7 +53,15 @@ class Handled(NamedTuple):
 
 
 Work = tuple[str, commands.Command]  # (workspace id, command)
-State = dict[UUID, Any]  # what a batch has loaded or changed: approvals, workspaces, allowances
+
+
+class State(dict[UUID, Any]):
+    """What a batch has loaded or changed (approvals, workspaces, allowances, ...), and the
+    hash chain's last link of each aggregate, where known."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: dict[UUID, str] = {}
 
 
 class Approvals(Application[UUID]):
@@ -99,11 +107,11 @@ class Approvals(Application[UUID]):
     def handle_batch(self, batch: Sequence[Work], now: datetime | None = None) -> Handled:
         """Decide every command of ``batch`` and save all their events in one transaction."""
         now = now or datetime.now(UTC)
-        results, new_events = self._decide_all(batch, now)
+        results, new_events, state = self._decide_all(batch, now)
         if not new_events:
             return Handled(results, None)
         try:
-            recordings = self._put(new_events)
+            recordings = self._put(new_events, state)
         except IntegrityError:
             return self._handle_one_by_one(batch, now)
         return Handled(results, recordings[-1].notification.id)
@@ -113,9 +121,9 @@ class Approvals(Application[UUID]):
         last_id: int | None = None
         for work in batch:
             for attempt in range(CONFLICT_RETRIES):
-                [result], new_events = self._decide_all([work], now)
+                [result], new_events, state = self._decide_all([work], now)
                 try:
-                    recordings = self._put(new_events) if new_events else []
+                    recordings = self._put(new_events, state) if new_events else []
                 except IntegrityError:
                     if attempt == CONFLICT_RETRIES - 1:
                         raise
@@ -126,15 +134,41 @@ class Approvals(Application[UUID]):
                 break
         return Handled(results, last_id)
 
-    def _put(self, new_events: list[events.Event]) -> list[Recording[UUID]]:
+    def _put(self, new_events: list[Any], state: State) -> list[Recording[UUID]]:
+        """Chain each event to the one before it in its aggregate, then store them all."""
+        chained = []
+        for event in new_events:
+            aggregate_id = event.originator_id
+            if event.originator_version == 1:
+                previous = chain.GENESIS
+            else:
+                previous = state.links.get(aggregate_id) or self._last_link(aggregate_id)
+            raw = msgspec.to_builtins(event)
+            del raw["hash"]
+            state.links[aggregate_id] = link = chain.link(previous, chain.content(raw))
+            chained.append(msgspec.structs.replace(event, hash=link))
         # The event store directly: ``save`` would look for aggregates, snapshots and a cache
         # this application does not have, with a slow Protocol check per event.
-        return self.events.put(new_events)
+        return self.events.put(chained)
+
+    def _last_link(self, aggregate_id: UUID) -> str:
+        """The link of an aggregate's last stored event, computed from the stored JSON when it
+        carries none (version 1 events, stored before the chain existed)."""
+        stored = self.recorder.select_events(aggregate_id)
+        if not stored:
+            return chain.GENESIS
+        last = msgspec.json.decode(stored[-1].state)
+        if last.get("hash"):
+            return str(last["hash"])
+        link = chain.GENESIS
+        for record in stored:
+            link = chain.link(link, chain.content(msgspec.json.decode(record.state)))
+        return link
 
     def _decide_all(
         self, batch: Sequence[Work], now: datetime
-    ) -> tuple[list[Result | ApprovalError], list[Any]]:
-        state: State = {}
+    ) -> tuple[list[Result | ApprovalError], list[Any], State]:
+        state = State()
         results: list[Result | ApprovalError] = []
         new_events: list[Any] = []
         for workspace_id, cmd in batch:
@@ -143,11 +177,13 @@ class Approvals(Application[UUID]):
             except ApprovalError as error:
                 results.append(error)
                 continue
+            if cmd.via is not None:  # every event the command caused records its door
+                produced = [msgspec.structs.replace(e, via=cmd.via) for e in produced]
             for event in produced:
                 state[event.originator_id] = _evolve(state.get(event.originator_id), event)
             new_events.extend(produced)
             results.append(result)
-        return results, new_events
+        return results, new_events, state
 
     def _decide(
         self, workspace_id: str, cmd: commands.Command, now: datetime, state: State
@@ -336,7 +372,7 @@ class Approvals(Application[UUID]):
     def _workspace(self, workspace_id: str, state: State) -> governance.Workspace | None:
         key = governance.workspace_key(workspace_id)
         if key not in state:
-            state[key] = self._load_with(key, project_workspace)
+            state[key] = self._load_with(key, project_workspace, state)
         return state[key]  # type: ignore[no-any-return]
 
     def _governing(self, workspace_id: str, state: State) -> governance.Workspace:
@@ -344,21 +380,21 @@ class Approvals(Application[UUID]):
 
     def _budget(self, key: UUID, state: State) -> budget.Budget | None:
         if key not in state:
-            state[key] = self._load_with(key, project_budget)
+            state[key] = self._load_with(key, project_budget, state)
         return state[key]  # type: ignore[no-any-return]
 
     def _allowance(self, key: UUID, state: State) -> governance.Allowance | None:
         if key not in state:
-            state[key] = self._load_with(key, project_allowance)
+            state[key] = self._load_with(key, project_allowance, state)
         return state[key]  # type: ignore[no-any-return]
 
     def _api_key(self, key: UUID, state: State) -> apikeys.ApiKey | None:
         if key not in state:
-            state[key] = self._load_with(key, project_api_key)
+            state[key] = self._load_with(key, project_api_key, state)
         return state[key]  # type: ignore[no-any-return]
 
     def api_key(self, workspace_id: str, key_id: str) -> apikeys.ApiKey | None:
-        return self._api_key(apikeys.api_key_key(workspace_id, key_id), {})
+        return self._api_key(apikeys.api_key_key(workspace_id, key_id), State())
 
     def configured_workspaces(self, after: int) -> tuple[set[str], int]:
         """Workspaces configured after notification ``after``, and the last notification read."""
@@ -376,25 +412,34 @@ class Approvals(Application[UUID]):
             last = page[-1].id
 
     def workspace(self, workspace_id: str) -> governance.Workspace | None:
-        return self._workspace(workspace_id, {})
+        return self._workspace(workspace_id, State())
 
     def budget_in(self, workspace_id: str, period: str) -> budget.Budget | None:
         """A period's budget aggregate (None when nothing was reserved in it yet)."""
-        return self._budget(budget.budget_key(workspace_id, period), {})
+        return self._budget(budget.budget_key(workspace_id, period), State())
 
     def _current(self, approval_id: UUID, state: State) -> domain.Approval | None:
         if approval_id not in state:
-            state[approval_id] = self._load(approval_id)
+            state[approval_id] = self._load(approval_id, state)
         return state[approval_id]  # type: ignore[no-any-return]
 
-    def _load(self, approval_id: UUID) -> domain.Approval | None:
-        return self._load_with(approval_id, domain.project)  # type: ignore[no-any-return]
+    def _load(self, approval_id: UUID, state: State | None = None) -> domain.Approval | None:
+        return self._load_with(approval_id, domain.project, state)  # type: ignore[no-any-return]
 
-    def _load_with(self, aggregate_id: UUID, projector: Any) -> Any:
+    def _load_with(self, aggregate_id: UUID, projector: Any, state: State | None = None) -> Any:
+        history: list[Any] = []
+
+        def fold(initial: Any, stored: Any) -> Any:
+            history.extend(stored)
+            return projector(initial, history)
+
         try:
-            return self.repository.get(aggregate_id, projector_func=projector)
+            aggregate = self.repository.get(aggregate_id, projector_func=fold)
         except AggregateNotFoundError:
             return None
+        if state is not None and history and history[-1].hash:
+            state.links[aggregate_id] = history[-1].hash
+        return aggregate
 
 
 def project_workspace(ws: governance.Workspace | None, history: Any) -> governance.Workspace | None:

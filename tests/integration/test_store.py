@@ -10,7 +10,7 @@ from uuid import UUID, uuid4, uuid5
 import pytest
 
 from schemas import commands
-from services.approvals.application import IDEMPOTENCY_NAMESPACE, Approvals, Result
+from services.approvals.application import IDEMPOTENCY_NAMESPACE, Approvals, Result, State
 from services.approvals.digest import action_digest
 from services.approvals.errors import AlreadyDecided, ApprovalError, Conflict, NotFound
 from services.approvals.store import store_env
@@ -194,9 +194,9 @@ def test_a_decision_on_stale_state_is_retried_and_loses_to_the_first(
     loads: list[UUID] = []
     load = b._load
 
-    def stale_first(approval_id: UUID) -> Approval | None:
+    def stale_first(approval_id: UUID, state: State | None = None) -> Approval | None:
         loads.append(approval_id)
-        return stale if len(loads) == 1 else load(approval_id)
+        return stale if len(loads) == 1 else load(approval_id, state)
 
     monkeypatch.setattr(b, "_load", stale_first)
     reject = commands.Reject(approval_id=approval.id, approver="user:bo")
