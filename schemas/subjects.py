@@ -6,6 +6,8 @@ import re
 from typing import Final, Literal, get_args
 
 STREAM: Final = "APPROVALS_EVENTS"
+CHECKPOINT_STREAM: Final = "APPROVALS_CHECKPOINTS"
+CHECKPOINTS: Final = "approvals.audit.checkpoints"  # signed checkpoints of the whole log
 COMMAND_QUEUE: Final = "approvals-commands"
 EVENTS_WILDCARD: Final = "approvals.events.>"
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from nats.js import api
 from nats.js.errors import NotFoundError
 
-from schemas.subjects import EVENTS_WILDCARD, STREAM
+from schemas.subjects import CHECKPOINT_STREAM, CHECKPOINTS, EVENTS_WILDCARD, STREAM
 
 if TYPE_CHECKING:
     from nats.js import JetStreamContext
@@ -33,3 +33,23 @@ async def ensure_events_stream(js: JetStreamContext) -> api.StreamInfo:
         return await js.stream_info(STREAM)
     except NotFoundError:
         return await js.add_stream(events_stream_config())
+
+
+def checkpoint_stream_config(replicas: int = 1) -> api.StreamConfig:
+    """Signed checkpoints of the log, kept for as long as the stream lives (never discarded)."""
+    return api.StreamConfig(
+        name=CHECKPOINT_STREAM,
+        subjects=[CHECKPOINTS],
+        storage=api.StorageType.FILE,
+        retention=api.RetentionPolicy.LIMITS,
+        duplicate_window=DUPLICATE_WINDOW_S,
+        num_replicas=replicas,
+        allow_direct=True,
+    )
+
+
+async def ensure_checkpoint_stream(js: JetStreamContext) -> api.StreamInfo:
+    try:
+        return await js.stream_info(CHECKPOINT_STREAM)
+    except NotFoundError:
+        return await js.add_stream(checkpoint_stream_config())

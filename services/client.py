@@ -26,9 +26,9 @@ import msgspec
 import nats
 from nats.js import api
 
-from schemas import subjects
+from schemas import commands, subjects
 from schemas.codec import canonical_encoder, encoder, event_decoder, reply_decoder
-from schemas.commands import Action, Request
+from schemas.commands import Action, Request, Via
 from schemas.queries import ApprovalView, ViewReply, WaitReply
 from schemas.receipts import KeysReply, PublicKey, Receipt, ReceiptBody
 from schemas.replies import AnyReply, ErrorBody
@@ -47,6 +47,9 @@ P = ParamSpec("P")
 T = TypeVar("T")
 DECIDED = frozenset({"approved", "rejected", "expired", "cancelled"})
 WAIT_CHUNK_S = 300.0  # the longest single wait the projection accepts
+
+
+CLIENT_VIA = Via(channel="client", auth="nats")  # the door recorded for this library
 
 
 class ApprovalsError(Exception):
@@ -96,15 +99,20 @@ def _raise_for(data: bytes) -> None:
 
 
 class ApprovalsClient:
-    def __init__(self, nc: Client, workspace: str, reply_timeout: float = 5.0) -> None:
+    def __init__(
+        self, nc: Client, workspace: str, reply_timeout: float = 5.0, *, via: Via = CLIENT_VIA
+    ) -> None:
         self.nc = nc
         self.workspace = subjects.token(workspace, "workspace")
         self.timeout = reply_timeout
+        self.via = via  # recorded on the events of every command this client sends
 
     @classmethod
-    async def connect(cls, url: str, workspace: str, reply_timeout: float = 5.0) -> ApprovalsClient:
+    async def connect(
+        cls, url: str, workspace: str, reply_timeout: float = 5.0, *, via: Via = CLIENT_VIA
+    ) -> ApprovalsClient:
         nc = await nats.connect(url, connect_timeout=reply_timeout)
-        return cls(nc, workspace, reply_timeout)
+        return cls(nc, workspace, reply_timeout, via=via)
 
     async def close(self) -> None:
         await self.nc.drain()
@@ -117,6 +125,10 @@ class ApprovalsClient:
 
     async def send(self, verb: CommandVerb, body: msgspec.Struct | dict[str, Any]) -> AnyReply:
         """Send one command and decode its reply (``ok`` tells which fields are set)."""
+        if isinstance(body, dict):
+            body = body if "via" in body else {**body, "via": self.via}
+        elif isinstance(body, commands.Command) and body.via is None:
+            body = msgspec.structs.replace(body, via=self.via)
         payload = body if isinstance(body, bytes) else encoder.encode(body)
         return await self.send_raw(verb, payload)
 

@@ -20,6 +20,7 @@ from nats.js import api
 
 from schemas import subjects
 from schemas.codec import encoder, event_decoder, reply_decoder
+from schemas.upcasting import UnknownSchemaVersion
 from services.bus import ensure_events_stream
 
 if TYPE_CHECKING:
@@ -141,6 +142,10 @@ class EventConsumers:
             attempt = msg.metadata.num_delivered if msg.reply else 1
             delay = RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S)) - 1]
             log.warning("%s; trying again in %ss", error, delay)
+        except UnknownSchemaVersion as error:
+            # Written by a newer service: neither guess nor set it aside; wait for an upgrade.
+            delay = RETRY_DELAYS_S[-1]
+            log.error("cannot read %s: %s", msg.subject, error)
         except Exception:
             log.exception("cannot handle %s; it is set aside", msg.subject)
             await msg.term()

@@ -189,10 +189,12 @@ class Projector:
             log.warning("looking up stream sequence %d failed (%s)", self._next_seq, error)
 
     async def _write(self, messages: Sequence[Msg]) -> None:
-        batch = decode_batch(messages)
         pause = self.retry_pause_s
         while True:
             try:
+                # An event of a newer schema version stops the view here (UnknownSchemaVersion)
+                # until the service is upgraded: skipping it would leave the view wrong for ever.
+                batch = decode_batch(messages)
                 # In a thread on every backend: the next batch arrives while this one is written.
                 changed = await asyncio.to_thread(self.view.project, batch)
                 break

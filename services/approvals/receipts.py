@@ -91,8 +91,11 @@ class Signer:
             redeem_by=approved.redeem_by or request.expires_at,
             expires_at=request.expires_at,
         )
-        signature = self._private.sign(encoder.encode(body))
-        return Receipt(**msgspec.structs.asdict(body), signature=b64(signature))
+        return Receipt(**msgspec.structs.asdict(body), signature=self.signature(body))
+
+    def signature(self, body: msgspec.Struct) -> str:
+        """base64url of the Ed25519 signature over ``body``'s compact JSON."""
+        return b64(self._private.sign(encoder.encode(body)))
 
 
 class ReceiptInvalid(ValueError):
@@ -102,26 +105,38 @@ class ReceiptInvalid(ValueError):
 def verify(receipt: Receipt, keys: dict[str, PublicKey] | list[PublicKey]) -> ReceiptBody:
     """The signed body if ``receipt`` carries a valid signature by one of ``keys``; otherwise
     raise ReceiptInvalid saying why."""
+    body = receipt.body()
+    check_signature(body, receipt.key_id, receipt.signature, keys, "receipt")
+    return body
+
+
+def check_signature(
+    body: msgspec.Struct,
+    key_id: str,
+    signature: str,
+    keys: dict[str, PublicKey] | list[PublicKey],
+    what: str,
+) -> None:
+    """Raise ReceiptInvalid unless ``signature`` is one by ``key_id`` (among ``keys``) over
+    ``body``'s compact JSON: the one check behind receipts and audit checkpoints."""
     by_id = keys if isinstance(keys, dict) else {k.key_id: k for k in keys}
-    key = by_id.get(receipt.key_id)
+    key = by_id.get(key_id)
     if key is None:
-        raise ReceiptInvalid(f"receipt is signed with key {receipt.key_id}, which is not known")
+        raise ReceiptInvalid(f"{what} is signed with key {key_id}, which is not known")
     try:
         public = Ed25519PublicKey.from_public_bytes(unb64(key.public_key))
-        signature = unb64(receipt.signature)
+        raw_signature = unb64(signature)
     except ValueError as error:
         raise ReceiptInvalid(f"the key or signature is malformed: {error}") from None
-    if key_id_of(public) != receipt.key_id:
+    if key_id_of(public) != key_id:
         raise ReceiptInvalid("the public key given does not match the key id it is listed under")
-    body = receipt.body()
     try:
-        public.verify(signature, encoder.encode(body))
+        public.verify(raw_signature, encoder.encode(body))
     except InvalidSignature:
         raise ReceiptInvalid(
-            "the signature does not match: the receipt was changed after it was signed, "
+            f"the signature does not match: the {what} was changed after it was signed, "
             "or another key signed it"
         ) from None
-    return body
 
 
 receipt_decoder = msgspec.json.Decoder(Receipt)

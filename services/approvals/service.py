@@ -13,6 +13,7 @@ from services.approvals.handlers import CommandHandlers
 from services.approvals.receipts import Signer
 from services.approvals.relay import Relay
 from services.approvals.store import store_env
+from services.audit.checkpoints import Checkpointer
 
 if TYPE_CHECKING:
     from services.settings import Settings
@@ -29,17 +30,19 @@ class CommandService:
         self.app: Approvals | None = None
         self.relay: Relay | None = None
         self.handlers: CommandHandlers | None = None
+        self.checkpointer: Checkpointer | None = None
 
     async def start(self) -> None:
         key = self.settings.signing_key_path
         if key is None:
             log.warning("APPROVALS_SIGNING_KEY is not set: receipts are signed with a key held "
                         "in memory, which no verifier will know after a restart")  # fmt: skip
+        signer = Signer.from_file(key) if key else Signer.generate()
         self.app = await asyncio.to_thread(
             Approvals,
             store_env(self.settings),
             default_expiry_s=self.settings.default_expiry_s,
-            signer=Signer.from_file(key) if key else None,
+            signer=signer,
         )
         await self.broker.start()
         nc = self.broker.connection
@@ -47,12 +50,19 @@ class CommandService:
         await self.relay.start()
         self.handlers = CommandHandlers(self.app, nc, self.settings, on_commit=self.relay.nudge)
         await self.handlers.start()
+        if self.settings.checkpoint_interval_s > 0:
+            self.checkpointer = Checkpointer(
+                self.app, nc, signer, self.settings.checkpoint_interval_s
+            )
+            await self.checkpointer.start()
 
     async def stop(self) -> None:
         if self.handlers is not None:
             await self.handlers.stop()
         if self.relay is not None:
             await self.relay.stop()
+        if self.checkpointer is not None:
+            await self.checkpointer.stop()  # with a last checkpoint of what was written
         await self.broker.stop()
         if self.app is not None:
             self.app.close()

@@ -12,6 +12,7 @@ from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 
 from schemas.codec import encoder
+from schemas.commands import Via
 from services import console
 from services.client import ApprovalsClient
 from services.dev import DEFAULT_NATS_PORT
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from schemas.subjects import CommandVerb
 
 DEFAULT_NATS_URL = f"nats://127.0.0.1:{DEFAULT_NATS_PORT}"
+CLI_VIA = Via(channel="cli", auth="nats")  # recorded on the events of the CLI's commands
 
 
 class Context(msgspec.Struct):
@@ -34,7 +36,9 @@ class Context(msgspec.Struct):
 
     def run(self, work: Callable[[ApprovalsClient], Awaitable[int]]) -> None:
         async def main() -> int:
-            client = await ApprovalsClient.connect(self.nats_url, self.workspace, self.timeout)
+            client = await ApprovalsClient.connect(
+                self.nats_url, self.workspace, self.timeout, via=CLI_VIA
+            )
             try:
                 return await work(client)
             finally:

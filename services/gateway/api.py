@@ -14,6 +14,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from schemas import subjects
 from schemas.commands import Request as RequestCommand
+from schemas.commands import Via
 from schemas.http import (
     HTTP_STATUS,
     ApproveBody,
@@ -65,6 +66,12 @@ async def caller(request: Request[Any, Any, Any], workspace: WorkspacePath) -> s
     return await bus_of(request).caller(workspace, request.headers.get("authorization"))
 
 
+def key_via(request: Request[Any, Any, Any]) -> Via:
+    """The door of a command sent with an API key (``caller`` checked the key first)."""
+    token = (request.headers.get("authorization") or "").removeprefix("Bearer ").strip()
+    return Via(channel="api", auth="api_key", ref=token.removeprefix("apk_").partition(".")[0])
+
+
 class ApprovalsApi(Controller):
     path = "/v1/workspaces/{workspace:str}/approvals"
     tags = ["approvals"]
@@ -83,6 +90,7 @@ class ApprovalsApi(Controller):
                 "forbidden", "requested_by must be the API key's member",
                 rule="api_key_actor", requested_by=data.requested_by, key=actor,
             )  # fmt: skip
+        data = msgspec.structs.replace(data, via=key_via(request))
         reply = await bus_of(request).command(workspace, "request", data)
         created = b'"outcome":"not_required"' not in reply
         return passthrough(reply, 201 if created else 200)
@@ -196,5 +204,6 @@ async def act(
 ) -> Response[Any]:
     """A command on one approval, as the API key's member (named in ``actor_field``)."""
     actor = await caller(request, workspace)
-    body = {**msgspec.structs.asdict(data), "approval_id": approval_id, actor_field: actor}
+    body = {**msgspec.structs.asdict(data), "approval_id": approval_id, actor_field: actor,
+            "via": key_via(request)}  # fmt: skip
     return passthrough(await bus_of(request).command(workspace, verb, body))

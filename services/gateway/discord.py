@@ -78,7 +78,15 @@ async def discord_interaction(request: Request[Any, Any, Any]) -> Response[Any]:
     got = json.loads(await bus.query(workspace, "get", {"approval_id": approval_id}))
     if not got.get("ok"):
         raise GatewayError("not_found", "no such approval in this workspace")
-    command: dict[str, Any] = {"approval_id": approval_id, "approver": signer}
+    command: dict[str, Any] = {
+        "approval_id": approval_id,
+        "approver": signer,
+        "via": {
+            "channel": "discord",
+            "auth": "discord_signature",
+            "ref": f"{channel_id}/{user_id}",
+        },
+    }
     if verb == APPROVE:
         command["digest"] = got["approval"]["digest"]  # the request's, which the embed shows
     else:

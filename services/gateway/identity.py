@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 LINKS_BUCKET = "approvals_sign_in_links"
 LINK_TTL_S = 15 * 60
 SESSION_KEY = "member"
+METHOD_KEY = "signed_in_by"  # how the session was signed in: dev, link
 
 
 def derive(secret: bytes, purpose: str) -> bytes:
@@ -103,6 +104,14 @@ class Identity:
         session = request.scope.get("session")
         member = session.get(SESSION_KEY) if isinstance(session, dict) else None
         return member if isinstance(member, str) else None
+
+    def method(self, request: Request[Any, Any, Any]) -> str:
+        """How the signed-in person proved who they are: ``trusted_header``, ``link``, ``dev``."""
+        if self.header and self._from_proxy(request) and request.headers.get(self.header):
+            return "trusted_header"
+        session = request.scope.get("session")
+        method = session.get(METHOD_KEY) if isinstance(session, dict) else None
+        return method if isinstance(method, str) else "session"
 
     def _from_proxy(self, request: Request[Any, Any, Any]) -> bool:
         host = request.client.host if request.client else None

@@ -56,7 +56,11 @@ async def slack_interaction(request: Request[Any, Any, Any]) -> Response[Any]:
         return Response(content=b"", status_code=200)  # Details opens a link; nothing to do
     config = await bus.chat_member(workspace, "slack", "Slack", slack_channel, user)
     signer = slack_alias(user)
-    command: dict[str, Any] = {"approval_id": approval_id, "approver": signer}
+    command: dict[str, Any] = {
+        "approval_id": approval_id,
+        "approver": signer,
+        "via": {"channel": "slack", "auth": "slack_signature", "ref": f"{slack_channel}/{user}"},
+    }
     if verb == "approve":
         command["digest"] = str(value.get("d", ""))
     else:

@@ -25,9 +25,11 @@ from litestar.response.sse import ServerSentEventMessage
 from schemas import subjects
 from schemas.codec import event_decoder
 from schemas.events import Event
+from schemas.upcasting import UnknownSchemaVersion
 from services import reviews
 from services.gateway.bus import Bus, GatewayError, ok
 from services.gateway.identity import (
+    METHOD_KEY,
     SESSION_KEY,
     ConfirmTokens,
     Identity,
@@ -115,7 +117,7 @@ async def dev_sign_in(request: AnyRequest, data: Form) -> Redirect:
     member = person_name(data.get("member", ""))
     if not 5 < len(member) <= 133:
         raise GatewayError("invalid", "name a member, such as user:ana")
-    request.set_session({SESSION_KEY: member})
+    request.set_session({SESSION_KEY: member, METHOD_KEY: "dev"})
     return Redirect(_local(data.get("next")), status_code=303)
 
 
@@ -137,7 +139,7 @@ async def use_sign_in_link(request: AnyRequest, data: Form) -> Redirect | Templa
     except LinkInvalid as invalid:
         return Template("link.html", status_code=403,
                         context={"member": None, "token": "", "error": str(invalid)})  # fmt: skip
-    request.set_session({SESSION_KEY: member})
+    request.set_session({SESSION_KEY: member, METHOD_KEY: "link"})
     return Redirect("/", status_code=303)
 
 
@@ -233,7 +235,11 @@ async def _decide(
     approval_id: UUID,
     verb: str,
     body: dict[str, Any],
+    channel: str = "web",
 ) -> Redirect:
+    method = _identity(request).method(request)
+    auth = "email_link" if channel == "email" else "session"  # the link, over a signed-in page
+    body = {**body, "via": {"channel": channel, "auth": auth, "ref": method}}
     reply = _json(await _bus(request).command(workspace, verb, body))  # type: ignore[arg-type]
     if reply.get("ok"):
         version = reply["approval"]["version"]
@@ -311,8 +317,8 @@ async def confirmed(
                             "reason": data.get("reason") or None}  # fmt: skip
     if fields["d"] == "approve":
         body["digest"] = data.get("digest", "")
-        return await _decide(request, workspace, approval_id, "approve", body)
-    return await _decide(request, workspace, approval_id, "reject", body)
+        return await _decide(request, workspace, approval_id, "approve", body, "email")
+    return await _decide(request, workspace, approval_id, "reject", body, "email")
 
 
 # -- the review queue ----------------------------------------------------------------------
@@ -353,7 +359,10 @@ async def live(request: AnyRequest, workspace: WorkspacePath) -> ServerSentEvent
                 except TimeoutError:
                     yield ServerSentEventMessage(comment="keepalive")
                     continue
-                event = event_decoder.decode(msg.data)
+                try:
+                    event = event_decoder.decode(msg.data)
+                except (msgspec.DecodeError, UnknownSchemaVersion):
+                    continue  # not an event this gateway can read: the page refetches anyway
                 if not isinstance(event, Event):
                     continue  # a workspace's own events (settings, budget) change no page
                 yield ServerSentEventMessage(data=json.dumps({

@@ -1,0 +1,174 @@
+"""Signed checkpoints: the command service seals the whole log at intervals.
+
+Every ``interval_s`` (when the log has grown) it folds the new events into the log hash
+(``schemas/chain.py``), signs position, event count and hash with its Ed25519 key and publishes
+the checkpoint on ``approvals.audit.checkpoints`` (stream ``APPROVALS_CHECKPOINTS``,
+``Nats-Msg-Id = checkpoint:<position>``, so two instances never store one position twice). A
+restart carries on from the last checkpoint it signed itself; a store changed behind its back is
+then caught by ``approvals audit verify``, not folded into a new truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import msgspec
+from nats.errors import Error as NatsError
+from nats.js import api
+from nats.js.errors import NotFoundError
+
+from schemas import chain
+from schemas.audit import Checkpoint, CheckpointBody
+from schemas.codec import canonical_encoder, encoder
+from schemas.subjects import CHECKPOINT_STREAM, CHECKPOINTS, MSG_ID_HEADER
+from services.approvals.receipts import ReceiptInvalid, check_signature
+from services.audit.source import store_sections
+from services.bus import ensure_checkpoint_stream
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
+    from nats.js import JetStreamContext
+
+    from schemas.receipts import PublicKey
+    from services.approvals.application import Approvals
+    from services.approvals.receipts import Signer
+
+log = logging.getLogger(__name__)
+checkpoint_decoder = msgspec.json.Decoder(Checkpoint)
+
+
+class LogHash:
+    """The log hash and event count up to a position, advanced a section at a time."""
+
+    def __init__(self, position: int = 0, events: int = 0, log_hash: str = chain.GENESIS) -> None:
+        self.position, self.events, self.log_hash = position, events, log_hash
+
+    def advance(self, app: Approvals, up_to: int) -> None:
+        decode, encode, fold = msgspec.json.decode, canonical_encoder.encode, chain.fold
+        log_hash, events = self.log_hash, self.events
+        for section in store_sections(app, after=self.position, up_to=up_to):
+            for record in section:
+                raw = decode(record.state)
+                stored = raw.pop("hash", "")
+                log_hash = fold(log_hash, stored, encode(raw))
+            events += len(section)
+            self.position = section[-1].id
+            self.log_hash, self.events = log_hash, events
+
+
+class Checkpointer:
+    def __init__(self, app: Approvals, nc: Client, signer: Signer, interval_s: float) -> None:
+        self.app = app
+        self.js = nc.jetstream()
+        self.signer = signer
+        self.interval_s = interval_s
+        self.sealed = LogHash()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await ensure_checkpoint_stream(self.js)
+        last = await last_checkpoint(self.js)
+        if last is not None:
+            try:
+                check_signature(last.body(), last.key_id, last.signature,
+                                [self.signer.public_key()], "checkpoint")  # fmt: skip
+                self.sealed = LogHash(last.position, last.events, last.log_hash)
+            except ReceiptInvalid:
+                log.warning("the last checkpoint is not signed by this service's key: "
+                            "sealing the log again from its start")  # fmt: skip
+        self._task = asyncio.create_task(self._run(), name="checkpoints")
+
+    async def stop(self) -> None:
+        """Stop, sealing what was written since the last checkpoint."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        await asyncio.wait({task})
+        try:
+            async with asyncio.timeout(10):
+                await self.checkpoint()
+        except (NatsError, TimeoutError) as error:
+            log.warning("the last checkpoint was not published (%s)", error)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.checkpoint()
+            except (NatsError, TimeoutError) as error:
+                log.warning("publishing a checkpoint failed (%s); trying again later", error)
+            except Exception:
+                log.exception("sealing the log failed; trying again later")
+
+    async def checkpoint(self) -> Checkpoint | None:
+        """Seal the log up to its last event now, if it grew; the checkpoint published."""
+        head = self.app.last_notification_id()
+        if head <= self.sealed.position:
+            return None
+        advanced = LogHash(self.sealed.position, self.sealed.events, self.sealed.log_hash)
+        await asyncio.to_thread(advanced.advance, self.app, head)
+        body = CheckpointBody(key_id=self.signer.key_id, position=advanced.position,
+                              events=advanced.events, log_hash=advanced.log_hash,
+                              at=datetime.now(UTC))  # fmt: skip
+        signed = Checkpoint(**msgspec.structs.asdict(body), signature=self.signer.signature(body))
+        await self.js.publish(CHECKPOINTS, encoder.encode(signed),
+                              headers={MSG_ID_HEADER: f"checkpoint:{signed.position}"})  # fmt: skip
+        self.sealed = advanced
+        return signed
+
+
+async def last_checkpoint(js: JetStreamContext) -> Checkpoint | None:
+    try:
+        msg = await js.get_last_msg(CHECKPOINT_STREAM, CHECKPOINTS)
+    except NotFoundError:
+        return None
+    return checkpoint_decoder.decode(msg.data or b"")
+
+
+async def all_checkpoints(nc: Client) -> list[Checkpoint]:
+    """Every checkpoint the stream holds, oldest first."""
+    js = nc.jetstream()
+    try:
+        info = await js.stream_info(CHECKPOINT_STREAM)
+    except NotFoundError:
+        return []
+    if info.state.messages == 0:
+        return []
+    found: list[Checkpoint] = []
+    done = asyncio.Event()
+
+    async def put(msg: Msg) -> None:
+        found.append(checkpoint_decoder.decode(msg.data))
+        if msg.metadata.num_pending == 0:
+            done.set()
+
+    subscription = await js.subscribe(CHECKPOINTS, ordered_consumer=True, cb=put,
+                                      deliver_policy=api.DeliverPolicy.ALL)  # fmt: skip
+    try:
+        await done.wait()
+    finally:
+        with contextlib.suppress(NatsError):
+            await subscription.unsubscribe()
+    return found
+
+
+def check_checkpoints(
+    checkpoints: list[Checkpoint], keys: list[PublicKey]
+) -> tuple[list[Checkpoint], list[tuple[Checkpoint, str]]]:
+    """The checkpoints signed by one of ``keys``, and the others with the reason."""
+    good: list[Checkpoint] = []
+    bad: list[tuple[Checkpoint, str]] = []
+    for checkpoint in checkpoints:
+        try:
+            check_signature(checkpoint.body(), checkpoint.key_id, checkpoint.signature, keys,
+                            "checkpoint")  # fmt: skip
+            good.append(checkpoint)
+        except ReceiptInvalid as invalid:
+            bad.append((checkpoint, str(invalid)))
+    return good, bad
