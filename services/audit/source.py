@@ -102,6 +102,36 @@ def _sqlite_reader(recorder: SQLiteApplicationRecorder) -> Callable[..., Sequenc
     return read
 
 
+def aggregate_records(app: Approvals, aggregate_id: UUID) -> list[Record]:
+    """Every stored event of one aggregate, in version order, with its position."""
+    recorder = app.recorder
+    if isinstance(recorder, SQLiteApplicationRecorder):
+        statement = (
+            f"SELECT rowid, originator_id, originator_version, state FROM "
+            f"{recorder.events_table_name} WHERE originator_id=? ORDER BY originator_version"
+        )
+        with recorder.datastore.transaction(commit=False) as wrapped:
+            cursor = wrapped.sqlite_cursor
+            cursor.row_factory = None
+            cursor.execute(statement, (str(aggregate_id),))
+            return list(map(Row._make, cursor.fetchall()))
+    from eventsourcing.postgres import PostgresApplicationRecorder
+    from psycopg.sql import SQL, Identifier
+
+    assert isinstance(recorder, PostgresApplicationRecorder)
+    query = SQL(
+        "SELECT notification_id, originator_id, originator_version, state FROM {schema}.{table} "
+        "WHERE originator_id = %s ORDER BY originator_version"
+    ).format(schema=Identifier(recorder.datastore.schema),
+             table=Identifier(recorder.events_table_name))  # fmt: skip
+    with recorder.datastore.get_connection() as conn, conn.cursor() as rows:
+        rows.execute(query, [aggregate_id])
+        return [
+            Row(r["notification_id"], r["originator_id"], r["originator_version"], r["state"])
+            for r in rows.fetchall()
+        ]
+
+
 async def stream_sections(
     nc: Client,
     *,

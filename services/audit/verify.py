@@ -82,7 +82,7 @@ class Verifier:
 
     def finish(self, source: Literal["store", "export"]) -> Verification:
         self._check_through(self.position)
-        for checkpoint in self._checkpoints[self._next:]:
+        for checkpoint in self._checkpoints[self._next :]:
             self.checked += 1
             self.problems.append(Problem(
                 code="log_truncated", position=checkpoint.position,
