@@ -113,7 +113,7 @@ def aggregate_records(app: Approvals, aggregate_id: UUID) -> list[Record]:
         with recorder.datastore.transaction(commit=False) as wrapped:
             cursor = wrapped.sqlite_cursor
             cursor.row_factory = None
-            cursor.execute(statement, (str(aggregate_id),))
+            cursor.execute(statement, (aggregate_id.hex,))
             return list(map(Row._make, cursor.fetchall()))
     from eventsourcing.postgres import PostgresApplicationRecorder
     from psycopg.sql import SQL, Identifier
