@@ -25,7 +25,7 @@ VERSIONS = sorted(int(p.name[1:]) for p in FIXTURES.glob("v*") if p.is_dir())
 
 
 def test_there_is_a_fixture_of_every_event_type_in_every_released_version() -> None:
-    assert VERSIONS == list(range(1, SCHEMA_VERSION + 1))
+    assert list(range(1, SCHEMA_VERSION + 1)) == VERSIONS
     for version in VERSIONS:
         found = {p.stem for p in (FIXTURES / f"v{version}").glob("*.json")}
         assert found == set(TAGS), f"v{version}: missing {set(TAGS) - found}"
