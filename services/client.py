@@ -52,6 +52,19 @@ WAIT_CHUNK_S = 300.0  # the longest single wait the projection accepts
 CLIENT_VIA = Via(channel="client", auth="nats")  # the door recorded for this library
 
 
+async def connect_once(url: str, connect_timeout_s: float = 5.0) -> Client:
+    """A connection that is tried once (a server that is down fails at once, quietly: the
+    caller reports it) and is not re-established if it drops."""
+
+    async def quiet(error: Exception) -> None:
+        return None
+
+    return await nats.connect(
+        url, connect_timeout=connect_timeout_s, allow_reconnect=False, max_reconnect_attempts=1,
+        reconnect_time_wait=0.1, error_cb=quiet,
+    )  # fmt: skip
+
+
 class ApprovalsError(Exception):
     """A refusal, with the stable code, message and details of the service's error shape."""
 
@@ -109,9 +122,22 @@ class ApprovalsClient:
 
     @classmethod
     async def connect(
-        cls, url: str, workspace: str, reply_timeout: float = 5.0, *, via: Via = CLIENT_VIA
+        cls,
+        url: str,
+        workspace: str,
+        reply_timeout: float = 5.0,
+        *,
+        via: Via = CLIENT_VIA,
+        reconnect: bool = True,
     ) -> ApprovalsClient:
-        nc = await nats.connect(url, connect_timeout=reply_timeout)
+        """Connect to the bus. With ``reconnect`` (a long-lived client) the connection comes back
+        after a server restart, and a server that is down at first is retried for a while;
+        without it (a command line) an unreachable server fails at once."""
+        if not reconnect:
+            nc = await connect_once(url, reply_timeout)
+        else:
+            async with asyncio.timeout(max(reply_timeout, 1.0) * 6):
+                nc = await nats.connect(url, connect_timeout=reply_timeout)
         return cls(nc, workspace, reply_timeout, via=via)
 
     async def close(self) -> None:

@@ -199,7 +199,8 @@ class Projector:
                 changed = await asyncio.to_thread(self.view.project, batch)
                 break
             except Exception:
-                log.exception("projecting %d events failed; retrying in %.1fs", len(batch), pause)
+                count = len(messages)
+                log.exception("projecting %d events failed; retrying in %.1fs", count, pause)
                 await asyncio.sleep(pause)  # back off: the view's database is in trouble
                 pause = min(2 * pause, MAX_RETRY_PAUSE_S)
         try:

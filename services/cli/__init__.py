@@ -36,9 +36,7 @@ class Context(msgspec.Struct):
 
     def run(self, work: Callable[[ApprovalsClient], Awaitable[int]]) -> None:
         async def main() -> int:
-            client = await ApprovalsClient.connect(
-                self.nats_url, self.workspace, self.timeout, via=CLI_VIA
-            )
+            client = await self.connect()
             try:
                 return await work(client)
             finally:
@@ -53,6 +51,13 @@ class Context(msgspec.Struct):
             console.fail(self.as_json, "unavailable", f"cannot reach {self.nats_url}: {error!r}")
             code = self.error_exit
         sys.exit(code)
+
+    async def connect(self, workspace: str | None = None) -> ApprovalsClient:
+        """A client of ``workspace`` (default: --workspace) that fails at once when the bus is
+        unreachable, rather than retrying for minutes."""
+        return await ApprovalsClient.connect(
+            self.nats_url, workspace or self.workspace, self.timeout, via=CLI_VIA, reconnect=False
+        )
 
     def command(self, verb: CommandVerb, body: dict[str, Any]) -> None:
         async def work(client: ApprovalsClient) -> int:

@@ -37,6 +37,7 @@ from services.audit.source import (
 from services.audit.verify import Verifier
 from services.cli import Context, cli
 from services.cli.receipts import _offline_keys
+from services.client import connect_once
 from services.settings import Settings
 
 if TYPE_CHECKING:
@@ -230,7 +231,7 @@ def replay_command(
 
 
 async def _replay_stream(obj: Context, replay: Replay, workspace: str, approval: str) -> None:
-    nc = await nats.connect(obj.nats_url, connect_timeout=obj.timeout)
+    nc = await connect_once(obj.nats_url, obj.timeout)
     try:
         with bulk():
             async for section in stream_sections(
@@ -244,7 +245,6 @@ async def _replay_stream(obj: Context, replay: Replay, workspace: str, approval:
 
 async def _compare(obj: Context, replay: Replay) -> Comparison:
     """Every replayed approval against the status projection's view of it (and back)."""
-    from services.client import ApprovalsClient
 
     replayed = {a.id: approval_state(a) for a in replay.approvals()}
     by_workspace: dict[str, list[Any]] = {}
@@ -253,7 +253,7 @@ async def _compare(obj: Context, replay: Replay) -> Comparison:
     differences: list[Difference] = []
     compared = matching = 0
     for workspace in sorted(by_workspace):
-        client = await ApprovalsClient.connect(obj.nats_url, workspace, obj.timeout)
+        client = await obj.connect(workspace)
         try:
             seen: set[UUID] = set()
             async for view in _all_views(client):
@@ -313,7 +313,10 @@ async def _all_views(client: ApprovalsClient) -> Any:
         body: dict[str, Any] = {"limit": 500, "order": "oldest"}
         if cursor:
             body["cursor"] = cursor
-        data = await client.query("list", body)
+        try:
+            data = await client.query("list", body)
+        except (nats.errors.Error, TimeoutError) as error:
+            raise Refused("unavailable", f"the read model does not answer ({error!r})") from None
         try:
             page = msgspec.json.decode(data, type=ListReply)
         except msgspec.ValidationError:
@@ -611,7 +614,6 @@ def verify_command(
 async def _checkpoints_and_keys(
     obj: Context, checkpoints_file: Path | None, keys: Any
 ) -> tuple[list[Checkpoint], Any]:
-    from services.client import ApprovalsClient
 
     found: list[Checkpoint] = []
     if checkpoints_file is not None:
@@ -625,7 +627,7 @@ async def _checkpoints_and_keys(
         if keys is not None:
             return found, keys
     try:
-        client = await ApprovalsClient.connect(obj.nats_url, obj.workspace, obj.timeout)
+        client = await obj.connect()
     except (OSError, TimeoutError, nats.errors.Error) as error:
         raise Refused(
             "unavailable",
@@ -636,6 +638,12 @@ async def _checkpoints_and_keys(
         if checkpoints_file is None:
             found = await all_checkpoints(client.nc)
         return found, keys if keys is not None else list(await client.keys())
+    except (nats.errors.Error, TimeoutError) as error:
+        raise Refused(
+            "unavailable",
+            f"the command service did not give its public keys ({error!r}): "
+            "pass --public-key or --keys",
+        ) from None
     finally:
         await client.close()
 

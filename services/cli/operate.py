@@ -149,9 +149,9 @@ def _rebuild(obj: Context, settings: Settings, source: str, view: StatusView, pr
         return rebuild.from_store(Approvals(store_env(settings)), view, progress)
 
     async def from_stream() -> int:
-        import nats
+        from services.client import connect_once
 
-        nc = await nats.connect(obj.nats_url)
+        nc = await connect_once(obj.nats_url, obj.timeout)
         try:
             return await rebuild.from_stream(nc.jetstream(), view, progress)
         finally:
