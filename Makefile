@@ -35,7 +35,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-## bench: the end-to-end request benchmark, then the status projection benchmark
+## bench: the end-to-end request benchmark, the status projection benchmark, the audit benchmark
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_requests.py
 	$(BIN)/python benchmarks/bench_projection.py
+	$(BIN)/python benchmarks/bench_audit.py

@@ -5,6 +5,7 @@ schema-driven run of the whole API (schemathesis) that must find no server error
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -43,6 +44,12 @@ class Gateway:
         )  # fmt: skip
         assert done.returncode == 0, (done.stdout, done.stderr)
         return json.loads(done.stdout)
+
+    def doors(self, approval_id: str) -> dict[str, dict[str, Any] | None]:
+        """Each event type of an approval's history (from the store) and the door it came by."""
+        env = {**os.environ, "APPROVALS_SQLITE_PATH": str(self.data / "approvals.db")}
+        story = self.cli("audit", "history", approval_id, env=env)
+        return {entry["type"]: entry["via"] for entry in story["entries"]}
 
     def key(self, actor: str, workspace: str = "default") -> dict[str, str]:
         created = self.cli("keys", "create", "--as", actor, "--by", "user:admin",
@@ -121,6 +128,12 @@ def test_the_api_carries_the_whole_flow(gateway: Gateway) -> None:
     assert reported.json()["outcome"] == "run_reported"
     history = httpx.get(f"{url}/history", headers=agent, timeout=30).json()["timeline"]
     assert [e["type"] for e in history][-3:] == ["approved", "redeemed", "run_reported"]
+    # The audit trail names the door and the key each step came by.
+    agent_key, ana_key = (h["Authorization"].split("_")[1].split(".")[0] for h in (agent, ana))
+    doors = gateway.doors(approval["id"])
+    for step, key in (("requested", agent_key), ("approved", ana_key), ("redeemed", agent_key),
+                      ("run_reported", agent_key)):  # fmt: skip
+        assert doors[step] == {"channel": "api", "auth": "api_key", "ref": key}, step
 
 
 def test_the_api_refuses_bad_callers_and_bad_input_with_the_error_shape(gateway: Gateway) -> None:
@@ -256,6 +269,11 @@ def test_a_person_decides_in_the_inbox_and_forgeries_are_refused(gateway: Gatewa
     assert 'id="status">approved' in after.text
     assert "user:ana" in after.text
     assert "looks right" in after.text
+    assert gateway.doors(approval["id"])["approved"] == {
+        "channel": "web",
+        "auth": "session",
+        "ref": "dev",
+    }
 
 
 def test_a_one_time_link_signs_in_once_and_never_on_a_get(gateway: Gateway) -> None:
@@ -319,6 +337,11 @@ def test_an_email_link_decides_only_signed_in_by_post_once(gateway: Gateway) -> 
     after = bob.get(done.headers["location"])
     assert 'id="status">rejected' in after.text
     assert "not now" in after.text
+    assert gateway.doors(approval["id"])["rejected"] == {
+        "channel": "email",
+        "auth": "email_link",
+        "ref": "dev",
+    }
     # Check: the link works once.
     again = bob.post(link.removeprefix(gateway.base).split("?")[0],
                      data={"token": token, "_csrf_token": csrf_token(page.text)})  # fmt: skip

@@ -32,6 +32,7 @@ from standardwebhooks.webhooks import Webhook
 
 from projections.status.service import ProjectionService
 from schemas.codec import event_decoder
+from schemas.commands import Via
 from schemas.events import Delivered, DeliveryFailed, Escalated, Reminded, Requested
 from schemas.workspace import ChannelConfig, Member, Reminders, WorkspaceSettings
 from services.approvals.service import CommandService
@@ -404,6 +405,9 @@ async def test_a_slack_button_decides_verified_and_the_message_shows_the_outcome
             decided = approval_of(commands, approval["id"])
             assert (decided.status, decided.decided_by) == ("approved", "user:slack.U111")
             assert decided.votes == ("user:ana",)
+            assert door_of(commands, approval["id"], "approved") == Via(
+                channel="slack", auth="slack_signature", ref="C0123/U111"
+            )
             # Check: the message now shows the outcome and who decided, with no buttons (edited
             # by the click's answer, and again, the same, by the delivery service's notice).
             updated = slack.of("chat.update")[0]
@@ -413,6 +417,15 @@ async def test_a_slack_button_decides_verified_and_the_message_shows_the_outcome
         finally:
             await gateway.stop()
             slack.server.shutdown()
+
+
+def door_of(commands: CommandService, approval_id: str, event_type: str) -> Via | None:
+    """The door the stored event of that type came in by."""
+    assert commands.app is not None
+    found = [event_decoder.decode(n.state) for n in commands.app.notifications(1, 100_000)]
+    [event] = [e for e in found if str(e.originator_id) == approval_id
+               and e.event_type == event_type]  # fmt: skip
+    return event.via
 
 
 def approval_of(commands: CommandService, approval_id: str) -> Any:
@@ -567,6 +580,9 @@ async def test_a_discord_button_decides_verified_and_the_message_shows_the_outco
             assert clicked.json()["data"]["components"] == []
             decided = approval_of(commands, approval["id"])
             assert (decided.status, decided.votes) == ("approved", ("user:ana",))
+            assert door_of(commands, approval["id"], "approved") == Via(
+                channel="discord", auth="discord_signature", ref="900/42"
+            )
             # Check: the outcome notice edits the delivered message too.
             await eventually(lambda: any(c[0] == "PATCH" for c in discord.calls))
             [(_, patched_path, _, patched)] = [c for c in discord.calls if c[0] == "PATCH"]
