@@ -85,8 +85,11 @@ class EventDecoder:
             decoded = self._many.decode(b"[" + b",".join(documents) + b"]")
         except msgspec.ValidationError:
             return [self.decode(document) for document in documents]
+        current = SCHEMA_VERSION
+        if all(event.schema_version == current for event in decoded):
+            return decoded
         return [
-            event if event.schema_version == SCHEMA_VERSION else self._upcast(document)
+            event if event.schema_version == current else self._upcast(document)
             for event, document in zip(decoded, documents, strict=True)
         ]
 

@@ -35,7 +35,7 @@ class Replay:
         at: datetime | None = None,
     ) -> None:
         self.workspace, self.approval_id, self.up_to, self.at = workspace, approval_id, up_to, at
-        self.state: dict[Any, Any] = {}
+        self.state: dict[int, Any] = {}  # by aggregate id (as an int)
         self.position = 0
         self.events = 0
 
@@ -48,7 +48,7 @@ class Replay:
         up_to, at, workspace, approval_id = self.up_to, self.at, self.workspace, self.approval_id
         if up_to is None and at is None and workspace is None and approval_id is None:
             for event in decoded:  # everything: the fast path
-                key = event.originator_id
+                key = event.originator_id.int  # an int hashes in C; a UUID in Python
                 state[key] = evolvers[type(event)](event, state.get(key))
             self.position = records[-1].id
             self.events += len(decoded)
@@ -63,7 +63,7 @@ class Replay:
                 continue
             if approval_id is not None and approval_id != getattr(event, "approval_id", None):
                 continue  # its own events, and the budget and allowance events that name it
-            key = event.originator_id
+            key = event.originator_id.int
             state[key] = evolvers[type(event)](event, state.get(key))
             self.events += 1
         return True
