@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 from typing import IO, TYPE_CHECKING, NamedTuple, Protocol
 from uuid import UUID
 
@@ -184,21 +185,17 @@ async def stream_sections(
 def export_sections(lines: IO[bytes], *, section: int = SECTION) -> Iterator[list[Record]]:
     """The events of an export (``approvals audit export``): one JSON object per line, the
     event's own fields and its ``position``."""
-    batch: list[Record] = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            raw = msgspec.json.decode(line)
-            position = raw.pop("position")
-            # A workspace's events (budgets, settings) name their aggregate; an approval's are its.
-            aggregate = raw["aggregate_id"] if "aggregate_id" in raw else raw["approval_id"]
-            row = Row(int(position), UUID(aggregate), int(raw["version"]), encoder.encode(raw))
-        except (msgspec.DecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
-            raise ValueError(f"line {number} is not an exported event ({error})") from None
-        batch.append(row)
-        if len(batch) >= section:
-            yield batch
-            batch = []
-    if batch:
+    rows = (_exported(number, line) for number, line in enumerate(lines, 1) if line.strip())
+    while batch := list(itertools.islice(rows, section)):
         yield batch
+
+
+def _exported(number: int, line: bytes) -> Record:
+    try:
+        raw = msgspec.json.decode(line)
+        position = raw.pop("position")
+        # A workspace's events (budgets, settings) name their aggregate; an approval's are its.
+        aggregate = raw["aggregate_id"] if "aggregate_id" in raw else raw["approval_id"]
+        return Row(int(position), UUID(aggregate), int(raw["version"]), encoder.encode(raw))
+    except (msgspec.DecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
+        raise ValueError(f"line {number} is not an exported event ({error})") from None
