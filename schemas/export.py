@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from schemas.alerts import BudgetAlert
+from schemas.audit import Checkpoint
 from schemas.commands import COMMANDS
 from schemas.events import EVENT_TYPES
 from schemas.receipts import KeysReply, Receipt
@@ -28,6 +29,7 @@ def message_types() -> dict[str, type[msgspec.Struct]]:
     types["reply.keys"] = KeysReply
     types["receipt"] = Receipt
     types["alert.budget"] = BudgetAlert
+    types["audit.checkpoint"] = Checkpoint
     return types
 
 

@@ -41,6 +41,7 @@ class _Asked:
     period: str
     requested_by: str
     max_credits: float | None
+    counted: bool = True  # asked within the range
     outcome: str | None = None
 
 
@@ -67,14 +68,18 @@ class Summary:
             if not isinstance(event, events.Event):
                 continue
             at = event.occurred_at
-            if (self.since and at < self.since) or (self.until and at >= self.until):
-                continue
             period = period_of(self.period, at)
+            in_range = not ((self.since and at < self.since) or (self.until and at >= self.until))
+            if isinstance(event, events.Requested):
+                # Kept even before the range: a decision in it is still timed and credited.
+                self.asked[event.approval_id] = _Asked(
+                    event.workspace_id, at, period, event.requested_by, event.action.max_credits,
+                    counted=in_range,
+                )  # fmt: skip
+            if not in_range:
+                continue
             bucket = self.buckets.setdefault((event.workspace_id, period), _Bucket())
             if isinstance(event, events.Requested):
-                self.asked[event.approval_id] = _Asked(
-                    event.workspace_id, at, period, event.requested_by, event.action.max_credits
-                )
                 bucket.requests += 1
                 bucket.requesters[event.requested_by] += 1
                 continue
@@ -85,7 +90,7 @@ class Summary:
                             | events.Cancelled):  # fmt: skip
                 bucket.outcomes[event.event_type] += 1
                 if asked is None:
-                    continue  # asked before the range: counted, not timed
+                    continue  # asked before the log begins (a filtered export): not timed
                 asked.outcome = event.event_type
                 by_person = not event.actor.startswith(("policy:", "service:"))
                 if isinstance(event, events.Approved | events.Rejected) and by_person:
@@ -96,7 +101,7 @@ class Summary:
     def report(self, top: int = 3) -> Report:
         pending: Counter[tuple[str, str]] = Counter()
         for asked in self.asked.values():
-            if asked.outcome is None:
+            if asked.outcome is None and asked.counted:
                 pending[(asked.workspace, asked.period)] += 1
         rows = []
         for (workspace, period), b in sorted(self.buckets.items()):
