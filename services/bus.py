@@ -1,9 +1,17 @@
-"""The JetStream stream the events travel on."""
+"""The bus: how a process authenticates to it, and the JetStream streams the events travel on."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import ssl
+from typing import TYPE_CHECKING, Any
 
+from faststream.nats.security import (
+    NatsCredentials,
+    NatsNKey,
+    NatsSecurity,
+    NatsUserPassword,
+    parse_security,
+)
 from nats.js import api
 from nats.js.errors import NotFoundError
 
@@ -12,7 +20,40 @@ from schemas.subjects import CHECKPOINT_STREAM, CHECKPOINTS, EVENTS_WILDCARD, ST
 if TYPE_CHECKING:
     from nats.js import JetStreamContext
 
+    from services.settings import Settings
+
 DUPLICATE_WINDOW_S = 120.0
+
+
+def security(settings: Settings) -> NatsSecurity | None:
+    """The credentials and TLS the settings name (faststream's form; see ``connect_options``)."""
+    context = None
+    if settings.nats_tls_ca or settings.nats_tls_cert:
+        context = ssl.create_default_context(
+            cafile=str(settings.nats_tls_ca) if settings.nats_tls_ca else None
+        )
+        if settings.nats_tls_cert:
+            key = settings.nats_tls_key
+            context.load_cert_chain(str(settings.nats_tls_cert), str(key) if key else None)
+    if settings.nats_creds:
+        return NatsCredentials(str(settings.nats_creds), ssl_context=context)
+    if settings.nats_nkey_seed:
+        return NatsNKey(settings.nats_nkey_seed, ssl_context=context)
+    if settings.nats_user:
+        return NatsUserPassword(settings.nats_user, settings.nats_password or "",
+                                ssl_context=context)  # fmt: skip
+    if context is not None:
+        return NatsSecurity(ssl_context=context)
+    return None
+
+
+def connect_options(settings: Settings) -> dict[str, Any]:
+    """The same, and the inbox prefix, as nats-py's ``connect`` keyword arguments."""
+    found = security(settings)
+    options = {k: v for k, v in parse_security(found).items() if v is not None} if found else {}
+    if settings.nats_inbox_prefix:
+        options["inbox_prefix"] = settings.nats_inbox_prefix
+    return options
 
 
 def stream_config(name: str, subjects: list[str], replicas: int = 1) -> api.StreamConfig:

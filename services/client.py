@@ -52,16 +52,19 @@ WAIT_CHUNK_S = 300.0  # the longest single wait the projection accepts
 CLIENT_VIA = Via(channel="client", auth="nats")  # the door recorded for this library
 
 
-async def connect_once(url: str, connect_timeout_s: float = 5.0) -> Client:
+async def connect_once(
+    url: str, connect_timeout_s: float = 5.0, options: dict[str, Any] | None = None
+) -> Client:
     """A connection that is tried once (a server that is down fails at once, quietly: the
-    caller reports it) and is not re-established if it drops."""
+    caller reports it) and is not re-established if it drops. ``options``: nats-py's
+    ``connect`` arguments (credentials, TLS: ``services.bus.connect_options``)."""
 
     async def quiet(error: Exception) -> None:
         return None
 
     return await nats.connect(
         url, connect_timeout=connect_timeout_s, allow_reconnect=False, max_reconnect_attempts=1,
-        reconnect_time_wait=0.1, error_cb=quiet,
+        reconnect_time_wait=0.1, error_cb=quiet, **(options or {}),
     )  # fmt: skip
 
 
@@ -129,15 +132,17 @@ class ApprovalsClient:
         *,
         via: Via = CLIENT_VIA,
         reconnect: bool = True,
+        options: dict[str, Any] | None = None,
     ) -> ApprovalsClient:
         """Connect to the bus. With ``reconnect`` (a long-lived client) the connection comes back
         after a server restart, and a server that is down at first is retried for a while;
-        without it (a command line) an unreachable server fails at once."""
+        without it (a command line) an unreachable server fails at once. ``options``: nats-py's
+        ``connect`` arguments (credentials, TLS)."""
         if not reconnect:
-            nc = await connect_once(url, reply_timeout)
+            nc = await connect_once(url, reply_timeout, options)
         else:
             async with asyncio.timeout(max(reply_timeout, 1.0) * 6):
-                nc = await nats.connect(url, connect_timeout=reply_timeout)
+                nc = await nats.connect(url, connect_timeout=reply_timeout, **(options or {}))
         return cls(nc, workspace, reply_timeout, via=via)
 
     async def close(self) -> None:

@@ -21,6 +21,7 @@ from nats.js import api
 from schemas import subjects
 from schemas.codec import encoder, event_decoder, reply_decoder
 from schemas.upcasting import UnknownSchemaVersion
+from services import bus
 from services.bus import ensure_events_stream
 
 if TYPE_CHECKING:
@@ -55,7 +56,12 @@ class ConsumerService:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.broker = NatsBroker(settings.nats_url, logger=log, max_reconnect_attempts=-1)
+        self.broker = NatsBroker(
+            settings.nats_url,
+            logger=log,
+            max_reconnect_attempts=-1,
+            security=bus.security(settings),
+        )
         self.part: Part | None = None
 
     def build(self, nc: Client) -> Part:

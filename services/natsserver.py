@@ -31,10 +31,20 @@ class NatsServer:
     ``port=-1`` lets the server pick a free port; ``url`` tells which after ``start()``.
     """
 
-    def __init__(self, store_dir: Path, *, port: int = -1, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        store_dir: Path,
+        *,
+        port: int = -1,
+        host: str = "127.0.0.1",
+        config: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.store_dir = Path(store_dir)
         self.host = host
         self.port = port
+        self.config = config  # a configuration file (-c); the flags here take precedence
+        self.env = env  # its environment (a configuration reads secrets from it)
         self.log: deque[str] = deque(maxlen=200)
         self._process: subprocess.Popen[str] | None = None
         self._ready = threading.Event()
@@ -56,7 +66,9 @@ class NatsServer:
                 "-js",
                 "-sd",
                 str(self.store_dir),
+                *(["-c", str(self.config)] if self.config else []),
             ],
+            env=self.env,
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,

@@ -11,6 +11,17 @@ import msgspec
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     nats_url: str = "nats://127.0.0.1:4333"  # where `approvals dev` runs its nats-server
+    # Who this process is on the bus (deploy/nats/auth.conf): a JWT credentials file, an NKey
+    # seed file, or a user and password; and TLS (a CA bundle, and a client certificate).
+    nats_creds: Path | None = None
+    nats_nkey_seed: Path | None = None
+    nats_user: str | None = None
+    nats_password: str | None = None
+    nats_tls_ca: Path | None = None
+    nats_tls_cert: Path | None = None
+    nats_tls_key: Path | None = None
+    # A workspace caller's own reply subjects (deploy/nats/auth.conf: `_INBOX_<workspace>`).
+    nats_inbox_prefix: str | None = None
     store: Literal["sqlite", "postgres"] = "sqlite"
     sqlite_path: Path = Path("var/approvals.db")
     view_sqlite_path: Path = Path("var/status.db")
@@ -64,6 +75,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 _ENV_VARS = {
     "nats_url": "NATS_URL",
+    "nats_creds": "APPROVALS_NATS_CREDS",
+    "nats_nkey_seed": "APPROVALS_NATS_NKEY_SEED",
+    "nats_user": "APPROVALS_NATS_USER",
+    "nats_password": "APPROVALS_NATS_PASSWORD",
+    "nats_tls_ca": "APPROVALS_NATS_TLS_CA",
+    "nats_tls_cert": "APPROVALS_NATS_TLS_CERT",
+    "nats_tls_key": "APPROVALS_NATS_TLS_KEY",
+    "nats_inbox_prefix": "APPROVALS_NATS_INBOX_PREFIX",
     "store": "APPROVALS_STORE",
     "sqlite_path": "APPROVALS_SQLITE_PATH",
     "view_sqlite_path": "APPROVALS_VIEW_SQLITE_PATH",

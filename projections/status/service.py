@@ -12,6 +12,7 @@ from projections.status.handlers import QueryHandlers
 from projections.status.projector import Projector
 from projections.status.storage import open_view
 from projections.status.waiters import Waiters
+from services import bus
 from services.scheduler.expiry import ExpiryScheduler
 from services.scheduler.reminders import ReminderScheduler
 
@@ -27,7 +28,12 @@ class ProjectionService:
 
     def __init__(self, settings: Settings, *, scheduler: bool = True) -> None:
         self.settings = settings
-        self.broker = NatsBroker(settings.nats_url, logger=log, max_reconnect_attempts=-1)
+        self.broker = NatsBroker(
+            settings.nats_url,
+            logger=log,
+            max_reconnect_attempts=-1,
+            security=bus.security(settings),
+        )
         self.with_scheduler = scheduler
         self.view: StatusView | None = None
         self.waiters = Waiters()

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from faststream.nats import NatsBroker
 
+from services import bus
 from services.approvals.application import Approvals
 from services.approvals.handlers import CommandHandlers
 from services.approvals.receipts import Signer
@@ -26,7 +27,12 @@ class CommandService:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.broker = NatsBroker(settings.nats_url, logger=log, max_reconnect_attempts=-1)
+        self.broker = NatsBroker(
+            settings.nats_url,
+            logger=log,
+            max_reconnect_attempts=-1,
+            security=bus.security(settings),
+        )
         self.app: Approvals | None = None
         self.relay: Relay | None = None
         self.handlers: CommandHandlers | None = None

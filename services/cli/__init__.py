@@ -56,8 +56,16 @@ class Context(msgspec.Struct):
         """A client of ``workspace`` (default: --workspace) that fails at once when the bus is
         unreachable, rather than retrying for minutes."""
         return await ApprovalsClient.connect(
-            self.nats_url, workspace or self.workspace, self.timeout, via=CLI_VIA, reconnect=False
-        )
+            self.nats_url, workspace or self.workspace, self.timeout, via=CLI_VIA,
+            reconnect=False, options=self.bus_options(),
+        )  # fmt: skip
+
+    def bus_options(self) -> dict[str, Any]:
+        """Credentials and TLS from the environment (APPROVALS_NATS_*), as for the services."""
+        from services.bus import connect_options
+        from services.settings import Settings
+
+        return connect_options(Settings.from_env())
 
     def command(self, verb: CommandVerb, body: dict[str, Any]) -> None:
         async def work(client: ApprovalsClient) -> int:

@@ -231,7 +231,7 @@ def replay_command(
 
 
 async def _replay_stream(obj: Context, replay: Replay, workspace: str, approval: str) -> None:
-    nc = await connect_once(obj.nats_url, obj.timeout)
+    nc = await connect_once(obj.nats_url, obj.timeout, obj.bus_options())
     try:
         with bulk():
             async for section in stream_sections(

@@ -151,7 +151,7 @@ def _rebuild(obj: Context, settings: Settings, source: str, view: StatusView, pr
     async def from_stream() -> int:
         from services.client import connect_once
 
-        nc = await connect_once(obj.nats_url, obj.timeout)
+        nc = await connect_once(obj.nats_url, obj.timeout, obj.bus_options())
         try:
             return await rebuild.from_stream(nc.jetstream(), view, progress)
         finally:

@@ -26,6 +26,7 @@ from litestar.template.config import TemplateConfig
 
 from schemas.codec import encode_error
 from schemas.http import HTTP_STATUS
+from services.bus import connect_options
 from services.gateway import web
 from services.gateway.api import ApprovalsApi
 from services.gateway.bus import Bus, GatewayError
@@ -127,7 +128,8 @@ def create_app(settings: Settings) -> Litestar:
                       exclude=NO_SESSION)  # fmt: skip
 
     async def connect(app: Litestar) -> None:
-        nc = await nats.connect(settings.nats_url, max_reconnect_attempts=-1, name="gateway")
+        nc = await nats.connect(settings.nats_url, max_reconnect_attempts=-1, name="gateway",
+                                **connect_options(settings))  # fmt: skip
         app.state.bus = Bus(nc, cache_s=settings.gateway_cache_s)
         await identity.start(nc.jetstream())
 
