@@ -37,6 +37,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ack_wait_s: float = 30.0
     # How often the command service signs a checkpoint of the log (when it grew); 0: never.
     checkpoint_interval_s: float = 60.0
+    # How long the relay's lease lasts unrenewed: another instance takes over within this.
+    lease_ttl_s: float = 10.0
     # The gateway (HTTP API and web inbox).
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
@@ -95,6 +97,7 @@ _ENV_VARS = {
     "signing_key_path": "APPROVALS_SIGNING_KEY",
     "ack_wait_s": "APPROVALS_ACK_WAIT_S",
     "checkpoint_interval_s": "APPROVALS_CHECKPOINT_S",
+    "lease_ttl_s": "APPROVALS_LEASE_TTL_S",
     "gateway_host": "APPROVALS_GATEWAY_HOST",
     "gateway_port": "APPROVALS_GATEWAY_PORT",
     "gateway_secret": "APPROVALS_GATEWAY_SECRET",

@@ -7,6 +7,10 @@ before it, so the stream is the notification log in order, with no gap and no du
 publish fails half-way or a second relay runs. On any failure the relay re-reads its position from
 the stream and carries on from there. A crash between commit and publish loses nothing: the next
 start reads the position from the stream and publishes what is missing.
+
+With a lease (``services.lease``), only the instance holding it publishes: any number of command
+service instances may run, and when the holder dies another takes over within the lease's
+length, re-reading the position from the stream first.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ if TYPE_CHECKING:
     from nats.aio.client import Client
 
     from services.approvals.application import Approvals
+    from services.lease import Lease
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +53,10 @@ class Relay:
         batch_size: int = 1000,
         poll_interval_s: float = 1.0,
         ack_timeout_s: float = 10.0,
+        lease: Lease | None = None,
     ) -> None:
         self.app = app
+        self.lease = lease
         self.js = nc.jetstream()
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
@@ -69,6 +76,8 @@ class Relay:
     async def start(self) -> None:
         await ensure_events_stream(self.js)
         await self._publisher.start()
+        if self.lease is not None:
+            await self.lease.start()
         await self.resync()
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name="relay")
@@ -85,16 +94,47 @@ class Relay:
         task.cancel()
         # asyncio.wait, not suppress(CancelledError): a cancellation of our caller must go on.
         await asyncio.wait({task})
-        # A batch cut off by the cancellation leaves the position behind the stream: re-read it.
-        for _ in range(3):
+        await self._drain()
+        await self._publisher.stop()
+        if self.lease is not None:
+            await self.lease.stop()
+
+    async def _drain(self) -> None:
+        """Publish what is committed before stopping. Without the lease, wait (up to the lease's
+        length and a half) until the holder has published it, or the lease (a dead holder's,
+        aged out) comes here."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (1.5 * self.lease.ttl_s if self.lease else 0.0)
+        failures = 0
+        while True:
             try:
-                await self.publish_pending()
-                break
+                if self.publishing:
+                    await self.publish_pending()
+                    return
+                await self.resync()
+                if self.published_up_to >= self.app.last_notification_id():
+                    return  # the holder published it all
             except (RelayInterrupted, NatsError, TimeoutError) as error:
+                # A batch cut off by the cancellation leaves the position behind: re-read it.
+                failures += 1
                 log.warning("relay interrupted while stopping (%s); re-reading position", error)
                 with contextlib.suppress(NatsError, TimeoutError):
                     await self.resync()
-        await self._publisher.stop()
+                if failures >= 3:
+                    return
+                continue
+            if loop.time() > deadline:
+                log.warning(
+                    "relay stopping with events not on the stream yet: the instance that holds "
+                    "the lease, or the next to start, publishes them"
+                )
+                return
+            await asyncio.sleep(0.2)
+
+    @property
+    def publishing(self) -> bool:
+        """Whether this instance is the one that publishes (it holds the lease, or has none)."""
+        return self.lease is None or self.lease.held.is_set()
 
     async def resync(self) -> None:
         """Read the position from the stream: its last sequence and that message's notification."""
@@ -109,6 +149,9 @@ class Relay:
     async def _run(self) -> None:
         while not self._stopping:
             self._wake.clear()
+            if not self.publishing:
+                await self._follow()
+                continue
             try:
                 await self.publish_pending()
             except (RelayInterrupted, NatsError, TimeoutError) as error:
@@ -124,6 +167,18 @@ class Relay:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.poll_interval_s):
                     await self._wake.wait()
+
+    async def _follow(self) -> None:
+        """Wait while another instance holds the lease; once this one takes it, read the
+        position from the stream (the other published up to there)."""
+        assert self.lease is not None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.poll_interval_s):
+                await self.lease.held.wait()
+        if self.publishing:
+            log.info("relay: this instance publishes from now on")
+            with contextlib.suppress(NatsError, TimeoutError):
+                await self.resync()
 
     async def _recover(self) -> None:
         await asyncio.sleep(0.2)  # back off before retrying against the server

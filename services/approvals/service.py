@@ -15,6 +15,7 @@ from services.approvals.receipts import Signer
 from services.approvals.relay import Relay
 from services.approvals.store import store_env
 from services.audit.checkpoints import Checkpointer
+from services.lease import Lease
 
 if TYPE_CHECKING:
     from services.settings import Settings
@@ -52,23 +53,24 @@ class CommandService:
         )
         await self.broker.start()
         nc = self.broker.connection
-        self.relay = Relay(self.app, nc)
+        lease = Lease(nc, "relay", ttl_s=self.settings.lease_ttl_s)
+        self.relay = Relay(self.app, nc, lease=lease)
         await self.relay.start()
         self.handlers = CommandHandlers(self.app, nc, self.settings, on_commit=self.relay.nudge)
         await self.handlers.start()
         if self.settings.checkpoint_interval_s > 0:
             self.checkpointer = Checkpointer(
-                self.app, nc, signer, self.settings.checkpoint_interval_s
+                self.app, nc, signer, self.settings.checkpoint_interval_s, lease=lease
             )
             await self.checkpointer.start()
 
     async def stop(self) -> None:
         if self.handlers is not None:
             await self.handlers.stop()
-        if self.relay is not None:
-            await self.relay.stop()
         if self.checkpointer is not None:
-            await self.checkpointer.stop()  # with a last checkpoint of what was written
+            await self.checkpointer.stop()  # a last checkpoint, while the relay's lease is held
+        if self.relay is not None:
+            await self.relay.stop()  # publishes what is left, then hands the lease over
         await self.broker.stop()
         if self.app is not None:
             self.app.close()

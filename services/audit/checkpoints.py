@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from schemas.receipts import PublicKey
     from services.approvals.application import Approvals
     from services.approvals.receipts import Signer
+    from services.lease import Lease
 
 log = logging.getLogger(__name__)
 checkpoint_decoder = msgspec.json.Decoder(Checkpoint)
@@ -62,8 +63,17 @@ class LogHash:
 
 
 class Checkpointer:
-    def __init__(self, app: Approvals, nc: Client, signer: Signer, interval_s: float) -> None:
+    def __init__(
+        self,
+        app: Approvals,
+        nc: Client,
+        signer: Signer,
+        interval_s: float,
+        *,
+        lease: Lease | None = None,
+    ) -> None:
         self.app = app
+        self.lease = lease  # with several instances, the relay's: its holder seals
         self.js = nc.jetstream()
         self.signer = signer
         self.interval_s = interval_s
@@ -108,6 +118,8 @@ class Checkpointer:
 
     async def checkpoint(self) -> Checkpoint | None:
         """Seal the log up to its last event now, if it grew; the checkpoint published."""
+        if self.lease is not None and not self.lease.held.is_set():
+            return None
         head = self.app.last_notification_id()
         if head <= self.sealed.position:
             return None
