@@ -23,6 +23,7 @@ from schemas.codec import encoder
 from schemas.subjects import MSG_ID_HEADER, NOTIFICATION_ID_HEADER, STREAM
 from services.approvals.application import Approvals
 from services.approvals.relay import Relay, RelayInterrupted
+from services.approvals.service import CommandService
 from services.approvals.store import store_env
 from services.settings import Settings
 from tests.helpers import eventually
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
     from nats.js import JetStreamContext
     from nats.js.api import RawStreamMsg
 
-    from services.approvals.service import CommandService
     from services.client import ApprovalsClient
     from services.natsserver import NatsServer
 
@@ -370,6 +370,9 @@ class Load:
         return approval
 
 
+LEASE_TTL_S = 2.0
+
+
 @pytest.fixture
 def serve(nats_server: NatsServer, tmp_path: Path) -> Iterator[Serve]:
     """Start the command service (``approvals serve --only commands``) on the test's store and
@@ -379,6 +382,7 @@ def serve(nats_server: NatsServer, tmp_path: Path) -> Iterator[Serve]:
         **os.environ,
         "APPROVALS_SQLITE_PATH": str(tmp_path / "approvals.db"),
         "APPROVALS_VIEW_SQLITE_PATH": str(tmp_path / "status.db"),
+        "APPROVALS_LEASE_TTL_S": str(LEASE_TTL_S),
     }
     approvals = str(Path(sys.executable).parent / "approvals")
     store = Approvals(store_env(Settings(sqlite_path=tmp_path / "approvals.db")))
@@ -467,3 +471,45 @@ async def test_a_service_killed_mid_load_loses_no_acknowledged_command(
             assert versions == list(range(1, len(versions) + 1)), approval_id
     finally:
         app.close()
+
+
+@pytest.mark.slow
+async def test_two_instances_share_the_commands_and_one_relay_publishes_until_it_dies(
+    nc: Client, serve: Serve, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    first = serve()
+    await eventually(lambda: alive(first, tmp_path) and answering(nc), within_s=30)
+    leases = await nc.jetstream().key_value("approvals_leases")
+    holder = await leases.get("relay")
+    assert f":{first.pid}:" in (holder.value or b"").decode()
+    settings = Settings(
+        nats_url=nats_server.url,
+        sqlite_path=tmp_path / "approvals.db",
+        view_sqlite_path=tmp_path / "status.db",
+        lease_ttl_s=LEASE_TTL_S,
+    )
+    async with CommandService(settings) as second:
+        assert second.relay is not None
+        assert second.app is not None
+        load = Load(nc, clients=20)
+        try:
+            # Check: both instances answer commands; only the first publishes.
+            await eventually(lambda: alive(first, tmp_path) and load.acks >= 300, within_s=60)
+            assert not second.relay.publishing
+            # Check: the first dies; the second takes the lease within its length and goes on.
+            first.send_signal(signal.SIGKILL)
+            assert await exited(first) == -signal.SIGKILL
+            acked = load.acks
+            await eventually(lambda: second.relay.publishing, within_s=3 * LEASE_TTL_S)
+            await eventually(lambda: load.acks >= acked + 300, within_s=60)
+        finally:
+            await load.stop()
+        assert load.errors == []
+        # Check: every acknowledged command is stored once, and the stream is the log.
+        app = second.app
+        stored = {(str(n.originator_id), n.originator_version) for n in app.notifications(1, 10**6)}
+        assert load.acked <= stored
+        last = app.last_notification_id()
+        js = nc.jetstream()
+        await eventually(lambda: stream_last_seq_is(js, last), within_s=30)
+        await assert_stream_is_the_log(app, js)
