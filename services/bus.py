@@ -13,12 +13,13 @@ from faststream.nats.security import (
     parse_security,
 )
 from nats.js import api
-from nats.js.errors import NotFoundError
+from nats.js.errors import BucketNotFoundError, NotFoundError
 
 from schemas.subjects import CHECKPOINT_STREAM, CHECKPOINTS, EVENTS_WILDCARD, STREAM
 
 if TYPE_CHECKING:
     from nats.js import JetStreamContext
+    from nats.js.kv import KeyValue
 
     from services.settings import Settings
 
@@ -94,3 +95,58 @@ async def ensure_events_stream(js: JetStreamContext) -> api.StreamInfo:
 
 async def ensure_checkpoint_stream(js: JetStreamContext) -> api.StreamInfo:
     return await ensure_stream(js, checkpoint_stream_config())
+
+
+# The key-value buckets the services keep, by name: (age limit in seconds or None, history).
+# Created by whoever needs one first (one replica) or by `approvals bus setup --replicas N`.
+KV_BUCKETS: dict[str, tuple[float | None, int]] = {
+    "approvals_leases": (10.0, 1),  # the relay's lease (services/lease.py): its length
+    "approvals_deliveries": (None, 1),  # what each channel was sent (services/delivery)
+    "approvals_review_leases": (120.0, 1),  # reviews held for a reviewer (services/reviews.py)
+    "approvals_sign_in_links": (1800.0, 1),  # one-time sign-in links used (gateway)
+    "approvals_confirm_links": (None, 1),  # email confirmation links used (gateway)
+}
+
+
+def kv_config(bucket: str, replicas: int = 1, ttl: float | None = None) -> api.KeyValueConfig:
+    default_ttl, history = KV_BUCKETS[bucket]
+    return api.KeyValueConfig(bucket=bucket, ttl=ttl or default_ttl, history=history,
+                              replicas=replicas)  # fmt: skip
+
+
+async def ensure_kv(js: JetStreamContext, bucket: str, *, ttl: float | None = None) -> KeyValue:
+    """The bucket as it is; created (one replica; ``ttl`` its age limit if given) if missing."""
+    try:
+        return await js.key_value(bucket)
+    except BucketNotFoundError:
+        return await js.create_key_value(kv_config(bucket, ttl=ttl))
+
+
+async def setup(js: JetStreamContext, replicas: int) -> list[tuple[str, str]]:
+    """Every stream and bucket, created with ``replicas`` or brought to it: (name, what
+    was done)."""
+    done: list[tuple[str, str]] = []
+    configs = [events_stream_config(replicas), checkpoint_stream_config(replicas)]
+    for bucket in KV_BUCKETS:
+        kv = kv_config(bucket, replicas)
+        ttl = kv.ttl
+        configs.append(api.StreamConfig(
+            name=f"KV_{bucket}", subjects=[f"$KV.{bucket}.>"], storage=api.StorageType.FILE,
+            max_msgs_per_subject=kv.history, max_age=ttl, allow_direct=True,
+            allow_rollup_hdrs=True, deny_delete=True, discard=api.DiscardPolicy.NEW,
+            num_replicas=replicas,
+        ))  # fmt: skip
+    for config in configs:
+        assert config.name is not None
+        try:
+            info = await js.stream_info(config.name)
+        except NotFoundError:
+            await js.add_stream(config)
+            done.append((config.name, f"created with {replicas} replicas"))
+            continue
+        if info.config.num_replicas == replicas:
+            done.append((config.name, f"kept ({replicas} replicas)"))
+            continue
+        await js.update_stream(info.config.evolve(num_replicas=replicas))
+        done.append((config.name, f"{info.config.num_replicas} -> {replicas} replicas"))
+    return done

@@ -34,6 +34,7 @@ from schemas.receipts import KeysReply, PublicKey, Receipt, ReceiptBody
 from schemas.replies import AnyReply, ErrorBody
 from services.approvals.digest import action_digest
 from services.approvals.receipts import verify
+from services.settings import servers
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -63,9 +64,14 @@ async def connect_once(
         return None
 
     return await nats.connect(
-        url, connect_timeout=connect_timeout_s, allow_reconnect=False, max_reconnect_attempts=1,
-        reconnect_time_wait=0.1, error_cb=quiet, **(options or {}),
-    )  # fmt: skip
+        servers(url),
+        connect_timeout=connect_timeout_s,
+        allow_reconnect=False,
+        max_reconnect_attempts=1,
+        reconnect_time_wait=0.1,
+        error_cb=quiet,
+        **(options or {}),
+    )
 
 
 class ApprovalsError(Exception):
@@ -142,7 +148,9 @@ class ApprovalsClient:
             nc = await connect_once(url, reply_timeout, options)
         else:
             async with asyncio.timeout(max(reply_timeout, 1.0) * 6):
-                nc = await nats.connect(url, connect_timeout=reply_timeout, **(options or {}))
+                nc = await nats.connect(
+                    servers(url), connect_timeout=reply_timeout, **(options or {})
+                )
         return cls(nc, workspace, reply_timeout, via=via)
 
     async def close(self) -> None:

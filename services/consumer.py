@@ -57,7 +57,7 @@ class ConsumerService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.broker = NatsBroker(
-            settings.nats_url,
+            settings.nats_servers,
             logger=log,
             max_reconnect_attempts=-1,
             security=bus.security(settings),

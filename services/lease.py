@@ -21,8 +21,9 @@ import socket
 from typing import TYPE_CHECKING
 
 from nats.errors import Error as NatsError
-from nats.js.api import KeyValueConfig
 from nats.js.errors import KeyWrongLastSequenceError
+
+from services.bus import ensure_kv
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -44,8 +45,9 @@ class Lease:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        config = KeyValueConfig(bucket=BUCKET, ttl=self.ttl_s, history=1)
-        self._kv = await self.nc.jetstream().create_key_value(config)
+        self._kv = await ensure_kv(self.nc.jetstream(), BUCKET, ttl=self.ttl_s)
+        # The bucket's age limit is the lease's length, whatever this process was told.
+        self.ttl_s = (await self._kv.status()).ttl or self.ttl_s
         await self._try()
         self._task = asyncio.create_task(self._run(), name=f"lease-{self.name}")
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from nats.js.api import KeyValueConfig
 from nats.js.errors import KeyWrongLastSequenceError
 
 from schemas import subjects
 from schemas.codec import encoder
 from schemas.workspace import WorkspaceSettings
+from services.bus import ensure_kv
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -29,8 +29,7 @@ PAGE = 50
 
 
 async def leases(nc: Client) -> KeyValue:
-    config = KeyValueConfig(bucket=LEASES_BUCKET, ttl=HOLD_S, history=1)
-    return await nc.jetstream().create_key_value(config)
+    return await ensure_kv(nc.jetstream(), LEASES_BUCKET)
 
 
 def may_review(settings: WorkspaceSettings, member: str, item: dict[str, Any]) -> bool:

@@ -62,6 +62,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     discord_api_url: str = "https://discord.com/api/v10"
     discord_public_key: str | None = None  # the application's Ed25519 key (hex): interactions
 
+    @property
+    def nats_servers(self) -> list[str]:
+        """NATS_URL as a list: a cluster's servers, comma-separated (the client learns the rest)."""
+        return servers(self.nats_url)
+
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
         env = os.environ if environ is None else environ
@@ -125,3 +130,8 @@ def _decode_path(kind: type, value: object) -> object:
     if kind is Path and isinstance(value, str):
         return Path(value)
     raise NotImplementedError(f"cannot read {kind} from {value!r}")
+
+
+def servers(url: str) -> list[str]:
+    """``nats://a:4222,nats://b:4222`` as a list of server URLs."""
+    return [part.strip() for part in url.split(",") if part.strip()]

@@ -29,7 +29,7 @@ class ProjectionService:
     def __init__(self, settings: Settings, *, scheduler: bool = True) -> None:
         self.settings = settings
         self.broker = NatsBroker(
-            settings.nats_url,
+            settings.nats_servers,
             logger=log,
             max_reconnect_attempts=-1,
             security=bus.security(settings),

@@ -29,7 +29,7 @@ class CommandService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.broker = NatsBroker(
-            settings.nats_url,
+            settings.nats_servers,
             logger=log,
             max_reconnect_attempts=-1,
             security=bus.security(settings),

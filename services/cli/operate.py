@@ -186,3 +186,34 @@ def web_link(member: str, minutes: int) -> None:
         person_name(member), ttl_s=minutes * 60
     )
     click.echo(f"{settings.web_url.rstrip('/')}/sign-in/link?token={token}")
+
+
+@cli.group("bus")
+def bus_group() -> None:
+    """The JetStream streams and key-value buckets."""
+
+
+@bus_group.command("setup")
+@click.option("--replicas", type=click.IntRange(1, 5), default=1, show_default=True,
+              help="Copies of every stream and bucket: 3 on a three-node cluster.")  # fmt: skip
+@click.pass_obj
+def bus_setup(obj: Context, replicas: int) -> None:
+    """Create every stream and bucket with REPLICAS copies, or bring existing ones to it
+    (run once per cluster, as the admin user, before the services start)."""
+    from services import bus
+    from services.client import connect_once
+
+    async def work() -> list[tuple[str, str]]:
+        nc = await connect_once(obj.nats_url, obj.timeout, obj.bus_options())
+        try:
+            return await bus.setup(nc.jetstream(), replicas)
+        finally:
+            await nc.close()
+
+    done = asyncio.run(work())
+    if obj.as_json:
+        click.echo(
+            encoder.encode({"ok": True, "streams": [{"name": n, "done": d} for n, d in done]})
+        )
+    else:
+        click.echo(console.table(done))

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 from nats.errors import Error as NatsError
-from nats.js.api import KeyValueConfig
 from nats.js.errors import KeyNotFoundError
 
 from schemas import events, subjects
 from schemas.codec import encoder
 from schemas.workspace import ChannelConfig, WorkspaceSettings
+from services.bus import ensure_kv
 from services.consumer import ConsumerService, EventConsumers, Unavailable, command
 from services.delivery.adapters import ADAPTERS, DeliveryError
 from services.delivery.notice import Notice, Outcome
@@ -80,9 +80,7 @@ class Delivery:
         self.records: KeyValue | None = None
 
     async def start(self) -> None:
-        self.records = await self.nc.jetstream().create_key_value(
-            KeyValueConfig(bucket=RECORDS_BUCKET, history=1)
-        )
+        self.records = await ensure_kv(self.nc.jetstream(), RECORDS_BUCKET)
         await self.consumers.consume(DURABLE, ("spend_checked",), self.process,
                                      max_ack_pending=1000)  # fmt: skip
         await self.consumers.consume(OUTCOMES, ENDINGS, self.tell_outcome, max_ack_pending=1000)

@@ -128,7 +128,7 @@ def create_app(settings: Settings) -> Litestar:
                       exclude=NO_SESSION)  # fmt: skip
 
     async def connect(app: Litestar) -> None:
-        nc = await nats.connect(settings.nats_url, max_reconnect_attempts=-1, name="gateway",
+        nc = await nats.connect(settings.nats_servers, max_reconnect_attempts=-1, name="gateway",
                                 **connect_options(settings))  # fmt: skip
         app.state.bus = Bus(nc, cache_s=settings.gateway_cache_s)
         await identity.start(nc.jetstream())

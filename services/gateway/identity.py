@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from nats.js.errors import KeyWrongLastSequenceError
 
+from services.bus import ensure_kv
+
 if TYPE_CHECKING:
     from litestar import Request
     from nats.js import JetStreamContext
@@ -89,11 +91,7 @@ class Identity:
         self._links: KeyValue | None = None
 
     async def start(self, js: JetStreamContext) -> None:
-        from nats.js.api import KeyValueConfig
-
-        self._links = await js.create_key_value(
-            KeyValueConfig(bucket=LINKS_BUCKET, ttl=LINK_TTL_S * 2, history=1)
-        )
+        self._links = await ensure_kv(js, LINKS_BUCKET)
 
     def person(self, request: Request[Any, Any, Any]) -> str | None:
         """The signed-in person, or None."""
@@ -173,9 +171,7 @@ class ConfirmTokens:
         return fields
 
     async def consume(self, js: JetStreamContext, fields: dict[str, Any]) -> None:
-        from nats.js.api import KeyValueConfig
-
-        used = await js.create_key_value(KeyValueConfig(bucket=CONFIRM_BUCKET, history=1))
+        used = await ensure_kv(js, CONFIRM_BUCKET)
         try:
             await used.create(fields["n"], str(fields["a"]).encode())
         except KeyWrongLastSequenceError:
