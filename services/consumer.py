@@ -144,10 +144,12 @@ class EventConsumers:
     async def _handle(self, msg: Msg, handle: Handler) -> None:
         try:
             delay = await handle(event_decoder.decode(msg.data))
-        except Unavailable as error:
+        except (Unavailable, NatsError, TimeoutError) as error:
+            # The service or the bus could not take it now (a server failing over, a stream
+            # electing its leader): never set aside, try again with a growing pause.
             attempt = msg.metadata.num_delivered if msg.reply else 1
             delay = RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S)) - 1]
-            log.warning("%s; trying again in %ss", error, delay)
+            log.warning("%s: %r; trying again in %ss", msg.subject, error, delay)
         except UnknownSchemaVersion as error:
             # Written by a newer service: neither guess nor set it aside; wait for an upgrade.
             delay = RETRY_DELAYS_S[-1]
@@ -156,10 +158,15 @@ class EventConsumers:
             log.exception("cannot handle %s; it is set aside", msg.subject)
             await msg.term()
             return
-        if delay is None:
-            await msg.ack()
-        else:
-            await msg.nak(delay=delay)
+        try:
+            if delay is None:
+                await msg.ack()
+            else:
+                await msg.nak(delay=delay)
+        except (NatsError, TimeoutError) as error:
+            # Unanswered, the server delivers it again after the ack wait: handled twice at
+            # worst, which every handler takes (it is idempotent).
+            log.warning("acknowledging %s failed (%r)", msg.subject, error)
 
 
 # Refusals that mean "already done" or "nothing to do": the event is finished.

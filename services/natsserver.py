@@ -39,12 +39,14 @@ class NatsServer:
         host: str = "127.0.0.1",
         config: Path | None = None,
         env: dict[str, str] | None = None,
+        args: list[str] | None = None,
     ) -> None:
         self.store_dir = Path(store_dir)
         self.host = host
         self.port = port
         self.config = config  # a configuration file (-c); the flags here take precedence
         self.env = env  # its environment (a configuration reads secrets from it)
+        self.args = args or []  # more flags (a cluster node's name and routes)
         self.log: deque[str] = deque(maxlen=200)
         self._process: subprocess.Popen[str] | None = None
         self._ready = threading.Event()
@@ -67,6 +69,7 @@ class NatsServer:
                 "-sd",
                 str(self.store_dir),
                 *(["-c", str(self.config)] if self.config else []),
+                *self.args,
             ],
             env=self.env,
             stderr=subprocess.PIPE,
@@ -101,7 +104,77 @@ class NatsServer:
             process.kill()
             process.wait()
 
+    def kill(self) -> None:
+        """SIGKILL: no goodbye to the cluster, nothing flushed."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
     def __enter__(self) -> NatsServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class NatsCluster:
+    """``size`` nats-servers with JetStream on loopback, routed to each other as one cluster;
+    each keeps its ports and store directory across restarts."""
+
+    def __init__(self, root: Path, size: int = 3, *, name: str = "approvals") -> None:
+        self.ports = [free_port() for _ in range(size)]
+        routes = [free_port() for _ in range(size)]
+        all_routes = ",".join(f"nats://127.0.0.1:{p}" for p in routes)
+        self.nodes = [
+            NatsServer(
+                Path(root) / f"node{i}",
+                port=self.ports[i],
+                args=[
+                    "-n",
+                    f"node{i}",
+                    "--cluster_name",
+                    name,
+                    "--cluster",
+                    f"nats://127.0.0.1:{routes[i]}",
+                    "--routes",
+                    all_routes,
+                ],
+            )
+            for i in range(size)
+        ]
+
+    @property
+    def url(self) -> str:
+        """Every node, comma-separated (NATS_URL)."""
+        return ",".join(node.url for node in self.nodes)
+
+    def start(self) -> NatsCluster:
+        # A node waits for its peers before it says it is ready: start them all, then wait.
+        threads = [threading.Thread(target=node.start) for node in self.nodes]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> NatsCluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

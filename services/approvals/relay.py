@@ -137,7 +137,12 @@ class Relay:
         return self.lease is None or self.lease.held.is_set()
 
     async def resync(self) -> None:
-        """Read the position from the stream: its last sequence and that message's notification."""
+        """Read the position from the stream: its last sequence and that message's notification.
+
+        A stream that is gone stays gone until an operator creates it again (`approvals bus
+        setup`; never automatically: during a cluster's recovery a stream is briefly "not found",
+        and a second one made then would split the log); the relay then publishes the whole log
+        into it from the store."""
         info = await self.js.stream_info(STREAM)
         self._last_seq = info.state.last_seq
         if info.state.messages == 0:
