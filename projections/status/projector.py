@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from nats.errors import Error as NatsError
@@ -75,6 +75,7 @@ class Projector:
         self._arrived = asyncio.Event()
         self._subscription: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
+        self._writing: asyncio.Future[dict[Any, Any]] | None = None  # a batch in its thread
         self._stopping = False
 
     @property
@@ -107,6 +108,10 @@ class Projector:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._writing is not None:
+            # A batch the cancellation cut off is still being written in its thread.
+            await asyncio.wait({self._writing})
+            self._writing = None
 
     async def _ensure_consumer(self) -> api.ConsumerInfo:
         info: api.ConsumerInfo | None
@@ -196,7 +201,10 @@ class Projector:
                 # until the service is upgraded: skipping it would leave the view wrong for ever.
                 batch = decode_batch(messages)
                 # In a thread on every backend: the next batch arrives while this one is written.
-                changed = await asyncio.to_thread(self.view.project, batch)
+                # Shielded, and awaited by stop(): a cancelled await would leave the thread
+                # writing on a connection the service is about to close.
+                self._writing = asyncio.ensure_future(asyncio.to_thread(self.view.project, batch))
+                changed = await asyncio.shield(self._writing)
                 break
             except Exception:
                 count = len(messages)

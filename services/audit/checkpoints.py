@@ -79,6 +79,7 @@ class Checkpointer:
         self.interval_s = interval_s
         self.sealed = LogHash()
         self._task: asyncio.Task[None] | None = None
+        self._reading: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         await ensure_checkpoint_stream(self.js)
@@ -100,6 +101,8 @@ class Checkpointer:
             return
         task.cancel()
         await asyncio.wait({task})
+        if self._reading is not None:
+            await asyncio.wait({self._reading})
         try:
             async with asyncio.timeout(10):
                 await self.checkpoint()
@@ -124,7 +127,9 @@ class Checkpointer:
         if head <= self.sealed.position:
             return None
         advanced = LogHash(self.sealed.position, self.sealed.events, self.sealed.log_hash)
-        await asyncio.to_thread(advanced.advance, self.app, head)
+        # Shielded, and awaited by stop(): the thread reads the store, which closes after.
+        self._reading = asyncio.ensure_future(asyncio.to_thread(advanced.advance, self.app, head))
+        await asyncio.shield(self._reading)
         body = CheckpointBody(key_id=self.signer.key_id, position=advanced.position,
                               events=advanced.events, log_hash=advanced.log_hash,
                               at=datetime.now(UTC))  # fmt: skip
