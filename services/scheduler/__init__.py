@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from nats.aio.client import Client
 
     from projections.status.view import StatusView
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Ticker:
@@ -30,6 +33,16 @@ class Ticker:
         self.interval_s = interval_s
         self.blocking_io = blocking_io
         self._task: asyncio.Task[None] | None = None
+        self._reading: asyncio.Future[Any] | None = None
+
+    async def read(self, query: Callable[..., T], *args: Any) -> T:
+        """A read of the view: in a thread on a blocking backend, shielded and awaited by
+        stop(), so the view is never closed under it."""
+        if not self.blocking_io:
+            return query(*args)
+        self._reading = asyncio.ensure_future(asyncio.to_thread(query, *args))
+        result: T = await asyncio.shield(self._reading)
+        return result
 
     async def tick(self) -> int:
         raise NotImplementedError
@@ -43,6 +56,9 @@ class Ticker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._reading is not None:
+            await asyncio.wait({self._reading})
+            self._reading = None
 
     async def _run(self) -> None:
         while True:

@@ -8,7 +8,6 @@ picks up where it stopped, and two schedulers at once only cost a refused duplic
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import UTC, datetime
 
@@ -32,10 +31,7 @@ class ExpiryScheduler(Ticker):
     async def expire_due(self, now: datetime | None = None) -> int:
         """Send ``expire`` for every due approval; return how many the command service took."""
         now = now or datetime.now(UTC)
-        if self.blocking_io:
-            due = await asyncio.to_thread(self.view.due, now)
-        else:
-            due = self.view.due(now)
+        due = await self.read(self.view.due, now)
         expired = 0
         for workspace_id, approval_id in due:
             body = encoder.encode({"approval_id": approval_id, "by": ACTOR})

@@ -10,7 +10,6 @@ behind, only cost a refused command. The delivery service carries the reminder t
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -52,8 +51,7 @@ class ReminderScheduler(Ticker):
     async def tick(self, now: datetime | None = None) -> int:
         """Send what is due; how many the command service took."""
         now = now or datetime.now(UTC)
-        waiting = (await asyncio.to_thread(self.view.waiting) if self.blocking_io
-                   else self.view.waiting())  # fmt: skip
+        waiting = await self.read(self.view.waiting)
         rules: dict[str, Reminders | None] = {}
         sent = 0
         for view in waiting:
