@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import ssl
 from typing import TYPE_CHECKING, Any
 
+from faststream.nats import NatsBroker
 from faststream.nats.security import (
     NatsCredentials,
     NatsNKey,
@@ -18,12 +20,23 @@ from nats.js.errors import BucketNotFoundError, NotFoundError
 from schemas.subjects import CHECKPOINT_STREAM, CHECKPOINTS, EVENTS_WILDCARD, STREAM
 
 if TYPE_CHECKING:
+    import logging
+    from collections.abc import Awaitable, Callable
+
     from nats.js import JetStreamContext
     from nats.js.kv import KeyValue
 
     from services.settings import Settings
 
 DUPLICATE_WINDOW_S = 120.0
+
+
+def broker(settings: Settings, logger: logging.Logger) -> NatsBroker:
+    """A service's broker: every server of NATS_URL, its own credentials, reconnecting for ever."""
+    return NatsBroker(
+        settings.nats_servers, logger=logger, max_reconnect_attempts=-1,
+        security=security(settings),
+    )  # fmt: skip
 
 
 def security(settings: Settings) -> NatsSecurity | None:
@@ -124,29 +137,25 @@ async def ensure_kv(js: JetStreamContext, bucket: str, *, ttl: float | None = No
 
 async def setup(js: JetStreamContext, replicas: int) -> list[tuple[str, str]]:
     """Every stream and bucket, created with ``replicas`` or brought to it: (name, what
-    was done)."""
+    was done). Buckets are created by nats-py's own ``create_key_value``."""
+    wanted: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+        (str(c.name), functools.partial(js.add_stream, c))
+        for c in (events_stream_config(replicas), checkpoint_stream_config(replicas))
+    ] + [
+        (f"KV_{bucket}", functools.partial(js.create_key_value, kv_config(bucket, replicas)))
+        for bucket in KV_BUCKETS
+    ]  # fmt: skip
     done: list[tuple[str, str]] = []
-    configs = [events_stream_config(replicas), checkpoint_stream_config(replicas)]
-    for bucket in KV_BUCKETS:
-        kv = kv_config(bucket, replicas)
-        ttl = kv.ttl
-        configs.append(api.StreamConfig(
-            name=f"KV_{bucket}", subjects=[f"$KV.{bucket}.>"], storage=api.StorageType.FILE,
-            max_msgs_per_subject=kv.history, max_age=ttl, allow_direct=True,
-            allow_rollup_hdrs=True, deny_delete=True, discard=api.DiscardPolicy.NEW,
-            num_replicas=replicas,
-        ))  # fmt: skip
-    for config in configs:
-        assert config.name is not None
+    for name, create in wanted:
         try:
-            info = await js.stream_info(config.name)
+            info = await js.stream_info(name)
         except NotFoundError:
-            await js.add_stream(config)
-            done.append((config.name, f"created with {replicas} replicas"))
+            await create()
+            done.append((name, f"created with {replicas} replicas"))
             continue
         if info.config.num_replicas == replicas:
-            done.append((config.name, f"kept ({replicas} replicas)"))
+            done.append((name, f"kept ({replicas} replicas)"))
             continue
         await js.update_stream(info.config.evolve(num_replicas=replicas))
-        done.append((config.name, f"{info.config.num_replicas} -> {replicas} replicas"))
+        done.append((name, f"{info.config.num_replicas} -> {replicas} replicas"))
     return done

@@ -14,7 +14,6 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
-from faststream.nats import NatsBroker
 from nats.errors import Error as NatsError
 from nats.js import api
 
@@ -56,12 +55,7 @@ class ConsumerService:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.broker = NatsBroker(
-            settings.nats_servers,
-            logger=log,
-            max_reconnect_attempts=-1,
-            security=bus.security(settings),
-        )
+        self.broker = bus.broker(settings, log)
         self.part: Part | None = None
 
     def build(self, nc: Client) -> Part:

@@ -6,8 +6,6 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from faststream.nats import NatsBroker
-
 from projections.status.handlers import QueryHandlers
 from projections.status.projector import Projector
 from projections.status.storage import open_view
@@ -28,12 +26,7 @@ class ProjectionService:
 
     def __init__(self, settings: Settings, *, scheduler: bool = True) -> None:
         self.settings = settings
-        self.broker = NatsBroker(
-            settings.nats_servers,
-            logger=log,
-            max_reconnect_attempts=-1,
-            security=bus.security(settings),
-        )
+        self.broker = bus.broker(settings, log)
         self.with_scheduler = scheduler
         self.view: StatusView | None = None
         self.waiters = Waiters()

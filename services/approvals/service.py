@@ -6,8 +6,6 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from faststream.nats import NatsBroker
-
 from services import bus
 from services.approvals.application import Approvals
 from services.approvals.handlers import CommandHandlers
@@ -28,12 +26,7 @@ class CommandService:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.broker = NatsBroker(
-            settings.nats_servers,
-            logger=log,
-            max_reconnect_attempts=-1,
-            security=bus.security(settings),
-        )
+        self.broker = bus.broker(settings, log)
         self.app: Approvals | None = None
         self.relay: Relay | None = None
         self.handlers: CommandHandlers | None = None

@@ -280,7 +280,6 @@ async def test_no_one_can_destroy_the_streams_and_only_the_doors_decide(
     secured: Secured, user: str
 ) -> None:
     async with CommandService(secured.settings("commands")):
-        await asyncio.sleep(0)
         nc = await secured.connect(user)
         try:
             js = nc.jetstream()
