@@ -22,6 +22,7 @@ from schemas.codec import encoder, event_decoder, reply_decoder
 from schemas.upcasting import UnknownSchemaVersion
 from services import bus
 from services.bus import ensure_events_stream
+from services.ops import CONSUMED, CONSUMER_LAG, lag_of
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -45,6 +46,8 @@ class Unavailable(Exception):
 
 
 class Part(Protocol):
+    consumers: EventConsumers
+
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
 
@@ -52,6 +55,8 @@ class Part(Protocol):
 class ConsumerService:
     """A consuming service on its own broker connection: ``async with Service(settings): ...``.
     A subclass says what runs on the connection (``build``)."""
+
+    name = "consumer"
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -71,6 +76,13 @@ class ConsumerService:
             await self.part.stop()
         await self.broker.stop()
 
+    async def ready(self) -> bool:
+        """Connected, and the server answers for its durable consumers (their lag)."""
+        if self.part is None or not self.broker.connection.is_connected:
+            return False
+        await self.part.consumers.lags()
+        return True
+
     async def __aenter__(self) -> Self:
         await self.start()
         return self
@@ -89,6 +101,7 @@ class EventConsumers:
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._subscriptions: list[Subscription] = []
+        self.durables: list[str] = []
 
     async def consume(
         self, durable: str, kinds: tuple[str, ...], handle: Handler, *, max_ack_pending: int
@@ -110,7 +123,7 @@ class EventConsumers:
 
         async def on_message(msg: Msg) -> None:
             await self._slots.acquire()
-            task = asyncio.create_task(self._handle(msg, handle))
+            task = asyncio.create_task(self._handle(msg, durable, handle))
             self._tasks.add(task)
             task.add_done_callback(self._done)
 
@@ -120,6 +133,15 @@ class EventConsumers:
         )  # fmt: skip
         # Create, or bring an existing consumer to this configuration (ack wait, filters).
         await self.js.add_consumer(subjects.STREAM, config)
+        self.durables.append(durable)
+
+    async def lags(self) -> dict[str, int]:
+        """Every durable consumer's lag, as the server counts it (also set on the gauge)."""
+        lags = {}
+        for durable in self.durables:
+            lags[durable] = lag_of(await self.js.consumer_info(subjects.STREAM, durable))
+            CONSUMER_LAG.labels(durable).set(lags[durable])
+        return lags
 
     async def stop(self) -> None:
         for subscription in self._subscriptions:
@@ -135,23 +157,28 @@ class EventConsumers:
         self._tasks.discard(task)
         self._slots.release()
 
-    async def _handle(self, msg: Msg, handle: Handler) -> None:
+    async def _handle(self, msg: Msg, durable: str, handle: Handler) -> None:
         try:
             delay = await handle(event_decoder.decode(msg.data))
+            outcome = "done" if delay is None else "deferred"
         except (Unavailable, NatsError, TimeoutError) as error:
             # The service or the bus could not take it now (a server failing over, a stream
             # electing its leader): never set aside, try again with a growing pause.
             attempt = msg.metadata.num_delivered if msg.reply else 1
             delay = RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S)) - 1]
             log.warning("%s: %r; trying again in %ss", msg.subject, error, delay)
+            outcome = "retried"
         except UnknownSchemaVersion as error:
             # Written by a newer service: neither guess nor set it aside; wait for an upgrade.
             delay = RETRY_DELAYS_S[-1]
             log.error("cannot read %s: %s", msg.subject, error)
+            outcome = "retried"
         except Exception:
             log.exception("cannot handle %s; it is set aside", msg.subject)
+            CONSUMED.labels(durable, "set_aside").inc()
             await msg.term()
             return
+        CONSUMED.labels(durable, outcome).inc()
         try:
             if delay is None:
                 await msg.ack()

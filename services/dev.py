@@ -28,6 +28,8 @@ from services.spendcap.service import SpendCapService
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from services.ops import Ops
+
 log = logging.getLogger("approvals.dev")
 
 DEFAULT_NATS_PORT = 4333
@@ -38,22 +40,31 @@ class Service(Protocol):
     async def stop(self) -> None: ...
 
 
-async def run_until_stopped(*services: Service) -> None:
-    """Start the services, wait for SIGINT or SIGTERM, stop them in reverse order."""
+async def run_until_stopped(*services: Service, ops: Ops | None = None) -> None:
+    """Start the services, wait for SIGINT or SIGTERM, stop them in reverse order. ``ops``
+    answers from the start (alive, not ready) and is ready once every service has started."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     started: list[Service] = []
+    if ops is not None:
+        await ops.start()
     try:
         for service in services:
             await service.start()
             started.append(service)
+        if ops is not None:
+            ops.started = True
         print("ready: Ctrl-C stops everything", flush=True)
         await stop.wait()
     finally:
+        if ops is not None:
+            ops.started = False  # not ready while stopping
         for service in reversed(started):
             await service.stop()
+        if ops is not None:
+            await ops.stop()
 
 
 EXAMPLE_WORKSPACE = files("schemas") / "examples" / "workspace.toml"

@@ -39,6 +39,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     checkpoint_interval_s: float = 60.0
     # How long the relay's lease lasts unrenewed: another instance takes over within this.
     lease_ttl_s: float = 10.0
+    # `approvals serve`'s /healthz, /readyz and /metrics (services/ops.py); port 0: none.
+    ops_host: str = "127.0.0.1"
+    ops_port: int = 9180
     # The gateway (HTTP API and web inbox).
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
@@ -103,6 +106,8 @@ _ENV_VARS = {
     "ack_wait_s": "APPROVALS_ACK_WAIT_S",
     "checkpoint_interval_s": "APPROVALS_CHECKPOINT_S",
     "lease_ttl_s": "APPROVALS_LEASE_TTL_S",
+    "ops_host": "APPROVALS_OPS_HOST",
+    "ops_port": "APPROVALS_OPS_PORT",
     "gateway_host": "APPROVALS_GATEWAY_HOST",
     "gateway_port": "APPROVALS_GATEWAY_PORT",
     "gateway_secret": "APPROVALS_GATEWAY_SECRET",

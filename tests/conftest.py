@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 POSTGRES_DSN = os.environ.get("APPROVALS_TEST_POSTGRES_DSN")
+# `approvals serve` processes the tests start bind no fixed ops port (two may run at once);
+# tests/integration/test_ops.py gives its process a free one.
+os.environ.setdefault("APPROVALS_OPS_PORT", "0")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

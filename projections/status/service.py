@@ -10,7 +10,9 @@ from projections.status.handlers import QueryHandlers
 from projections.status.projector import Projector
 from projections.status.storage import open_view
 from projections.status.waiters import Waiters
+from schemas.subjects import STREAM
 from services import bus
+from services.ops import CONSUMER_LAG, PROJECTION_LAG, lag_of
 from services.scheduler.expiry import ExpiryScheduler
 from services.scheduler.reminders import ReminderScheduler
 
@@ -23,6 +25,8 @@ log = logging.getLogger(__name__)
 
 class ProjectionService:
     """``async with ProjectionService(settings): ...``; ``scheduler=False`` leaves expiry out."""
+
+    name = "projection"
 
     def __init__(self, settings: Settings, *, scheduler: bool = True) -> None:
         self.settings = settings
@@ -54,6 +58,22 @@ class ProjectionService:
         await self.broker.stop()
         if self.view is not None:
             self.view.datastore.close()  # type: ignore[attr-defined]
+
+    async def ready(self) -> bool:
+        """Answering queries: connected, and the view answers (its position against the
+        stream's last event: the projection's lag)."""
+        view = self.view
+        if view is None or not self._parts or not self.broker.connection.is_connected:
+            return False
+        position = await asyncio.to_thread(view.position)
+        js = self.broker.connection.jetstream()
+        last = (await js.stream_info(STREAM)).state.last_seq
+        PROJECTION_LAG.set(max(0, last - position))
+        projector = self._parts[0]
+        assert isinstance(projector, Projector)
+        info = await js.consumer_info(STREAM, projector.durable)
+        CONSUMER_LAG.labels(projector.durable).set(lag_of(info))
+        return True
 
     async def __aenter__(self) -> ProjectionService:
         await self.start()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ from services.approvals import governance
 from services.approvals.budget import period_of
 from services.approvals.errors import ApprovalError, Invalid, NotFound, TooLarge
 from services.approvals.views import approval_state, workspace_state
+from services.ops import counted
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -61,7 +63,8 @@ class CommandHandlers:
         self.nc = nc
         self.settings = settings
         self.on_commit = on_commit
-        self._queued: list[tuple[str, Command, str]] = []
+        # (workspace, command, reply subject, verb, arrival time)
+        self._queued: list[tuple[str, Command, str, str, float]] = []
         self._flush_scheduled = False
         self._subscriptions: list[Subscription] = []
         self._sending: set[asyncio.Task[None]] = set()
@@ -108,13 +111,15 @@ class CommandHandlers:
             await asyncio.gather(*self._sending)
 
     async def _on_message(self, msg: Msg) -> None:
+        arrived, verb = time.perf_counter(), msg.subject.rsplit(".", 1)[-1]
         try:
             workspace_id, cmd = self._decode(msg)
         except ApprovalError as error:
+            counted(verb, error.code, None, arrived)
             if msg.reply:
                 await self.nc.publish(msg.reply, encode_error(error))
             return
-        self._queued.append((workspace_id, cmd, msg.reply))
+        self._queued.append((workspace_id, cmd, msg.reply, verb, arrived))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
@@ -224,20 +229,25 @@ class CommandHandlers:
         self._flush_scheduled = False
         queued, self._queued = self._queued, []
         try:
-            handled = self.app.handle_batch([(ws, cmd) for ws, cmd, _ in queued])
+            handled = self.app.handle_batch([(ws, cmd) for ws, cmd, *_ in queued])
         except Exception:
             log.exception("a batch of %d commands failed; nothing of it was stored", len(queued))
             failure = codec.encode_error(
                 "unavailable", "the store failed; nothing was stored; retry"
             )
-            replies = [(reply, failure) for _, _, reply in queued]
+            done = time.perf_counter()
+            for *_, verb, arrived in queued:
+                counted(verb, "unavailable", arrived, done)
+            replies = [(reply, failure) for _, _, reply, *_ in queued]
         else:
             if handled.last_notification_id is not None:
                 self.on_commit()
-            replies = [
-                (reply, self._encode_result(result))
-                for (_, _, reply), result in zip(queued, handled.results, strict=True)
-            ]
+            done = time.perf_counter()
+            replies = []
+            for (_, _, reply, verb, arrived), result in zip(queued, handled.results, strict=True):
+                outcome = result.code if isinstance(result, ApprovalError) else result.outcome
+                counted(verb, outcome, arrived, done)
+                replies.append((reply, self._encode_result(result)))
         task = asyncio.get_running_loop().create_task(self._send(replies))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)

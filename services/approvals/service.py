@@ -14,6 +14,7 @@ from services.approvals.relay import Relay
 from services.approvals.store import store_env
 from services.audit.checkpoints import Checkpointer
 from services.lease import Lease
+from services.ops import LEASE_HELD, RELAY_LAG
 
 if TYPE_CHECKING:
     from services.settings import Settings
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 
 class CommandService:
     """The only writer of the event store. ``async with CommandService(settings): ...``"""
+
+    name = "commands"
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -67,6 +70,18 @@ class CommandService:
         await self.broker.stop()
         if self.app is not None:
             self.app.close()
+
+    async def ready(self) -> bool:
+        """Taking commands: connected, and the store answers (its last event: the relay's lag)."""
+        if self.app is None or self.relay is None or self.handlers is None:
+            return False
+        if not self.broker.connection.is_connected:
+            return False
+        last = await asyncio.to_thread(self.app.last_notification_id)
+        LEASE_HELD.set(1 if self.relay.publishing else 0)
+        if self.relay.publishing:
+            RELAY_LAG.set(max(0, last - self.relay.published_up_to))
+        return True
 
     async def __aenter__(self) -> CommandService:
         await self.start()

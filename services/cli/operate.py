@@ -56,7 +56,10 @@ def serve(obj: Context, only: str | None) -> None:
         services.append(DeliveryService(settings))
     if only in (None, "gateway"):
         services.append(GatewayService(settings))
-    asyncio.run(run_until_stopped(*services))
+    from services.ops import Ops
+
+    ops = Ops(settings, services) if settings.ops_port else None
+    asyncio.run(run_until_stopped(*services, ops=ops))
 
 
 @cli.group()

@@ -30,6 +30,7 @@ from services.bus import ensure_kv
 from services.consumer import ConsumerService, EventConsumers, Unavailable, command
 from services.delivery.adapters import ADAPTERS, DeliveryError
 from services.delivery.notice import Notice, Outcome
+from services.ops import DELIVERIES
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -240,12 +241,15 @@ class Delivery:
         for attempt in range(1, attempts + 1):
             try:
                 ref = await adapter.send(notice, config, key)
+                DELIVERIES.labels(kind, "delivered").inc()
                 return Record(target=target, ref=ref, attempts=attempt)
             except DeliveryError as error:
                 log.warning("%s to %s, attempt %d of %d: %s", notice.approval_id, channel,
                             attempt, attempts, error)  # fmt: skip
                 if error.permanent or attempt == attempts:
+                    DELIVERIES.labels(kind, "failed").inc()
                     return Record(target=target, error=str(error), attempts=attempt)
+                DELIVERIES.labels(kind, "retried").inc()
             await asyncio.sleep(0.5 * 2 ** (attempt - 1))  # the retry schedule's pause
         raise AssertionError("unreachable")
 
@@ -261,6 +265,8 @@ class Delivery:
 
 class DeliveryService(ConsumerService):
     """The delivery service on its own connection."""
+
+    name = "delivery"
 
     def build(self, nc: Client) -> Delivery:
         return Delivery(nc, self.settings)

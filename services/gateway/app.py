@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import logging
@@ -12,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import nats
-import uvicorn
 from litestar import Litestar, MediaType, Request, Response, get
 from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import State
@@ -33,6 +31,7 @@ from services.gateway.bus import Bus, GatewayError
 from services.gateway.discord import discord_interaction
 from services.gateway.identity import ConfirmTokens, Identity, derive
 from services.gateway.slack import slack_interaction
+from services.http import Served
 
 if TYPE_CHECKING:
     from services.settings import Settings
@@ -184,38 +183,16 @@ def create_app(settings: Settings) -> Litestar:
     )
 
 
-class GatewayService:
+class GatewayService(Served):
     """``approvals dev`` and ``serve`` run the gateway beside the other services."""
+
+    name = "gateway"
 
     def __init__(self, settings: Settings, *, port: int | None = None) -> None:
         self.settings = settings
-        config = uvicorn.Config(
-            create_app(settings), host=settings.gateway_host,
-            port=settings.gateway_port if port is None else port, log_level="warning",
-            proxy_headers=False,
-        )  # fmt: skip
-        self.server = uvicorn.Server(config)
-        self._task: asyncio.Task[None] | None = None
+        super().__init__(create_app(settings), settings.gateway_host,
+                         settings.gateway_port if port is None else port)  # fmt: skip
 
-    @property
-    def url(self) -> str:
-        [listener] = self.server.servers[0].sockets if self.server.servers else [None]
-        host, port = listener.getsockname()[:2] if listener else (None, None)
-        return f"http://{host}:{port}"
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self.server.serve(), name="gateway")
-        deadline = asyncio.get_running_loop().time() + 30
-        while not self.server.started:
-            if self._task.done():
-                self._task.result()  # raises what stopped it (a port in use)
-                raise RuntimeError("the gateway stopped before it started")
-            if asyncio.get_running_loop().time() > deadline:
-                raise RuntimeError("the gateway did not start within 30 s")
-            await asyncio.sleep(0.01)  # uvicorn offers no start event to wait on
-
-    async def stop(self) -> None:
-        self.server.should_exit = True
-        if self._task is not None:
-            await self._task
-            self._task = None
+    async def ready(self) -> bool:
+        bus: Bus | None = getattr(self.app.state, "bus", None)
+        return self.server.started and bus is not None and bus.nc.is_connected

@@ -141,5 +141,7 @@ class SpendCap:
 class SpendCapService(ConsumerService):
     """The spend-cap service on its own connection."""
 
+    name = "spendcap"
+
     def build(self, nc: Client) -> SpendCap:
         return SpendCap(nc, ack_wait_s=self.settings.ack_wait_s)

@@ -28,6 +28,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from prometheus_client import REGISTRY
 from standardwebhooks.webhooks import Webhook
 
 from projections.status.service import ProjectionService
@@ -233,6 +234,12 @@ async def test_the_channels_that_carried_a_request_are_told_how_it_ended(
     assert "No decision is needed any more" in second.get_payload()
 
 
+def sent(channel: str, outcome: str) -> float:
+    """The delivery service's Prometheus counter of sends to ``channel`` ending in ``outcome``."""
+    labels = {"channel": channel, "outcome": outcome}
+    return REGISTRY.get_sample_value("approvals_deliveries_total", labels) or 0.0
+
+
 def _raw(hooks: Hooks, path: str) -> bytes:
     [body] = [b for p, _, b in hooks.received if p == path]
     return body
@@ -242,10 +249,14 @@ async def test_a_channel_that_will_not_take_it_is_recorded_as_failed(
     stack: tuple[CommandService, ApprovalsClient], delivery_settings: Settings, hooks: Hooks,
 ) -> None:  # fmt: skip
     commands, client = stack
+    before = {o: sent("webhook", o) for o in ("delivered", "retried", "failed")}
     async with DeliveryService(delivery_settings):
         down = await ask(client, risk="high", n=1)
         private = await ask(client, risk="critical", n=2)
         await eventually(lambda: len(stored(commands, DeliveryFailed)) == 2)
+    # Check: /metrics counts the two failures and the two retries before the first one.
+    counts = {o: sent("webhook", o) - before[o] for o in ("delivered", "retried", "failed")}
+    assert counts == {"delivered": 0, "retried": 2, "failed": 2}
     failed = {str(e.approval_id): e for e in stored(commands, DeliveryFailed)}
     # Check: a 503 is retried (three attempts in all), then recorded with why.
     assert (failed[down["id"]].attempts, failed[down["id"]].channel) == (3, "down")
