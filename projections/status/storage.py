@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from eventsourcing.postgres import PostgresFactory
 from eventsourcing.sqlite import SQLiteFactory
 from eventsourcing.utils import Environment
 
 from projections.status.postgres import PostgresStatusView
 from projections.status.sqlite import SQLiteStatusView
-from services.approvals.store import postgres_env
+from services.approvals.store import SerialisedPostgresFactory, postgres_env
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -29,5 +28,7 @@ def open_view(settings: Settings, sqlite_path: Path | None = None) -> StatusView
     assert settings.postgres_dsn is not None
     schema = settings.view_postgres_schema or settings.postgres_schema
     # Named "status", the factory calls the position table status_tracking.
-    pg = PostgresFactory(Environment("status", postgres_env(settings.postgres_dsn, schema)))
+    pg = SerialisedPostgresFactory(
+        Environment("status", postgres_env(settings.postgres_dsn, schema))
+    )
     return pg.tracking_recorder(PostgresStatusView)

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from eventsourcing.persistence import Mapper, StoredEvent
+from eventsourcing.postgres import PostgresFactory
 from eventsourcing.sqlite import SQLiteConnection, SQLiteConnectionPool, SQLiteFactory
 from eventsourcing.utils import get_topic
 
 from schemas.codec import encoder, event_decoder
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from eventsourcing.domain import DomainEventProtocol
+    from eventsourcing.persistence import ApplicationRecorder
+    from eventsourcing.postgres import TPostgresTrackingRecorder
     from eventsourcing.utils import Environment, EnvType
+    from psycopg import Connection
 
     from services.settings import Settings
 
@@ -55,6 +62,44 @@ class FullSyncSQLiteFactory(SQLiteFactory):
         default_pool.close()
 
 
+# Every process that creates schemas or tables takes this session lock first: instances started
+# together (a Deployment's replicas) otherwise race in PostgreSQL's CREATE ... IF NOT EXISTS and
+# one fails with "tuple concurrently updated" or a duplicate key in the catalogue.
+CREATE_LOCK = 0x4150_5052_4F56_4C53  # "APPROVLS"
+
+
+@contextlib.contextmanager
+def creating(conn: Connection[Any]) -> Iterator[None]:
+    """Hold the creation lock on ``conn`` (a session lock: released here, whatever happens)."""
+    conn.execute("SELECT pg_advisory_lock(%s)", (CREATE_LOCK,))
+    try:
+        yield
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (CREATE_LOCK,))
+
+
+class SerialisedPostgresFactory(PostgresFactory):
+    """eventsourcing's PostgreSQL factory, creating its tables under the creation lock."""
+
+    def application_recorder(self) -> ApplicationRecorder:
+        with self._creating():
+            return super().application_recorder()
+
+    def tracking_recorder(
+        self, tracking_recorder_class: type[TPostgresTrackingRecorder] | None = None
+    ) -> TPostgresTrackingRecorder:
+        with self._creating():
+            return super().tracking_recorder(tracking_recorder_class)
+
+    @contextlib.contextmanager
+    def _creating(self) -> Iterator[None]:
+        if not self.env_create_table():
+            yield
+            return
+        with self.datastore.get_connection() as conn, creating(conn):
+            yield
+
+
 def store_env(settings: Settings) -> dict[str, str]:
     """The eventsourcing environment for the configured store."""
     if settings.store == "sqlite":
@@ -74,7 +119,7 @@ def postgres_env(dsn: str, schema: str | None = None) -> dict[str, str]:
 
     info = conninfo_to_dict(dsn)
     env = {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "PERSISTENCE_MODULE": get_topic(SerialisedPostgresFactory),
         "POSTGRES_DBNAME": str(info.get("dbname", "postgres")),
         "POSTGRES_HOST": str(info.get("host", "127.0.0.1")),
         "POSTGRES_PORT": str(info.get("port", "5432")),
@@ -91,5 +136,5 @@ def _create_schema(dsn: str, schema: str) -> None:
     import psycopg
     from psycopg import sql
 
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(dsn, autocommit=True) as conn, creating(conn):
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))

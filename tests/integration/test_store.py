@@ -291,3 +291,38 @@ def test_sqlite_connections_sync_fully_in_wal_mode(
         for connection in connections:
             pool.put_connection(connection)
         app.close()
+
+
+@pytest.mark.postgres
+def test_instances_starting_together_on_a_new_postgresql_schema_all_start(
+    postgres_schema: str,
+) -> None:
+    """Replicas of a Deployment start at once: every one creates the schema, the store's tables
+    and the view's, and none fails in PostgreSQL's racy CREATE ... IF NOT EXISTS."""
+    from projections.status.storage import open_view
+    from tests.conftest import POSTGRES_DSN
+
+    assert POSTGRES_DSN is not None
+    settings = Settings(store="postgres", postgres_dsn=POSTGRES_DSN,
+                        postgres_schema=postgres_schema)  # fmt: skip
+    starting = threading.Barrier(6)
+    failures: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            starting.wait()
+            app = Approvals(store_env(settings))
+            view = open_view(settings)
+            assert app.last_notification_id() == 0
+            assert view.position() == 0
+            app.close()
+            view.datastore.close()  # type: ignore[attr-defined]
+        except BaseException as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=start) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert failures == []
