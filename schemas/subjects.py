@@ -10,6 +10,7 @@ CHECKPOINT_STREAM: Final = "APPROVALS_CHECKPOINTS"
 CHECKPOINTS: Final = "approvals.audit.checkpoints"  # signed checkpoints of the whole log
 COMMAND_QUEUE: Final = "approvals-commands"
 EVENTS_WILDCARD: Final = "approvals.events.>"
+RELAY_NUDGE: Final = "approvals.relay.nudge"  # a command service instance committed: publish
 
 # Headers the relay sets on every published event.
 MSG_ID_HEADER: Final = "Nats-Msg-Id"

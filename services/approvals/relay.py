@@ -10,7 +10,9 @@ start reads the position from the stream and publishes what is missing.
 
 With a lease (``services.lease``), only the instance holding it publishes: any number of command
 service instances may run, and when the holder dies another takes over within the lease's
-length, re-reading the position from the stream first.
+length, re-reading the position from the stream first. An instance that commits without the
+lease tells the holder on ``approvals.relay.nudge`` (core NATS), so its events go out at once
+rather than at the holder's next poll.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from nats.errors import Error as NatsError
 from nats.js import api
 
 from schemas.codec import envelope_decoder
-from schemas.subjects import MSG_ID_HEADER, NOTIFICATION_ID_HEADER, STREAM
+from schemas.subjects import MSG_ID_HEADER, NOTIFICATION_ID_HEADER, RELAY_NUDGE, STREAM
 from services.approvals.publisher import PipelinedPublisher
 from services.bus import ensure_events_stream
 
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
 
     from eventsourcing.persistence import Notification
     from nats.aio.client import Client
+    from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription
 
     from services.approvals.application import Approvals
     from services.lease import Lease
@@ -57,7 +61,9 @@ class Relay:
     ) -> None:
         self.app = app
         self.lease = lease
+        self.nc = nc
         self.js = nc.jetstream()
+        self._nudges: Subscription | None = None
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
         self.ack_timeout_s = ack_timeout_s
@@ -77,6 +83,7 @@ class Relay:
         await ensure_events_stream(self.js)
         await self._publisher.start()
         if self.lease is not None:
+            self._nudges = await self.nc.subscribe(RELAY_NUDGE, cb=self._on_nudge)
             await self.lease.start()
         await self.resync()
         self._stopping = False
@@ -96,6 +103,10 @@ class Relay:
         await asyncio.wait({task})
         await self._drain()
         await self._publisher.stop()
+        if self._nudges is not None:
+            with contextlib.suppress(NatsError):
+                await self._nudges.unsubscribe()
+            self._nudges = None
         if self.lease is not None:
             await self.lease.stop()
 
@@ -173,13 +184,27 @@ class Relay:
                 async with asyncio.timeout(self.poll_interval_s):
                     await self._wake.wait()
 
+    async def _on_nudge(self, msg: Msg) -> None:
+        if self.publishing:
+            self._wake.set()
+
     async def _follow(self) -> None:
-        """Wait while another instance holds the lease; once this one takes it, read the
-        position from the stream (the other published up to there)."""
+        """Wait while another instance holds the lease, telling it when this one committed;
+        once this one takes the lease, read the position from the stream (the other published
+        up to there)."""
         assert self.lease is not None
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.poll_interval_s):
-                await self.lease.held.wait()
+        held, woken = self.lease.held.wait(), self._wake.wait()
+        waits = {asyncio.ensure_future(held), asyncio.ensure_future(woken)}
+        try:
+            await asyncio.wait(waits, timeout=self.poll_interval_s,
+                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+        if self._wake.is_set() and not self.publishing:
+            self._wake.clear()
+            with contextlib.suppress(NatsError):
+                await self.nc.publish(RELAY_NUDGE)
         if self.publishing:
             log.info("relay: this instance publishes from now on")
             with contextlib.suppress(NatsError, TimeoutError):

@@ -25,6 +25,7 @@ from services.approvals.application import Approvals
 from services.approvals.relay import Relay, RelayInterrupted
 from services.approvals.service import CommandService
 from services.approvals.store import store_env
+from services.lease import Lease
 from services.settings import Settings
 from tests.helpers import eventually
 from tests.workspaces import approval_notifications, configure
@@ -221,6 +222,22 @@ async def test_two_relays_at_once_publish_each_event_exactly_once(
         two.nudge()
     last = app.last_notification_id()
     await eventually(lambda: max(one.published_up_to, two.published_up_to) == last)
+    await assert_stream_is_the_log(app, js)
+
+
+async def test_a_commit_on_the_instance_without_the_lease_is_published_at_once(
+    app: Approvals, nc: Client, relays: StartRelay
+) -> None:
+    js = nc.jetstream()
+    # Neither polls within the test: only a nudge moves the holder.
+    holder = await relays(poll_interval_s=3600, lease=Lease(nc, "relay", ttl_s=30))
+    other = await relays(poll_interval_s=3600, lease=Lease(nc, "relay", ttl_s=30))
+    assert holder.publishing
+    assert not other.publishing
+    last = await asyncio.to_thread(write_history, app, 10)
+    other.nudge()  # what the other instance's command handlers do after their commit
+    # Check: the holder hears of it over the bus and publishes it.
+    await eventually(lambda: holder.published_up_to == last)
     await assert_stream_is_the_log(app, js)
 
 
