@@ -40,3 +40,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_requests.py
 	$(BIN)/python benchmarks/bench_projection.py
 	$(BIN)/python benchmarks/bench_audit.py
+	$(BIN)/python benchmarks/bench_load.py
