@@ -101,6 +101,7 @@ def main() -> None:
 
 # The commands register themselves on the group when imported.
 from services.cli import (  # noqa: E402, F401
+    agent,
     audit,
     commands,
     operate,

@@ -72,6 +72,19 @@ def key_via(request: Request[Any, Any, Any]) -> Via:
     return Via(channel="api", auth="api_key", ref=token.removeprefix("apk_").partition(".")[0])
 
 
+async def as_key_member(
+    request: Request[Any, Any, Any], workspace: WorkspacePath, data: RequestCommand
+) -> RequestCommand:
+    """A request the API key's member makes, with the key as its door."""
+    actor = await caller(request, workspace)
+    if data.requested_by != actor:
+        raise GatewayError(
+            "forbidden", "requested_by must be the API key's member",
+            rule="api_key_actor", requested_by=data.requested_by, key=actor,
+        )  # fmt: skip
+    return msgspec.structs.replace(data, via=key_via(request))
+
+
 class ApprovalsApi(Controller):
     path = "/v1/workspaces/{workspace:str}/approvals"
     tags = ["approvals"]
@@ -84,16 +97,21 @@ class ApprovalsApi(Controller):
         workspace: WorkspacePath,
         data: JSONBody[RequestCommand],
     ) -> Response[AnyReply]:
-        actor = await caller(request, workspace)
-        if data.requested_by != actor:
-            raise GatewayError(
-                "forbidden", "requested_by must be the API key's member",
-                rule="api_key_actor", requested_by=data.requested_by, key=actor,
-            )  # fmt: skip
-        data = msgspec.structs.replace(data, via=key_via(request))
+        data = await as_key_member(request, workspace, data)
         reply = await bus_of(request).command(workspace, "request", data)
         created = b'"outcome":"not_required"' not in reply
         return passthrough(reply, 201 if created else 200)
+
+    @post("/check", status_code=200, summary="Would this request need approval, and why?")
+    async def check(
+        self,
+        request: Request[Any, Any, Any],
+        workspace: WorkspacePath,
+        data: JSONBody[RequestCommand],
+    ) -> Response[AnyReply]:
+        """The dry run of a request: the policy's answer; nothing is stored, no one is asked."""
+        data = await as_key_member(request, workspace, data)
+        return passthrough(await bus_of(request).command(workspace, "check", data))
 
     @get("", summary="List approvals, newest first (or oldest)")
     async def list_approvals(

@@ -1,0 +1,1 @@
+"""Agents' access: the MCP server (``approvals mcp``)."""
