@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -12,6 +14,7 @@ from projections.status.storage import open_view
 from projections.status.waiters import Waiters
 from schemas.subjects import STREAM
 from services import bus
+from services.lease import Lease
 from services.ops import CONSUMER_LAG, PROJECTION_LAG, lag_of
 from services.scheduler.expiry import ExpiryScheduler
 from services.scheduler.reminders import ReminderScheduler
@@ -24,7 +27,12 @@ log = logging.getLogger(__name__)
 
 
 class ProjectionService:
-    """``async with ProjectionService(settings): ...``; ``scheduler=False`` leaves expiry out."""
+    """``async with ProjectionService(settings): ...``; ``scheduler=False`` leaves expiry out.
+
+    Any number of instances may serve one view (a PostgreSQL schema): all answer queries (a
+    queue group); the one holding the view's lease (``projector.<view>`` in ``approvals_leases``)
+    runs the projector and the schedulers, and another takes over within the lease's length when
+    it dies. The projector's consumer is durable, so nothing is lost in between."""
 
     name = "projection"
 
@@ -35,26 +43,66 @@ class ProjectionService:
         self.view: StatusView | None = None
         self.waiters = Waiters()
         self._parts: list[Projector | QueryHandlers | ExpiryScheduler | ReminderScheduler] = []
+        self._writers: list[Projector | ExpiryScheduler | ReminderScheduler] = []
+        self.lease: Lease | None = None
+        self._leading: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.view = await asyncio.to_thread(open_view, self.settings)
         blocking = self.settings.store == "postgres"
         await self.broker.start()
         nc = self.broker.connection
+        self.projector = Projector(self.view, nc, on_change=self.waiters.notify)
         self._parts = [
-            Projector(self.view, nc, on_change=self.waiters.notify),
+            self.projector,
             QueryHandlers(self.view, nc, self.waiters, self.settings, blocking_io=blocking),
         ]
+        await self._parts[1].start()
         if self.with_scheduler:
             self._parts.append(ExpiryScheduler(self.view, nc, blocking_io=blocking))
             self._parts.append(ReminderScheduler(self.view, nc, blocking_io=blocking))
-        for part in self._parts:
-            await part.start()
+        self.lease = Lease(nc, view_lease(self.settings), ttl_s=self.settings.lease_ttl_s)
+        await self.lease.start()
+        self._leading = asyncio.create_task(self._lead(), name="projection-lease")
+        if self.lease.held.is_set():
+            await self._follow_lease()  # the first instance projects before start() returns
+
+    async def _lead(self) -> None:
+        """Run the projector and the schedulers while this instance holds the view's lease."""
+        while True:
+            await asyncio.sleep(0.2)
+            await self._follow_lease()
+
+    async def _follow_lease(self) -> None:
+        assert self.lease is not None
+        if self.lease.held.is_set() and not self._writers:
+            log.info("status projection: this instance projects from now on")
+            for part in self._parts:
+                if not isinstance(part, QueryHandlers):
+                    await part.start()
+                    self._writers.append(part)
+        elif not self.lease.held.is_set() and self._writers:
+            log.warning("status projection: lease lost, another instance projects")
+            await self._stop_writers()
+
+    async def _stop_writers(self) -> None:
+        writers, self._writers = self._writers, []
+        for part in reversed(writers):
+            await part.stop()
 
     async def stop(self) -> None:
-        for part in reversed(self._parts):
-            await part.stop()
+        if self._leading is not None:
+            self._leading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._leading
+            self._leading = None
+        await self._stop_writers()
+        for part in self._parts:
+            if isinstance(part, QueryHandlers):
+                await part.stop()
         self._parts = []
+        if self.lease is not None:
+            await self.lease.stop()  # hands the view over at once
         await self.broker.stop()
         if self.view is not None:
             self.view.datastore.close()  # type: ignore[attr-defined]
@@ -69,10 +117,8 @@ class ProjectionService:
         js = self.broker.connection.jetstream()
         last = (await js.stream_info(STREAM)).state.last_seq
         PROJECTION_LAG.set(max(0, last - position))
-        projector = self._parts[0]
-        assert isinstance(projector, Projector)
-        info = await js.consumer_info(STREAM, projector.durable)
-        CONSUMER_LAG.labels(projector.durable).set(lag_of(info))
+        info = await js.consumer_info(STREAM, self.projector.durable)
+        CONSUMER_LAG.labels(self.projector.durable).set(lag_of(info))
         return True
 
     async def __aenter__(self) -> ProjectionService:
@@ -81,3 +127,17 @@ class ProjectionService:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+def view_lease(settings: Settings) -> str:
+    """The lease of one view: its PostgreSQL database and schema, or its SQLite file."""
+    if settings.store == "postgres":
+        from psycopg.conninfo import conninfo_to_dict
+
+        info = conninfo_to_dict(settings.postgres_dsn or "")
+        schema = settings.view_postgres_schema or settings.postgres_schema or "public"
+        where = ":".join(str(info.get(k, "")) for k in ("host", "port", "dbname"))
+        identity = f"postgres:{where}:{schema}"  # not the credentials: they may differ
+    else:
+        identity = f"sqlite:{settings.view_sqlite_path.resolve()}"
+    return "projector." + hashlib.sha256(identity.encode()).hexdigest()[:16]

@@ -305,6 +305,9 @@ async def test_no_one_can_destroy_the_streams_and_only_the_doors_decide(
             if user != "commands":  # only the relay publishes events
                 await nc.publish("approvals.events.acme.forged.requested", b"{}")
                 await secured.refused(user, "approvals.events.acme.forged.requested")
+            if user not in ("commands", "admin"):  # the relay's lease is the relay's alone
+                await nc.publish("$KV.approvals_leases.relay", b"forged")
+                await secured.refused(user, "$KV.approvals_leases.relay")
         finally:
             await nc.close()
     admin = await secured.connect("admin")

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import nats
 import pytest
 from eventsourcing.sqlite import SQLiteFactory
@@ -248,3 +249,64 @@ async def test_a_killed_projector_restarts_to_a_view_equal_to_a_rebuild(
         process.wait(15)
     assert view.count("acme") == {"approved": 10_000, "pending": 10_000}
     assert view.content_hash() == rebuilt_hash(app, tmp_path / "rebuilt.db")
+
+
+def serve_env(settings: Settings) -> dict[str, str]:
+    """The environment of an ``approvals serve`` process on ``settings``' store and view."""
+    env = {**os.environ, "APPROVALS_STORE": settings.store, "APPROVALS_LEASE_TTL_S": "2",
+           "APPROVALS_SQLITE_PATH": str(settings.sqlite_path),
+           "APPROVALS_VIEW_SQLITE_PATH": str(settings.view_sqlite_path)}  # fmt: skip
+    if settings.store == "postgres":
+        assert settings.postgres_dsn is not None
+        assert settings.postgres_schema is not None
+        env |= {"APPROVALS_POSTGRES_DSN": settings.postgres_dsn,
+                "APPROVALS_POSTGRES_SCHEMA": settings.postgres_schema}  # fmt: skip
+    return env
+
+
+def serve_projection(url: str, settings: Settings) -> subprocess.Popen[bytes]:
+    approvals = str(Path(sys.executable).parent / "approvals")
+    return subprocess.Popen(
+        [approvals, "--nats-url", url, "serve", "--only", "projection"],
+        env=serve_env(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.slow
+async def test_two_instances_of_one_view_both_answer_and_the_survivor_projects(
+    nats_server: NatsServer, settings: Settings, tmp_path: Path
+) -> None:
+    from projections.status.service import ProjectionService
+
+    settings = msgspec.structs.replace(settings, nats_url=nats_server.url, lease_ttl_s=2.0,
+                                       view_sqlite_path=tmp_path / "status.db")  # fmt: skip
+    app = Approvals(store_env(settings))
+    nc = await nats.connect(nats_server.url)
+    first = serve_projection(nats_server.url, settings)
+    view = open_view(settings)
+    try:
+        last = write_history(app, 100)
+        await publish_all(app, nc)
+        await eventually(lambda: view.position() == last)
+        async with ProjectionService(settings) as second:
+            assert second.lease is not None
+            # Check: the second serves queries while the first projects.
+            assert not second.lease.held.is_set()
+            counted = await nc.request("approvals.query.acme.count", b"{}", timeout=5)
+            assert msgspec.json.decode(counted.data)["total"] == 100
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+            last = write_history(app, 100)
+            await publish_all(app, nc)
+            # Check: once the dead instance's lease ages out, the survivor projects the rest.
+            await eventually(lambda: view.position() == last)
+            assert second.lease.held.is_set()
+            assert view.count("acme") == {"approved": 100, "pending": 100}
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+        await nc.close()
+        app.close()

@@ -451,15 +451,13 @@ def test_every_deployment_has_a_disruption_budget_that_lets_a_node_drain() -> No
 
 
 def test_the_replicas_follow_what_each_service_allows() -> None:
-    """Two of every service, but one projector per view: the projection runs one pod and is
-    replaced, not rolled (two would write the same view)."""
+    """Two of every service (the projection's take turns projecting through a lease), rolled
+    one new pod at a time, never fewer than asked for."""
     deployments = k8s_kind("Deployment")
     for name, deployment in deployments.items():
-        if name == "approvals-projection":
-            assert deployment["spec"]["replicas"] == 1
-            assert deployment["spec"]["strategy"] == {"type": "Recreate"}
-        else:
-            assert deployment["spec"]["replicas"] == 2, name
+        assert deployment["spec"]["replicas"] == 2, name
+        strategy = deployment["spec"]["strategy"]
+        assert strategy["rollingUpdate"]["maxUnavailable"] == 0, name
 
 
 def test_the_containers_are_locked_down_and_sized() -> None:
