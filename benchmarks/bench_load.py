@@ -53,7 +53,9 @@ from bench_requests import (  # beside this file: its workspace, request body, s
     WORKSPACE,
     _cpu_seconds,
     code_version,
+    cpu_model,
     latency_stats,
+    nats_server_version,
     request_body,
     temporary_directory,
 )
@@ -74,7 +76,7 @@ from services.approvals.application import Approvals
 from services.approvals.receipts import Signer
 from services.approvals.store import store_env
 from services.dev import bootstrap_workspace
-from services.natsserver import NatsCluster, NatsServer, free_port, nats_server_binary
+from services.natsserver import NatsCluster, NatsServer, free_port
 from services.settings import Settings
 
 if TYPE_CHECKING:
@@ -879,25 +881,13 @@ async def run_target(stack: Stack, args: argparse.Namespace, target: str) -> Res
 
 
 def machine_info(postgres: str | None) -> dict[str, Any]:
-    try:
-        nats_version = subprocess.run(
-            [nats_server_binary(), "--version"], capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError) as error:
-        nats_version = f"unknown ({error})"
-    cpu_model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
     return {
         "code": code_version(),
         "cores": os.cpu_count(),
-        "cpu": cpu_model,
+        "cpu": cpu_model(),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "nats_server": nats_version,
+        "nats_server": nats_server_version(),
         "postgres": postgres,
         "load_average_before": [round(x, 2) for x in os.getloadavg()],
     }

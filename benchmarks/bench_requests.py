@@ -650,19 +650,24 @@ def code_version() -> str:
     return f"{commit}" + (f" + {len(changed)} changed file(s)" if changed else " (clean)")
 
 
-def machine_info(sqlite_settings: dict[str, Any], load_before: list[float]) -> dict[str, Any]:
+def nats_server_version() -> str:
     try:
-        nats_version = subprocess.run(
+        return subprocess.run(
             [nats_server_binary(), "--version"], capture_output=True, text=True, timeout=10
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError) as error:
-        nats_version = f"unknown ({error})"
-    cpu_model = ""
+        return f"unknown ({error})"
+
+
+def cpu_model() -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
+    return ""
+
+
+def machine_info(sqlite_settings: dict[str, Any], load_before: list[float]) -> dict[str, Any]:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     versions = {}
     for package in ("eventsourcing", "nats-py", "msgspec", "faststream"):
@@ -672,10 +677,10 @@ def machine_info(sqlite_settings: dict[str, Any], load_before: list[float]) -> d
         "code": code_version(),
         "cores": os.cpu_count(),
         "usable_cores": usable,
-        "cpu": cpu_model,
+        "cpu": cpu_model(),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "nats_server": nats_version,
+        "nats_server": nats_server_version(),
         "packages": versions,
         "load_average_before": load_before,
         "sqlite": sqlite3.sqlite_version,

@@ -27,7 +27,7 @@ from tests.integration.test_relay import assert_stream_is_the_log
 from tests.workspaces import configure_over_nats
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
     from nats.aio.client import Client
 
@@ -186,9 +186,10 @@ async def everything_holds(nc: Client, commands: CommandService, acked: set[str]
     await assert_stream_is_the_log(app, js)
 
 
-async def test_a_server_killed_and_restarted_loses_no_acknowledged_request(
-    cluster: NatsCluster, tmp_path: Path
+async def under_load(
+    cluster: NatsCluster, tmp_path: Path, fault: Callable[[Requests], Awaitable[None]]
 ) -> None:
+    """The services under steady requests; ``fault`` strikes; then everything must hold."""
     nc = await connect(cluster)
     try:
         await set_up(nc)
@@ -197,38 +198,35 @@ async def test_a_server_killed_and_restarted_loses_no_acknowledged_request(
             load = Requests(nc, clients=8)
             try:
                 await load.more(100)
-                cluster.nodes[1].kill()
-                await load.more(100)
-                await asyncio.to_thread(cluster.nodes[1].start)
-                await load.more(100)
+                await fault(load)
             finally:
                 await load.stop()
-            assert commands.app is not None
             await everything_holds(nc, commands, load.acked)
     finally:
         await nc.close()
+
+
+async def test_a_server_killed_and_restarted_loses_no_acknowledged_request(
+    cluster: NatsCluster, tmp_path: Path
+) -> None:
+    async def kill_one(load: Requests) -> None:
+        cluster.nodes[1].kill()
+        await load.more(100)
+        await asyncio.to_thread(cluster.nodes[1].start)
+        await load.more(100)
+
+    await under_load(cluster, tmp_path, kill_one)
 
 
 async def test_the_whole_cluster_restarted_mid_run_loses_no_acknowledged_request(
     cluster: NatsCluster, tmp_path: Path
 ) -> None:
-    nc = await connect(cluster)
-    try:
-        await set_up(nc)
-        async with services(cluster, tmp_path) as commands:
-            await configure_over_nats(nc, "acme")
-            load = Requests(nc, clients=8)
-            try:
-                await load.more(100)
-                cluster.stop()
-                await asyncio.to_thread(cluster.start)
-                await load.more(200, within_s=120)
-            finally:
-                await load.stop()
-            assert commands.app is not None
-            await everything_holds(nc, commands, load.acked)
-    finally:
-        await nc.close()
+    async def restart_all(load: Requests) -> None:
+        cluster.stop()
+        await asyncio.to_thread(cluster.start)
+        await load.more(200, within_s=120)
+
+    await under_load(cluster, tmp_path, restart_all)
 
 
 async def test_a_wiped_stream_is_restored_from_the_store(
