@@ -71,7 +71,15 @@ class ProjectionService:
         """Run the projector and the schedulers while this instance holds the view's lease."""
         while True:
             await asyncio.sleep(0.2)
-            await self._follow_lease()
+            try:
+                await self._follow_lease()
+            except Exception:
+                # The bus failing over while this instance takes over (or hands over): start
+                # again from nothing at the next turn, never half-started.
+                log.exception("status projection: taking over failed; trying again")
+                with contextlib.suppress(Exception):
+                    await self._stop_writers()
+                await asyncio.sleep(1.0)
 
     async def _follow_lease(self) -> None:
         assert self.lease is not None
@@ -79,8 +87,8 @@ class ProjectionService:
             log.info("status projection: this instance projects from now on")
             for part in self._parts:
                 if not isinstance(part, QueryHandlers):
+                    self._writers.append(part)  # first: a start that fails half-way is undone
                     await part.start()
-                    self._writers.append(part)
         elif not self.lease.held.is_set() and self._writers:
             log.warning("status projection: lease lost, another instance projects")
             await self._stop_writers()
