@@ -198,8 +198,11 @@ async def test_every_service_works_as_its_own_user_and_nothing_is_refused(
             },
         )
         assert redeemed.ok, redeemed
-        got = await acme.get(str(approval.id))
-        assert got.status == "approved"
+
+        async def shown_approved() -> bool:  # the view follows the store a moment later
+            return (await acme.get(str(approval.id))).status == "approved"
+
+        await eventually(shown_approved)
         assert secured.violations() == []
     finally:
         await acme.close()
