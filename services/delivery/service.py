@@ -93,13 +93,19 @@ class Delivery:
 
     async def _load(self, event: events.Event, *, pending: bool) -> Loaded | None:
         """The workspace's settings, the approval as the view has it (at least at ``event``)
-        and its timeline; None when there is nothing to do (gone, or decided if ``pending``)."""
+        and its timeline; None when there is nothing to do (decided, if ``pending``).
+
+        Nothing is ever deleted: an approval the view does not show (yet) means the view is
+        behind (a projection failing over, a view being rebuilt), so the event is handed back,
+        never dropped."""
         workspace, approval_id = event.workspace_id, str(event.approval_id)
         found = await self._ask(workspace, "workspace", {})
         got = await self._ask(workspace, "get", {"approval_id": approval_id,
                                                  "min_version": event.version})  # fmt: skip
-        if not found.get("ok") or not got.get("ok"):
-            return None  # the workspace or the approval is gone
+        for reply, what in ((found, f"workspace {workspace}"), (got, approval_id)):
+            if not reply.get("ok"):
+                error = reply.get("error") or {}
+                raise Unavailable(f"{what}: {error.get('code')}: {error.get('message')}")
         if pending and got["approval"]["status"] != "pending":
             return None  # decided meanwhile: nobody needs telling
         if not got.get("caught_up", True):
@@ -107,7 +113,7 @@ class Delivery:
         history = await self._ask(workspace, "history", {"approval_id": approval_id})
         timeline = history.get("timeline") or []
         if not timeline:
-            return None
+            raise Unavailable(f"the status view has no history of {approval_id} yet")
         settings = msgspec.convert(found["workspace"]["settings"], WorkspaceSettings)
         return Loaded(settings=settings, view=got["approval"], timeline=timeline)
 

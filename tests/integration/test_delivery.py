@@ -31,15 +31,23 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client import REGISTRY
 from standardwebhooks.webhooks import Webhook
 
-from projections.status.service import ProjectionService
+from projections.status.service import ProjectionService, view_lease
 from schemas.codec import event_decoder
 from schemas.commands import Via
-from schemas.events import Delivered, DeliveryFailed, Escalated, Reminded, Requested
+from schemas.events import (
+    Delivered,
+    DeliveryFailed,
+    Escalated,
+    Reminded,
+    Requested,
+)
 from schemas.workspace import ChannelConfig, Member, Reminders, WorkspaceSettings
 from services.approvals.service import CommandService
+from services.bus import ensure_kv
 from services.client import ApprovalsClient
 from services.delivery.service import DeliveryService
 from services.gateway.app import GatewayService
+from services.lease import BUCKET as LEASES
 from services.settings import Settings
 from services.spendcap.service import SpendCapService
 from tests.e2e.devserver import free_port
@@ -175,6 +183,51 @@ def stored(commands: CommandService, kind: type[Any]) -> list[Any]:
     assert commands.app is not None
     found = (event_decoder.decode(n.state) for n in commands.app.notifications(1, 1_000_000))
     return [e for e in found if isinstance(e, kind)]
+
+
+async def test_a_request_the_view_does_not_show_yet_is_delivered_once_it_does(
+    delivery_settings: Settings, hooks: Hooks
+) -> None:
+    """The view is behind (its projector failing over): delivery waits for it, never drops the
+    event. The projection answers queries but another instance holds the view's lease."""
+    # Long enough that no redelivery after the ack wait hides an event dropped on the way.
+    delivery_settings = msgspec.structs.replace(delivery_settings, ack_wait_s=60.0)
+    async with (
+        CommandService(delivery_settings) as commands,
+        SpendCapService(delivery_settings),
+        DeliveryService(delivery_settings),
+    ):
+        client = await ApprovalsClient.connect(delivery_settings.nats_url, "acme", 10.0)
+        leases = await ensure_kv(client.nc.jetstream(), LEASES)
+        await leases.create(view_lease(delivery_settings), b"another instance")
+        try:
+            async with ProjectionService(delivery_settings) as projection:
+                assert projection.lease is not None
+                assert not projection.lease.held.is_set()
+                reply = await send(client, "configure",
+                                   {"settings": workspace(hooks), "by": ADMIN})  # fmt: skip
+                assert reply["ok"], reply
+                tried = handled("delivery")
+                asked = await ask(client, risk="low", n=1)
+                # Delivery has looked for it (the view does not show it) and handed it back.
+                await eventually(lambda: handled("delivery") > tried, within_s=30)
+                assert stored(commands, Delivered) == []
+                await leases.delete(view_lease(delivery_settings))  # the other instance is gone
+                # Check: once the view shows it, the inbox gets it, once.
+                await eventually(lambda: len(stored(commands, Delivered)) == 1, within_s=30)
+            [delivered] = stored(commands, Delivered)
+            assert (str(delivered.approval_id), delivered.channel) == (asked["id"], "inbox")
+        finally:
+            await client.close()
+
+
+def handled(consumer: str) -> float:
+    """How many events ``consumer`` finished or handed back (its Prometheus counters)."""
+    return sum(
+        REGISTRY.get_sample_value("approvals_consumer_events_total",
+                                  {"consumer": consumer, "outcome": outcome}) or 0.0
+        for outcome in ("done", "deferred", "retried")
+    )  # fmt: skip
 
 
 async def test_a_request_reaches_every_channel_once(
