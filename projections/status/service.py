@@ -42,7 +42,10 @@ class ProjectionService:
         self.with_scheduler = scheduler
         self.view: StatusView | None = None
         self.waiters = Waiters()
-        self._parts: list[Projector | QueryHandlers | ExpiryScheduler | ReminderScheduler] = []
+        self.projector: Projector | None = None
+        self.queries: QueryHandlers | None = None
+        # What the lease's holder runs (the projector and the schedulers); what of it runs now.
+        self._leading_parts: list[Projector | ExpiryScheduler | ReminderScheduler] = []
         self._writers: list[Projector | ExpiryScheduler | ReminderScheduler] = []
         self.lease: Lease | None = None
         self._leading: asyncio.Task[None] | None = None
@@ -52,15 +55,14 @@ class ProjectionService:
         blocking = self.settings.store == "postgres"
         await self.broker.start()
         nc = self.broker.connection
+        self.queries = QueryHandlers(self.view, nc, self.waiters, self.settings,
+                                     blocking_io=blocking)  # fmt: skip
+        await self.queries.start()
         self.projector = Projector(self.view, nc, on_change=self.waiters.notify)
-        self._parts = [
-            self.projector,
-            QueryHandlers(self.view, nc, self.waiters, self.settings, blocking_io=blocking),
-        ]
-        await self._parts[1].start()
+        self._leading_parts = [self.projector]
         if self.with_scheduler:
-            self._parts.append(ExpiryScheduler(self.view, nc, blocking_io=blocking))
-            self._parts.append(ReminderScheduler(self.view, nc, blocking_io=blocking))
+            self._leading_parts.append(ExpiryScheduler(self.view, nc, blocking_io=blocking))
+            self._leading_parts.append(ReminderScheduler(self.view, nc, blocking_io=blocking))
         self.lease = Lease(nc, view_lease(self.settings), ttl_s=self.settings.lease_ttl_s)
         await self.lease.start()
         self._leading = asyncio.create_task(self._lead(), name="projection-lease")
@@ -85,10 +87,9 @@ class ProjectionService:
         assert self.lease is not None
         if self.lease.held.is_set() and not self._writers:
             log.info("status projection: this instance projects from now on")
-            for part in self._parts:
-                if not isinstance(part, QueryHandlers):
-                    self._writers.append(part)  # first: a start that fails half-way is undone
-                    await part.start()
+            for part in self._leading_parts:
+                self._writers.append(part)  # first: a start that fails half-way is undone
+                await part.start()
         elif not self.lease.held.is_set() and self._writers:
             log.warning("status projection: lease lost, another instance projects")
             await self._stop_writers()
@@ -105,10 +106,9 @@ class ProjectionService:
                 await self._leading
             self._leading = None
         await self._stop_writers()
-        for part in self._parts:
-            if isinstance(part, QueryHandlers):
-                await part.stop()
-        self._parts = []
+        if self.queries is not None:
+            await self.queries.stop()
+            self.queries = None
         if self.lease is not None:
             await self.lease.stop()  # hands the view over at once
         await self.broker.stop()
@@ -118,15 +118,17 @@ class ProjectionService:
     async def ready(self) -> bool:
         """Answering queries: connected, and the view answers (its position against the
         stream's last event: the projection's lag)."""
-        view = self.view
-        if view is None or not self._parts or not self.broker.connection.is_connected:
+        view, projector = self.view, self.projector
+        if view is None or projector is None or self.queries is None:
+            return False
+        if not self.broker.connection.is_connected:
             return False
         position = await asyncio.to_thread(view.position)
         js = self.broker.connection.jetstream()
         last = (await js.stream_info(STREAM)).state.last_seq
         PROJECTION_LAG.set(max(0, last - position))
-        info = await js.consumer_info(STREAM, self.projector.durable)
-        CONSUMER_LAG.labels(self.projector.durable).set(lag_of(info))
+        info = await js.consumer_info(STREAM, projector.durable)
+        CONSUMER_LAG.labels(projector.durable).set(lag_of(info))
         return True
 
     async def __aenter__(self) -> ProjectionService:

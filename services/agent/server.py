@@ -10,7 +10,7 @@ decides, in the inbox, Slack, Discord, email or the API, never the agent through
 # No `from __future__ import annotations`: the SDK reads the tools' annotations at run time.
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Required
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, Required
 
 import msgspec
 from mcp.server.mcpserver import MCPServer
@@ -68,7 +68,12 @@ Text = Annotated[str, Field(min_length=1, max_length=200)]
 ApprovalId = Annotated[str, Field(description="The approval_id request_approval returned.")]
 
 
-def build(door_factory: "Callable[[], Awaitable[Door]]", actor: str) -> MCPServer[Any]:
+class Agent(NamedTuple):
+    server: MCPServer[Any]
+    close: "Callable[[], Awaitable[None]]"  # closes the door once the server has stopped
+
+
+def build(door_factory: "Callable[[], Awaitable[Door]]", actor: str) -> Agent:
     """The MCP server; ``door_factory`` connects on first use (in the server's event loop)."""
     server: MCPServer[Any] = MCPServer(
         "approvals", instructions=INSTRUCTIONS, version="1",
@@ -203,8 +208,7 @@ def build(door_factory: "Callable[[], Awaitable[Door]]", actor: str) -> MCPServe
             with contextlib.suppress(Exception):
                 await opened_door.close()
 
-    server.close_door = close  # type: ignore[attr-defined]
-    return server
+    return Agent(server, close)
 
 
 def _action(action: ActionArg) -> dict[str, Any]:

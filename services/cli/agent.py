@@ -55,7 +55,7 @@ def mcp(
         )  # fmt: skip
         return BusDoor(client)
 
-    server = build(door, actor)
+    server, close = build(door, actor)
 
     async def serve() -> None:
         try:
@@ -64,6 +64,6 @@ def mcp(
             else:
                 await server.run_streamable_http_async(host=host, port=port)
         finally:
-            await server.close_door()  # type: ignore[attr-defined]
+            await close()
 
     asyncio.run(serve())

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from nats.aio.client import Client
 
+    Check = Callable[[Client, CommandService, set[str]], Awaitable[None]]
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 REQUEST = {"requested_by": "service:enricher", "skill_name": "enrich", "title": "t",
@@ -187,21 +188,26 @@ async def everything_holds(nc: Client, commands: CommandService, acked: set[str]
 
 
 async def under_load(
-    cluster: NatsCluster, tmp_path: Path, fault: Callable[[Requests], Awaitable[None]]
+    cluster: NatsCluster,
+    tmp_path: Path,
+    fault: Callable[[Requests], Awaitable[None]],
+    *,
+    clients: int = 8,
+    check: Check = everything_holds,
 ) -> None:
-    """The services under steady requests; ``fault`` strikes; then everything must hold."""
+    """The services under steady requests; ``fault`` strikes; then ``check`` must hold."""
     nc = await connect(cluster)
     try:
         await set_up(nc)
         async with services(cluster, tmp_path) as commands:
             await configure_over_nats(nc, "acme")
-            load = Requests(nc, clients=8)
+            load = Requests(nc, clients=clients)
             try:
                 await load.more(100)
                 await fault(load)
             finally:
                 await load.stop()
-            await everything_holds(nc, commands, load.acked)
+            await check(nc, commands, load.acked)
     finally:
         await nc.close()
 
@@ -232,32 +238,26 @@ async def test_the_whole_cluster_restarted_mid_run_loses_no_acknowledged_request
 async def test_a_wiped_stream_is_restored_from_the_store(
     cluster: NatsCluster, tmp_path: Path
 ) -> None:
-    nc = await connect(cluster)
-    try:
-        await set_up(nc)
-        async with services(cluster, tmp_path) as commands:
-            await configure_over_nats(nc, "acme")
-            load = Requests(nc, clients=4)
-            try:
-                await load.more(100)
-                await nc.jetstream().delete_stream(STREAM)
-                await load.more(50)  # commands are still taken: the store is the truth
-                await set_up(nc)  # the operator: `approvals bus setup --replicas 3`
-                await load.more(50)
-            finally:
-                await load.stop()
-            assert commands.app is not None
-            app = commands.app
-            js = nc.jetstream()
+    async def wipe(load: Requests) -> None:
+        nc = load.nc
+        await nc.jetstream().delete_stream(STREAM)
+        await load.more(50)  # commands are still taken: the store is the truth
+        await set_up(nc)  # the operator: `approvals bus setup --replicas 3`
+        await load.more(50)
 
-            async def restored() -> bool:
-                with contextlib.suppress(NatsError, TimeoutError):
-                    seq = (await js.stream_info(STREAM)).state.last_seq
-                    return bool(seq == app.last_notification_id())
-                return False
+    async def restored(nc: Client, commands: CommandService, acked: set[str]) -> None:
+        app = commands.app
+        assert app is not None
+        js = nc.jetstream()
 
-            await eventually(restored, within_s=60)
-            await assert_stream_is_the_log(app, js)
-            assert (await js.stream_info(STREAM)).config.num_replicas == 3
-    finally:
-        await nc.close()
+        async def caught_up() -> bool:
+            with contextlib.suppress(NatsError, TimeoutError):
+                seq = (await js.stream_info(STREAM)).state.last_seq
+                return bool(seq == app.last_notification_id())
+            return False
+
+        await eventually(caught_up, within_s=60)
+        await assert_stream_is_the_log(app, js)
+        assert (await js.stream_info(STREAM)).config.num_replicas == 3
+
+    await under_load(cluster, tmp_path, wipe, clients=4, check=restored)
