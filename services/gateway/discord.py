@@ -19,7 +19,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from litestar import MediaType, Request, Response, post
 
 from schemas import subjects
-from services.delivery.adapters.discord import APPROVE, REJECT
+from services.delivery.adapters.discord import (
+    APPROVE,
+    REJECT,
+    outcome_message,
+    parse_custom_id,
+)
 from services.delivery.notice import Outcome
 from services.gateway.bus import Bus, GatewayError
 
@@ -66,7 +71,7 @@ async def discord_interaction(request: Request[Any, Any, Any]) -> Response[Any]:
         if interaction.get("type") == 1:
             return Response(content=json.dumps({"type": PONG}).encode(), status_code=200,
                             media_type=MediaType.JSON)  # fmt: skip
-        verb, approval_id, workspace = str(interaction["data"]["custom_id"]).split(":", 2)
+        verb, approval_id, workspace = parse_custom_id(str(interaction["data"]["custom_id"]))
         user = (interaction.get("member") or {}).get("user") or interaction["user"]
         user_id, channel_id = str(user["id"]), str(interaction["channel_id"])
     except (KeyError, TypeError, ValueError):
@@ -104,7 +109,7 @@ async def discord_interaction(request: Request[Any, Any, Any]) -> Response[Any]:
     outcome = Outcome(workspace_id=workspace, approval_id=approval_id, title=state["title"],
                       status=state["status"], decided_by=state["decided_by"],
                       reason=state["reason"], web_url=state["web_url"])  # fmt: skip
-    return answer(UPDATE_MESSAGE, {"content": outcome.line()[:2000], "components": []})
+    return answer(UPDATE_MESSAGE, outcome_message(outcome))
 
 
 __all__ = ["discord_alias", "discord_interaction"]

@@ -95,7 +95,7 @@ async def _show_outcome(
         reason=approval.get("reason"), web_url=approval["web_url"],
     )  # fmt: skip
     with contextlib.suppress(DeliveryError):  # the decision stands; the message stays stale
-        await update(settings, token, slack_channel, ts, outcome.line())
+        await update(settings, token, slack_channel, ts, outcome)
 
 
 __all__ = ["slack_alias", "slack_interaction"]

@@ -24,6 +24,17 @@ def custom_id(verb: str, approval_id: str, workspace: str) -> str:
     return f"{verb}:{approval_id}:{workspace}"[:100]
 
 
+def parse_custom_id(value: str) -> tuple[str, str, str]:
+    """The verb, approval id and workspace a button carries (``ValueError`` if it is not ours)."""
+    verb, approval_id, workspace = value.split(":", 2)
+    return verb, approval_id, workspace
+
+
+def outcome_message(outcome: Outcome) -> dict[str, Any]:
+    """The edited message: the outcome and who decided, and no buttons left to press."""
+    return {"content": outcome.line()[:2000], "components": []}
+
+
 def message(notice: Notice) -> dict[str, Any]:
     fields = [{"name": label, "value": text[:1024] or "—", "inline": True}
               for label, text in notice.facts()]  # fmt: skip
@@ -64,8 +75,7 @@ class DiscordAdapter:
         channel_id, message_id = ref.split(":", 1)
         base = self.settings.discord_api_url.rstrip("/")
         url = f"{base}/channels/{channel_id}/messages/{message_id}"
-        await self._call("PATCH", url, secret_of(channel),
-                         {"content": outcome.line()[:2000], "components": []})  # fmt: skip
+        await self._call("PATCH", url, secret_of(channel), outcome_message(outcome))
 
     async def _call(self, method: str, url: str, token: str, body: dict[str, Any]) -> Any:
         headers = {"Authorization": f"Bot {token}"}

@@ -40,16 +40,8 @@ class EmailAdapter:
     ) -> None:
         if not channel.target:
             return
-        message = EmailMessage()
-        message["Subject"] = f"[{outcome.status}] {outcome.title}"
-        message["From"] = self.settings.smtp_from
-        message["To"] = channel.target
+        message = outcome_message(outcome, channel.target, self.settings.smtp_from, ref)
         message["Message-ID"] = f"<{delivery_id}@approvals>"
-        if ref:
-            message["In-Reply-To"] = ref
-            message["References"] = ref
-        message.set_content(f"{outcome.line()}\n\nNo decision is needed any more.\n"
-                            f"Details: {outcome.web_url}\n")  # fmt: skip
         await self.deliver(message)
 
     async def deliver(self, message: EmailMessage) -> str:
@@ -109,3 +101,17 @@ class EmailAdapter:
             subtype="html",
         )
         return message
+
+
+def outcome_message(outcome: Outcome, recipient: str, sender: str, ref: str | None) -> EmailMessage:
+    """The mail that tells how a request ended, a reply to the one that carried it (``ref``)."""
+    message = EmailMessage()
+    message["Subject"] = f"[{outcome.status}] {outcome.title}"
+    message["From"] = sender
+    message["To"] = recipient
+    if ref:
+        message["In-Reply-To"] = ref
+        message["References"] = ref
+    message.set_content(f"{outcome.line()}\n\nNo decision is needed any more.\n"
+                        f"Details: {outcome.web_url}\n")  # fmt: skip
+    return message

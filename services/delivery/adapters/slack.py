@@ -73,11 +73,19 @@ class SlackAdapter:
         if not ref or ":" not in ref:
             return
         slack_channel, ts = ref.split(":", 1)
-        await update(self.settings, secret_of(channel), slack_channel, ts, outcome.line())
+        await update(self.settings, secret_of(channel), slack_channel, ts, outcome)
 
 
-async def update(settings: Settings, token: str, slack_channel: str, ts: str, text: str) -> None:
-    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+def outcome_message(outcome: Outcome) -> tuple[str, list[dict[str, Any]]]:
+    """The edited message: its text and its blocks (no buttons left to press)."""
+    text = outcome.line()
+    return text, [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+
+
+async def update(
+    settings: Settings, token: str, slack_channel: str, ts: str, outcome: Outcome
+) -> None:
+    text, blocks = outcome_message(outcome)
     web = client(settings, token, settings.delivery_timeout_s)
     try:
         await asyncio.to_thread(web.chat_update, channel=slack_channel, ts=ts, text=text,
