@@ -21,10 +21,12 @@ from litestar import MediaType, Request, Response, post
 from schemas import subjects
 from services.delivery.adapters.discord import (
     APPROVE,
+    CONTENT,
     REJECT,
     outcome_message,
     parse_custom_id,
 )
+from services.delivery.fitting import fit
 from services.delivery.notice import Outcome
 from services.gateway.bus import Bus, GatewayError
 
@@ -100,7 +102,7 @@ async def discord_interaction(request: Request[Any, Any, Any]) -> Response[Any]:
     reply = json.loads(await bus.command(workspace, decision, command))
     if not reply.get("ok"):
         error = reply["error"]
-        return answer(MESSAGE, {"content": f"{error['code']}: {error['message']}"[:2000],
+        return answer(MESSAGE, {"content": fit(f"{error['code']}: {error['message']}", CONTENT),
                                 "flags": EPHEMERAL})  # fmt: skip
     state = reply["approval"]
     if state["status"] == "pending":

@@ -5,11 +5,13 @@ with the application's Ed25519 public key."""
 
 from __future__ import annotations
 
+import uuid
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
 
 from services.delivery.adapters.base import DeliveryError, secret_of
+from services.delivery.fitting import fit, one_line, units
 
 if TYPE_CHECKING:
     from schemas.workspace import ChannelConfig
@@ -17,32 +19,47 @@ if TYPE_CHECKING:
     from services.settings import Settings
 
 APPROVE, REJECT = "approve", "reject"
+SHORT = {"a": APPROVE, "r": REJECT}  # what a button says, so a 64-character workspace fits
+# Discord's limits (discord.com/developers/docs/resources/message#embed-object-embed-limits):
+# message content, embed title, description, fields, field name and value, the embed's total.
+CONTENT, TITLE, DESCRIPTION, FIELDS, FIELD_NAME, FIELD_VALUE = 2000, 256, 4096, 25, 256, 1024
+EMBED_TOTAL = 6000
 
 
 def custom_id(verb: str, approval_id: str, workspace: str) -> str:
-    """What a button carries back (Discord allows 100 characters)."""
-    return f"{verb}:{approval_id}:{workspace}"[:100]
+    """What a button carries back, within Discord's 100 characters for any workspace id (64 at
+    most): a one-letter verb and the approval id's 32 hex digits."""
+    short = next(k for k, v in SHORT.items() if v == verb)
+    return f"{short}:{uuid.UUID(approval_id).hex}:{workspace}"
 
 
 def parse_custom_id(value: str) -> tuple[str, str, str]:
-    """The verb, approval id and workspace a button carries (``ValueError`` if it is not ours)."""
+    """The verb, approval id and workspace a button carries (``ValueError`` if it is not ours).
+    Buttons sent before (``approve:<approval id>:<workspace>``) read the same."""
     verb, approval_id, workspace = value.split(":", 2)
-    return verb, approval_id, workspace
+    return SHORT.get(verb, verb), str(uuid.UUID(approval_id)), workspace
 
 
 def outcome_message(outcome: Outcome) -> dict[str, Any]:
     """The edited message: the outcome and who decided, and no buttons left to press."""
-    return {"content": outcome.line()[:2000], "components": []}
+    more = f" [full request]({outcome.web_url})"
+    return {"content": fit(outcome.line(), CONTENT, more), "components": []}
 
 
 def message(notice: Notice) -> dict[str, Any]:
-    fields = [{"name": label, "value": text[:1024] or "—", "inline": True}
-              for label, text in notice.facts()]  # fmt: skip
+    more = f" [full request]({notice.web_url})"
+    fields: list[dict[str, Any]] = [
+        {"name": fit(label, FIELD_NAME), "value": fit(text or "—", FIELD_VALUE, more),
+         "inline": True} for label, text in notice.facts()
+    ][:FIELDS]  # fmt: skip
+    title, footer = fit(one_line(notice.title), TITLE), f"digest {notice.digest}"
+    # The description gets what the embed's total leaves after everything else it shows.
+    used = units(title) + units(footer) + sum(units(f["name"] + f["value"]) for f in fields)
+    description = fit(notice.summary, min(DESCRIPTION, EMBED_TOTAL - used), more)
     return {
-        "content": f"Approval needed: **{notice.title}**"[:2000],
-        "embeds": [{"title": notice.title[:256], "description": notice.summary[:4096],
-                    "url": notice.web_url, "fields": fields[:25],
-                    "footer": {"text": f"digest {notice.digest}"}}],
+        "content": fit(f"Approval needed: **{title}**", CONTENT),
+        "embeds": [{"title": title, "description": description, "url": notice.web_url,
+                    "fields": fields, "footer": {"text": footer}}],
         "components": [{"type": 1, "components": [
             {"type": 2, "style": 3, "label": "Approve",
              "custom_id": custom_id(APPROVE, notice.approval_id, notice.workspace_id)},

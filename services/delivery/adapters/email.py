@@ -14,12 +14,22 @@ from urllib.parse import urlencode
 import aiosmtplib
 
 from services.delivery.adapters.base import DeliveryError
+from services.delivery.fitting import fit, one_line
 from services.gateway.identity import ConfirmTokens
 
 if TYPE_CHECKING:
     from schemas.workspace import ChannelConfig
     from services.delivery.notice import Notice, Outcome
     from services.settings import Settings
+
+
+SUBJECT = 200  # a subject a mail client shows whole on one line
+
+
+def subject(text: str) -> str:
+    """One line (a newline in a header is an injection, and refused), shortened with "…": the
+    full title is in the body."""
+    return fit(one_line(text), SUBJECT)
 
 
 class EmailAdapter:
@@ -75,7 +85,7 @@ class EmailAdapter:
     ) -> EmailMessage:
         links = self.links(notice, recipient)
         message = EmailMessage()
-        message["Subject"] = f"[approval needed] {notice.title}"
+        message["Subject"] = subject(f"[approval needed] {notice.title}")
         message["From"] = sender
         message["To"] = recipient
         message["Message-ID"] = f"<{delivery_id}@approvals>"  # the same on a resend
@@ -106,7 +116,7 @@ class EmailAdapter:
 def outcome_message(outcome: Outcome, recipient: str, sender: str, ref: str | None) -> EmailMessage:
     """The mail that tells how a request ended, a reply to the one that carried it (``ref``)."""
     message = EmailMessage()
-    message["Subject"] = f"[{outcome.status}] {outcome.title}"
+    message["Subject"] = subject(f"[{outcome.status}] {outcome.title}")
     message["From"] = sender
     message["To"] = recipient
     if ref:

@@ -9,14 +9,27 @@ import json
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackObjectFormationError
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    ButtonElement,
+    HeaderBlock,
+    MarkdownTextObject,
+    PlainTextObject,
+    SectionBlock,
+)
 
 from services.delivery.adapters.base import DeliveryError, secret_of
+from services.delivery.fitting import fit, one_line
 
 if TYPE_CHECKING:
     from schemas.workspace import ChannelConfig
     from services.delivery.notice import Notice, Outcome
     from services.settings import Settings
+
+# Slack's limits (docs.slack.dev/reference/block-kit/blocks): a header's text, a section's text,
+# each of a section's fields and their count.
+HEADER_TEXT, SECTION_TEXT, FIELD_TEXT, FIELDS = 150, 3000, 2000, 10
 
 
 def client(settings: Settings, token: str, timeout_s: float) -> WebClient:
@@ -26,22 +39,30 @@ def client(settings: Settings, token: str, timeout_s: float) -> WebClient:
 
 def blocks(notice: Notice) -> list[dict[str, Any]]:
     """The message: what a reviewer must see, and the buttons (their value names the approval,
-    its workspace and the digest of what is shown)."""
+    its workspace and the digest of what is shown). Built with slack_sdk's block models, whose
+    ``to_dict`` checks Slack's limits; every text is fitted to them first."""
     value = json.dumps({"w": notice.workspace_id, "a": notice.approval_id, "d": notice.digest})
-    fields = [{"type": "mrkdwn", "text": f"*{label}*\n{text}"} for label, text in notice.facts()]
-    return [
-        {"type": "header", "text": {"type": "plain_text", "text": notice.title[:150]}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": notice.summary or " "}},
-        {"type": "section", "fields": fields[:10]},
-        {"type": "actions", "block_id": "decision", "elements": [
-            {"type": "button", "action_id": "approve", "style": "primary", "value": value,
-             "text": {"type": "plain_text", "text": "Approve"}},
-            {"type": "button", "action_id": "reject", "style": "danger", "value": value,
-             "text": {"type": "plain_text", "text": "Reject"}},
-            {"type": "button", "action_id": "details", "url": notice.web_url,
-             "text": {"type": "plain_text", "text": "Details"}},
-        ]},
+    more = f" <{notice.web_url}|full request>"
+    title = one_line(notice.title) or "Approval needed"  # a blank header is refused
+    fields = [MarkdownTextObject(text=fit(f"*{label}*\n{text}", FIELD_TEXT, more))
+              for label, text in notice.facts()]  # fmt: skip
+    made = [
+        HeaderBlock(text=PlainTextObject(text=fit(title, HEADER_TEXT))),
+        SectionBlock(text=MarkdownTextObject(text=fit(notice.summary or " ", SECTION_TEXT, more))),
+        SectionBlock(fields=fields[:FIELDS]),
+        ActionsBlock(block_id="decision", elements=[
+            ButtonElement(action_id="approve", style="primary", value=value, text="Approve"),
+            ButtonElement(action_id="reject", style="danger", value=value, text="Reject"),
+            ButtonElement(action_id="details", url=notice.web_url, text="Details"),
+        ]),
     ]  # fmt: skip
+    return [block.to_dict() for block in made]
+
+
+def outcome_message(outcome: Outcome) -> tuple[str, list[dict[str, Any]]]:
+    """The edited message: its text and its blocks (no buttons left to press)."""
+    text = fit(outcome.line(), SECTION_TEXT, f" <{outcome.web_url}|full request>")
+    return text, [SectionBlock(text=MarkdownTextObject(text=text)).to_dict()]
 
 
 class SlackAdapter:
@@ -57,8 +78,10 @@ class SlackAdapter:
         try:
             response = await asyncio.to_thread(
                 web.chat_postMessage, channel=channel.target, blocks=blocks(notice),
-                text=f"Approval needed: {notice.title}",
+                text=fit(f"Approval needed: {one_line(notice.title)}", SECTION_TEXT),
             )  # fmt: skip
+        except SlackObjectFormationError as error:  # a message Slack would refuse: ours to fix
+            raise DeliveryError(f"not a valid Slack message: {error}", permanent=True) from None
         except SlackApiError as error:
             raise DeliveryError(f"Slack refused: {error.response.get('error')}",
                                 permanent=error.response.status_code < 500) from None  # fmt: skip
@@ -74,12 +97,6 @@ class SlackAdapter:
             return
         slack_channel, ts = ref.split(":", 1)
         await update(self.settings, secret_of(channel), slack_channel, ts, outcome)
-
-
-def outcome_message(outcome: Outcome) -> tuple[str, list[dict[str, Any]]]:
-    """The edited message: its text and its blocks (no buttons left to press)."""
-    text = outcome.line()
-    return text, [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
 
 
 async def update(
