@@ -12,7 +12,16 @@ either platform may count: an emoji costs two. The cut never splits a character.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 ELLIPSIS = "…"
+
+
+def as_is(text: str) -> str:
+    return text
 
 
 def units(text: str) -> int:
@@ -26,16 +35,25 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def fit(text: str, limit: int, more: str = "") -> str:
-    """``text`` if it fits in ``limit`` units; else its start, ``…`` and ``more`` (e.g. a link to
-    the full request), all within ``limit``. ``more`` is left out where it would take over half
-    the room."""
-    if units(text) <= limit:
-        return text
+def fit(text: str, limit: int, more: str = "", escape: Callable[[str], str] = as_is) -> str:
+    """``escape(text)`` if it fits in ``limit`` units; else the escaped start of ``text``, ``…``
+    and ``more`` (e.g. a link to the full request, already in the platform's markup), all within
+    ``limit``. ``more`` is left out where it would take over half the room. The cut is made in
+    ``text`` before escaping, so it never splits an escape (``&amp;``)."""
+    whole = escape(text)
+    if units(whole) <= limit:
+        return whole
     tail = ELLIPSIS + more
     if units(tail) * 2 > limit:
         tail = ELLIPSIS
     room = max(limit - units(tail), 0)
-    # A cut through a surrogate pair leaves half a character, which the decoder drops.
-    start = text.encode("utf-16-le")[: room * 2].decode("utf-16-le", errors="ignore")
-    return start.rstrip() + tail
+    start = cut(text, room)
+    while units(escape(start)) > room:  # escaping grew it: cut by what it is over
+        start = cut(start, max(units(start) - (units(escape(start)) - room), 0))
+    return escape(start) + tail
+
+
+def cut(text: str, room: int) -> str:
+    """The start of ``text`` within ``room`` units, without trailing space. A cut through a
+    surrogate pair leaves half a character, which the decoder drops."""
+    return text.encode("utf-16-le")[: room * 2].decode("utf-16-le", errors="ignore").rstrip()

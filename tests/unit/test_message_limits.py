@@ -229,3 +229,35 @@ def test_an_email_of_the_longest_request_has_a_one_line_subject(shown: Notice) -
 
 def test_an_email_of_the_longest_outcome_has_a_one_line_subject() -> None:
     check_subject(email.outcome_message(outcome(), "ana@example.com", "a@example.com", None))
+
+
+# -- Markup from requesters ----------------------------------------------------------------------
+
+
+def test_a_slack_message_shows_a_requesters_markup_as_text() -> None:
+    """``<!channel>`` in a summary must not notify the channel, nor a ``<url|label>`` pass off a
+    link as ours: Slack reads ``&``, ``<`` and ``>`` as markup unless escaped."""
+    sneaky = "<!channel> see <https://elsewhere.example|Details> & more"
+    shown = msgspec.structs.replace(NOTICES[0], title=sneaky, summary=sneaky)
+    made = slack.blocks(shown)
+    summary = made[1]["text"]["text"]
+    assert summary == "&lt;!channel&gt; see &lt;https://elsewhere.example|Details&gt; &amp; more"
+    rejected = msgspec.structs.replace(outcome(), reason=sneaky)
+    text, _ = slack.outcome_message(rejected)
+    assert "<!channel>" not in text
+    assert "&lt;!channel&gt;" in text
+
+
+def test_a_shortened_escaped_text_never_ends_in_half_an_escape() -> None:
+    for limit in range(2, 30):
+        fitted = fit("&<>" * 20, limit, escape=slack.escape)
+        assert units(fitted) <= limit
+        body = fitted.removesuffix("…")
+        assert body.replace("&amp;", "").replace("&lt;", "").replace("&gt;", "") == ""
+
+
+def test_a_discord_message_mentions_nobody() -> None:
+    """A summary that says @everyone is shown, not sent as a ping to the whole server."""
+    shown = msgspec.structs.replace(NOTICES[0], title="@everyone", summary="@everyone <@123>")
+    assert discord.message(shown)["allowed_mentions"] == {"parse": []}
+    assert discord.outcome_message(outcome())["allowed_mentions"] == {"parse": []}

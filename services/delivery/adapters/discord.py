@@ -24,6 +24,9 @@ SHORT = {"a": APPROVE, "r": REJECT}  # what a button says, so a 64-character wor
 # message content, embed title, description, fields, field name and value, the embed's total.
 CONTENT, TITLE, DESCRIPTION, FIELDS, FIELD_NAME, FIELD_VALUE = 2000, 256, 4096, 25, 256, 1024
 EMBED_TOTAL = 6000
+# A requester's text saying @everyone or <@id> must not ping anyone: the message mentions nobody
+# (discord.com/developers/docs/resources/message#allowed-mentions-object).
+NO_MENTIONS: dict[str, list[str]] = {"parse": []}
 
 
 def custom_id(verb: str, approval_id: str, workspace: str) -> str:
@@ -43,7 +46,8 @@ def parse_custom_id(value: str) -> tuple[str, str, str]:
 def outcome_message(outcome: Outcome) -> dict[str, Any]:
     """The edited message: the outcome and who decided, and no buttons left to press."""
     more = f" [full request]({outcome.web_url})"
-    return {"content": fit(outcome.line(), CONTENT, more), "components": []}
+    return {"content": fit(outcome.line(), CONTENT, more), "components": [],
+            "allowed_mentions": NO_MENTIONS}  # fmt: skip
 
 
 def message(notice: Notice) -> dict[str, Any]:
@@ -58,6 +62,7 @@ def message(notice: Notice) -> dict[str, Any]:
     description = fit(notice.summary, min(DESCRIPTION, EMBED_TOTAL - used), more)
     return {
         "content": fit(f"Approval needed: **{title}**", CONTENT),
+        "allowed_mentions": NO_MENTIONS,
         "embeds": [{"title": title, "description": description, "url": notice.web_url,
                     "fields": fields, "footer": {"text": footer}}],
         "components": [{"type": 1, "components": [

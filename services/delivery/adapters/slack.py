@@ -32,6 +32,13 @@ if TYPE_CHECKING:
 HEADER_TEXT, SECTION_TEXT, FIELD_TEXT, FIELDS = 150, 3000, 2000, 10
 
 
+def escape(text: str) -> str:
+    """Text from a requester or an approver as Slack shows it, not as markup: ``<!channel>``
+    would notify the whole channel and ``<https://elsewhere|Details>`` would pass off a link as
+    ours (docs.slack.dev/messaging/formatting-message-text: escape ``&``, ``<`` and ``>``)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def client(settings: Settings, token: str, timeout_s: float) -> WebClient:
     return WebClient(token=token, base_url=settings.slack_api_url.rstrip("/") + "/",
                      timeout=int(timeout_s))  # fmt: skip
@@ -44,11 +51,12 @@ def blocks(notice: Notice) -> list[dict[str, Any]]:
     value = json.dumps({"w": notice.workspace_id, "a": notice.approval_id, "d": notice.digest})
     more = f" <{notice.web_url}|full request>"
     title = one_line(notice.title) or "Approval needed"  # a blank header is refused
-    fields = [MarkdownTextObject(text=fit(f"*{label}*\n{text}", FIELD_TEXT, more))
+    fields = [MarkdownTextObject(text=fit(f"*{label}*\n{text}", FIELD_TEXT, more, escape))
               for label, text in notice.facts()]  # fmt: skip
+    summary = fit(notice.summary or " ", SECTION_TEXT, more, escape)
     made = [
         HeaderBlock(text=PlainTextObject(text=fit(title, HEADER_TEXT))),
-        SectionBlock(text=MarkdownTextObject(text=fit(notice.summary or " ", SECTION_TEXT, more))),
+        SectionBlock(text=MarkdownTextObject(text=summary)),
         SectionBlock(fields=fields[:FIELDS]),
         ActionsBlock(block_id="decision", elements=[
             ButtonElement(action_id="approve", style="primary", value=value, text="Approve"),
@@ -61,7 +69,7 @@ def blocks(notice: Notice) -> list[dict[str, Any]]:
 
 def outcome_message(outcome: Outcome) -> tuple[str, list[dict[str, Any]]]:
     """The edited message: its text and its blocks (no buttons left to press)."""
-    text = fit(outcome.line(), SECTION_TEXT, f" <{outcome.web_url}|full request>")
+    text = fit(outcome.line(), SECTION_TEXT, f" <{outcome.web_url}|full request>", escape)
     return text, [SectionBlock(text=MarkdownTextObject(text=text)).to_dict()]
 
 
@@ -78,7 +86,7 @@ class SlackAdapter:
         try:
             response = await asyncio.to_thread(
                 web.chat_postMessage, channel=channel.target, blocks=blocks(notice),
-                text=fit(f"Approval needed: {one_line(notice.title)}", SECTION_TEXT),
+                text=fit(f"Approval needed: {one_line(notice.title)}", SECTION_TEXT, escape=escape),
             )  # fmt: skip
         except SlackObjectFormationError as error:  # a message Slack would refuse: ours to fix
             raise DeliveryError(f"not a valid Slack message: {error}", permanent=True) from None
