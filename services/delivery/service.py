@@ -100,9 +100,9 @@ class Delivery:
     async def stop(self) -> None:
         await self.consumers.stop()
 
-    async def _load(self, event: events.Event, *, pending: bool) -> Loaded | None:
+    async def _load(self, event: events.Event) -> Loaded:
         """The workspace's settings, the approval as the view has it (at least at ``event``)
-        and its timeline; None when there is nothing to do (decided, if ``pending``).
+        and its timeline.
 
         Nothing is ever deleted: an approval the view does not show (yet) means the view is
         behind (a projection failing over, a view being rebuilt), so the event is handed back,
@@ -115,8 +115,6 @@ class Delivery:
             if not reply.get("ok"):
                 error = reply.get("error") or {}
                 raise Unavailable(f"{what}: {error.get('code')}: {error.get('message')}")
-        if pending and got["approval"]["status"] != "pending":
-            return None  # decided meanwhile: nobody needs telling
         if not got.get("caught_up", True):
             raise Unavailable(f"the status view has not reached {approval_id} yet")
         history = await self._ask(workspace, "history", {"approval_id": approval_id})
@@ -137,8 +135,7 @@ class Delivery:
     async def process(self, event: events.AnyEvent) -> float | None:
         if not isinstance(event, events.SpendChecked):
             return None
-        loaded = await self._load(event, pending=False)
-        assert loaded is not None
+        loaded = await self._load(event)
         settings, view = loaded.settings, loaded.view
         notice = self.notice(view, loaded.timeline[0]["event"])
         begin = view["status"] == "pending"  # decided: only what was begun is finished
@@ -153,8 +150,7 @@ class Delivery:
         if not isinstance(event, events.Approved | events.Rejected | events.Expired
                           | events.Cancelled | events.Delivered):  # fmt: skip
             return None
-        loaded = await self._load(event, pending=False)
-        assert loaded is not None
+        loaded = await self._load(event)
         timeline, view = loaded.timeline, loaded.view
         if not any(entry["version"] >= event.version for entry in timeline):
             raise Unavailable(f"the status view has no history of {event.approval_id} yet")
@@ -200,9 +196,9 @@ class Delivery:
         each once per channel (record ``<approval id>.<channel>.<reminderN|escalated>``)."""
         if not isinstance(event, events.Reminded | events.Escalated):
             return None
-        loaded = await self._load(event, pending=True)
-        if loaded is None:
-            return None
+        loaded = await self._load(event)
+        if loaded.view["status"] != "pending":
+            return None  # decided meanwhile: nobody needs reminding
         settings, approval_id = loaded.settings, str(event.approval_id)
         if isinstance(event, events.Reminded):
             prefix, suffix = "Reminder: ", f"reminder{event.count}"
