@@ -1,7 +1,8 @@
 """Durable JetStream consumers for the services that act on events (spend caps, delivery).
 
 A push consumer with a deliver group, so every instance of a service shares it; each message is
-handled in its own task (at most ``concurrency`` at once) and acknowledged only when handled.
+handled in its own task (at most ``concurrency`` at once) and acknowledged only when handled
+(marked in progress meanwhile, so a slow one is not handed to another instance).
 The handler returns None when the event is done, or a delay in seconds after which the server
 hands it back (a timer kept by the server, so a restart loses none). ``Unavailable`` (a service
 that did not answer) hands it back with a growing delay; anything else sets it aside (``term``).
@@ -157,7 +158,24 @@ class EventConsumers:
         self._tasks.discard(task)
         self._slots.release()
 
+    async def _working(self, msg: Msg) -> None:
+        """Tell the server, every half ack wait, that ``msg`` is still being handled: a handler
+        waiting on a slow receiver must not see its event handed to another meanwhile (which
+        would send the same thing again while the first send is still going)."""
+        while True:
+            await asyncio.sleep(self.ack_wait_s / 2)  # the heartbeat's pace, not a wait
+            with contextlib.suppress(NatsError, TimeoutError):
+                await msg.in_progress()
+
     async def _handle(self, msg: Msg, durable: str, handle: Handler) -> None:
+        working = asyncio.create_task(self._working(msg)) if msg.reply else None
+        try:
+            await self._settle(msg, durable, handle)
+        finally:
+            if working is not None:
+                working.cancel()
+
+    async def _settle(self, msg: Msg, durable: str, handle: Handler) -> None:
         try:
             delay = await handle(event_decoder.decode(msg.data))
             outcome = "done" if delay is None else "deferred"

@@ -308,8 +308,11 @@ def expire(approval: Approval, cmd: commands.Expire, now: datetime) -> events.Ex
 def deliver(
     approval: Approval, cmd: commands.Deliver, now: datetime
 ) -> events.Delivered | events.DeliveryFailed:
-    """Record that a channel carried the request, once per channel (or that it could not)."""
-    _require_pending(approval, now)
+    """Record that a channel carried the request, once per channel (or that it could not).
+
+    A record of what a channel did, not a decision: taken whatever the approval's state, so a
+    channel that took the request while it was being decided (or past its deadline) is still
+    recorded, and so told how it ended."""
     if any(d.channel == cmd.channel for d in approval.deliveries):
         raise Conflict(f"the request was delivered to {cmd.channel} already",
                        rule="delivered_once", channel=cmd.channel)  # fmt: skip

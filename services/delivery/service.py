@@ -5,11 +5,18 @@ own reference, or ``delivery_failed`` after ``APPROVALS_DELIVERY_ATTEMPTS`` trie
 pause (at once when retrying cannot help).
 
 Exactly once per channel, through a crash at any point: before it sends, it looks for the record
-``<approval id>.<channel>`` in the JetStream key-value bucket ``approvals_deliveries``; once a
-channel took the notice, the record is written before ``deliver`` is sent, so a redelivered event
-finds it and only sends the (idempotent: once per channel) ``deliver`` again. The remaining
-window, a crash between a channel's acceptance and the record's write, is covered by the stable
-delivery id each channel is given (Standard Webhooks' ``webhook-id``), by which it drops a repeat.
+``<approval id>.<channel>`` in the JetStream key-value bucket ``approvals_deliveries``, and marks
+it ``sending``; once a channel took the notice, the record is written before ``deliver`` is sent,
+so a redelivered event finds it and only sends the (idempotent: once per channel) ``deliver``
+again. The remaining window, a crash between a channel's acceptance and the record's write, is
+covered by the stable delivery id each channel is given (Standard Webhooks' ``webhook-id``), by
+which it drops a repeat.
+
+A decision may land at any moment of this. Once the request is decided no channel is begun, but
+one begun (it may have taken the request) is finished and recorded all the same: the command
+service takes ``deliver`` whatever the approval's state. Outcome notices follow both the endings
+and ``delivered``: each channel is told by whichever of its ``delivered`` and the ending is later
+in the approval's history, so it is told once, whatever order they are handled in.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ class Record(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     ref: str | None = None
     error: str | None = None
     attempts: int = 1
+    sending: bool = False  # begun, not known to have been taken: finish it even once decided
 
 
 class Loaded(NamedTuple):
@@ -84,16 +92,17 @@ class Delivery:
         self.records = await ensure_kv(self.nc.jetstream(), RECORDS_BUCKET)
         await self.consumers.consume(DURABLE, ("spend_checked",), self.process,
                                      max_ack_pending=1000)  # fmt: skip
-        await self.consumers.consume(OUTCOMES, ENDINGS, self.tell_outcome, max_ack_pending=1000)
+        await self.consumers.consume(OUTCOMES, (*ENDINGS, "delivered"), self.tell_outcome,
+                                     max_ack_pending=1000)  # fmt: skip
         await self.consumers.consume(NUDGES, ("reminded", "escalated"), self.nudge,
                                      max_ack_pending=1000)  # fmt: skip
 
     async def stop(self) -> None:
         await self.consumers.stop()
 
-    async def _load(self, event: events.Event, *, pending: bool) -> Loaded | None:
+    async def _load(self, event: events.Event) -> Loaded:
         """The workspace's settings, the approval as the view has it (at least at ``event``)
-        and its timeline; None when there is nothing to do (decided, if ``pending``).
+        and its timeline.
 
         Nothing is ever deleted: an approval the view does not show (yet) means the view is
         behind (a projection failing over, a view being rebuilt), so the event is handed back,
@@ -106,8 +115,6 @@ class Delivery:
             if not reply.get("ok"):
                 error = reply.get("error") or {}
                 raise Unavailable(f"{what}: {error.get('code')}: {error.get('message')}")
-        if pending and got["approval"]["status"] != "pending":
-            return None  # decided meanwhile: nobody needs telling
         if not got.get("caught_up", True):
             raise Unavailable(f"the status view has not reached {approval_id} yet")
         history = await self._ask(workspace, "history", {"approval_id": approval_id})
@@ -128,31 +135,37 @@ class Delivery:
     async def process(self, event: events.AnyEvent) -> float | None:
         if not isinstance(event, events.SpendChecked):
             return None
-        loaded = await self._load(event, pending=True)
-        if loaded is None:
-            return None
+        loaded = await self._load(event)
         settings, view = loaded.settings, loaded.view
         notice = self.notice(view, loaded.timeline[0]["event"])
+        begin = view["status"] == "pending"  # decided: only what was begun is finished
         for channel in dict.fromkeys(("inbox", *settings.channels.get(view["risk_level"], ()))):
-            await self.deliver(notice, channel, settings.channel.get(channel, ChannelConfig()))
+            config = settings.channel.get(channel, ChannelConfig())
+            await self.deliver(notice, channel, config, begin=begin)
         return None
 
     async def tell_outcome(self, event: events.AnyEvent) -> float | None:
-        """Tell every channel that carried a request how it ended, once each."""
+        """Tell every channel that carried a request how it ended, once each: on the ending,
+        the channels recorded before it; on a ``delivered`` after the ending, that channel."""
         if not isinstance(event, events.Approved | events.Rejected | events.Expired
-                          | events.Cancelled):  # fmt: skip
+                          | events.Cancelled | events.Delivered):  # fmt: skip
             return None
-        loaded = await self._load(event, pending=False)
-        if loaded is None:
-            return None
-        view = loaded.view
+        loaded = await self._load(event)
+        timeline, view = loaded.timeline, loaded.view
+        if not any(entry["version"] >= event.version for entry in timeline):
+            raise Unavailable(f"the status view has no history of {event.approval_id} yet")
+        ending = next((entry for entry in timeline if entry["type"] in ENDINGS), None)
+        if ending is None:
+            return None  # delivered while pending: the ending will tell it
         outcome = Outcome(
             workspace_id=event.workspace_id, approval_id=str(event.approval_id),
-            title=view["title"], status=event.event_type, decided_by=event.actor,
-            reason=getattr(event, "reason", None), web_url=view["web_url"],
+            title=view["title"], status=ending["type"], decided_by=ending["actor"],
+            reason=ending["event"].get("reason"), web_url=view["web_url"],
         )  # fmt: skip
-        for entry in loaded.timeline:
-            if entry["type"] == "delivered":
+        for entry in timeline:
+            # The later of a channel's ``delivered`` and the ending tells it: one event only.
+            teller = max(entry["version"], ending["version"])
+            if entry["type"] == "delivered" and teller == event.version:
                 delivered = entry["event"]
                 config = loaded.settings.channel.get(delivered["channel"], ChannelConfig())
                 await self._tell(outcome, delivered["channel"], config,
@@ -183,9 +196,9 @@ class Delivery:
         each once per channel (record ``<approval id>.<channel>.<reminderN|escalated>``)."""
         if not isinstance(event, events.Reminded | events.Escalated):
             return None
-        loaded = await self._load(event, pending=True)
-        if loaded is None:
-            return None
+        loaded = await self._load(event)
+        if loaded.view["status"] != "pending":
+            return None  # decided meanwhile: nobody needs reminding
         settings, approval_id = loaded.settings, str(event.approval_id)
         if isinstance(event, events.Reminded):
             prefix, suffix = "Reminder: ", f"reminder{event.count}"
@@ -219,14 +232,21 @@ class Delivery:
             spend=spend if spend and spend.get("cap") is not None else None,
         )  # fmt: skip
 
-    async def deliver(self, notice: Notice, channel: str, config: ChannelConfig) -> None:
-        """One channel, once: send unless the record says it was sent, then record it."""
+    async def deliver(
+        self, notice: Notice, channel: str, config: ChannelConfig, *, begin: bool = True
+    ) -> None:
+        """One channel, once: send unless the record says it was sent, then record it. With
+        ``begin`` false (the request is decided) only a channel already begun is finished."""
         assert self.records is not None, "start() first"
         key = f"{notice.approval_id}.{channel}"
         sent = await self._recorded(key)
-        if sent is not None:
-            record = msgspec.json.decode(sent, type=Record)
-        else:
+        record = msgspec.json.decode(sent, type=Record) if sent is not None else None
+        if record is None and not begin:
+            return  # never put on this channel: nobody there needs it now
+        if record is None or record.sending:
+            if record is None:  # a crash from here on leaves the mark: finished even if decided
+                begun = Record(target=config.target or config.kind or channel, sending=True)
+                await self.records.put(key, encoder.encode(begun))
             record = await self._send(notice, channel, config, key)
             await self.records.put(key, encoder.encode(record))
         body: dict[str, Any] = {"approval_id": notice.approval_id, "channel": channel,

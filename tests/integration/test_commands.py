@@ -185,6 +185,14 @@ async def test_a_delivery_keeps_the_approval_pending_at_the_next_version(
     # Check a decision after the delivery takes version 3.
     approved = await send(client, "approve", approve_body(approval))
     assert (approved["outcome"], approved["approval"]["version"]) == ("approved", 3)
+    # Check a channel that finished taking it after the decision is recorded (so it is told
+    # the outcome), the approval still approved; once per channel.
+    late = {"channel": "webhook", "target": "https://hooks.example.com", "external_ref": "w-1"}
+    reply = await send(client, "deliver", {"approval_id": approval["id"], **late})
+    assert (reply["outcome"], reply["approval"]["status"]) == ("delivered", "approved")
+    assert reply["approval"]["deliveries"] == [delivery, late]
+    again = await send(client, "deliver", {"approval_id": approval["id"], **late})
+    assert again["error"]["details"]["rule"] == "delivered_once", again
 
 
 # -- invariant errors -------------------------------------------------------------------------
@@ -198,7 +206,6 @@ async def test_a_decided_approval_refuses_a_second_decision(command_service: Sta
         ("approve", approve_body(approval, "user:bo")),
         ("reject", {"approval_id": approval["id"], "approver": "user:bo"}),
         ("cancel", {"approval_id": approval["id"], "by": "user:bo"}),
-        ("deliver", {"approval_id": approval["id"], "channel": "slack", "target": "#ops"}),
         ("expire", {"approval_id": approval["id"]}),
     ]:
         reply = await send(client, verb, body)

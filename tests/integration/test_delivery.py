@@ -28,6 +28,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nats.js.errors import NotFoundError
 from prometheus_client import REGISTRY
 from standardwebhooks.webhooks import Webhook
 
@@ -35,12 +36,14 @@ from projections.status.service import ProjectionService, view_lease
 from schemas.codec import event_decoder
 from schemas.commands import Via
 from schemas.events import (
+    Approved,
     Delivered,
     DeliveryFailed,
     Escalated,
     Reminded,
     Requested,
 )
+from schemas.subjects import STREAM
 from schemas.workspace import ChannelConfig, Member, Reminders, WorkspaceSettings
 from services.approvals.service import CommandService
 from services.bus import ensure_kv
@@ -64,16 +67,25 @@ ADMIN = "user:admin"
 
 
 class Hooks:
-    """A webhook receiver: records every POST; answers 503 to paths under /down."""
+    """A webhook receiver: records every POST; answers 503 to paths under /down; under /slow it
+    answers no sooner than ``SLOW_S`` after the POST came and only once ``answer_slow`` is set
+    (a receiver that takes its time, longer than the ack wait)."""
+
+    SLOW_S = 3.0
 
     def __init__(self) -> None:
         self.received: list[tuple[str, dict[str, str], bytes]] = []
+        self.answer_slow = threading.Event()
         hooks = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
+                came = time.monotonic()
                 hooks.received.append((self.path, dict(self.headers), body))
+                if self.path.startswith("/slow"):
+                    hooks.answer_slow.wait(60)
+                    time.sleep(max(0.0, came + hooks.SLOW_S - time.monotonic()))
                 self.send_response(503 if self.path.startswith("/down") else 204)
                 self.end_headers()
 
@@ -112,6 +124,7 @@ class Mailbox:
 def hooks() -> Iterator[Hooks]:
     receiver = Hooks()
     yield receiver
+    receiver.answer_slow.set()
     receiver.server.shutdown()
 
 
@@ -285,6 +298,100 @@ async def test_the_channels_that_carried_a_request_are_told_how_it_ended(
     assert second["Subject"] == "[rejected] Sync contacts #3"
     assert second["In-Reply-To"] == first["Message-ID"]
     assert "No decision is needed any more" in second.get_payload()
+
+
+def with_slow_hooks(hooks: Hooks) -> WorkspaceSettings:
+    """Low-risk requests go to the inbox and to a webhook receiver that takes its time."""
+    slow = ChannelConfig(kind="webhook", secret="TEST_HOOK_SECRET", target=f"{hooks.url}/slow")
+    settings = workspace(hooks)
+    return msgspec.structs.replace(settings, channels={"low": ("slow",)},
+                                   channel={**settings.channel, "slow": slow})  # fmt: skip
+
+
+async def outcome_handled(client: ApprovalsClient, approval_id: str, outcome: str) -> bool:
+    """Whether the consumer ``delivery-outcomes`` has handled (acknowledged) the approval's
+    ``outcome`` event."""
+    js = client.nc.jetstream()
+    try:
+        last = await js.get_last_msg(STREAM, f"approvals.events.acme.{approval_id}.{outcome}")
+    except NotFoundError:
+        return False  # not on the bus yet
+    info = await js.consumer_info(STREAM, "delivery-outcomes")
+    return info.ack_floor is not None and (info.ack_floor.stream_seq or 0) >= (last.seq or 0)
+
+
+async def test_a_decision_while_a_channel_takes_the_request_still_reaches_that_channel(
+    stack: tuple[CommandService, ApprovalsClient], delivery_settings: Settings, hooks: Hooks,
+) -> None:  # fmt: skip
+    """The decision lands while a slow receiver is taking the request, and the outcome notices
+    are sent before that channel's ``delivered`` exists: it is recorded all the same, and told."""
+    commands, client = stack
+    assert (await send(client, "configure", {"settings": with_slow_hooks(hooks),
+                                             "by": ADMIN}))["ok"]  # fmt: skip
+    async with DeliveryService(delivery_settings):
+        approval = await ask(client, risk="low", n=12)
+        # Check: the receiver has the request and has not answered yet; now it is approved.
+        await eventually(lambda: len(hooks.on("/slow")) == 1)
+        approved = await send(client, "approve", {"approval_id": approval["id"],
+                                                  "approver": "user:ana",
+                                                  "digest": approval["digest"]})  # fmt: skip
+        assert approved["outcome"] == "approved", approved
+        # The outcome notices go out (to the inbox) before the slow channel is recorded.
+        await eventually(lambda: outcome_handled(client, approval["id"], "approved"))
+        assert [e.channel for e in stored(commands, Delivered)
+                if str(e.approval_id) == approval["id"]] == ["inbox"]  # fmt: skip
+        hooks.answer_slow.set()
+        # Check: the channel that took the request is recorded, and is told how it ended.
+        await eventually(lambda: len(hooks.on("/slow")) >= 2, within_s=30)
+        mine = [e for e in stored(commands, Delivered) if str(e.approval_id) == approval["id"]]
+        assert [e.channel for e in mine] == ["inbox", "slow"]
+    [decided] = [e for e in stored(commands, Approved) if str(e.approval_id) == approval["id"]]
+    assert mine[-1].version > decided.version  # recorded after the decision
+    # Check: each once, the request first (redeliveries while the receiver was slow sent none).
+    told = [(h["webhook-id"], b["type"]) for h, b in hooks.on("/slow")]
+    assert told == [(f"{approval['id']}.slow", "approval.requested"),
+                    (f"{approval['id']}.slow.approved", "approval.approved")]  # fmt: skip
+
+
+@pytest.mark.timeout(180)
+async def test_a_channel_that_took_the_request_before_a_crash_is_told_the_outcome(
+    stack: tuple[CommandService, ApprovalsClient], delivery_settings: Settings, hooks: Hooks,
+) -> None:  # fmt: skip
+    """The delivery service is killed while a receiver takes the request (it may have taken
+    it, nothing says so), and the request is decided before it comes back: the channel is
+    finished, recorded, and told the outcome, once."""
+    commands, client = stack
+    assert (await send(client, "configure", {"settings": with_slow_hooks(hooks),
+                                             "by": ADMIN}))["ok"]  # fmt: skip
+    env = {**os.environ, "NATS_URL": delivery_settings.nats_url, "APPROVALS_ACK_WAIT_S": "2",
+           "APPROVALS_WEBHOOK_ALLOW": "127.0.0.1/32", "APPROVALS_GATEWAY_SECRET": "test-secret",
+           "TEST_HOOK_SECRET": SECRET}  # fmt: skip
+    approvals = os.path.join(os.path.dirname(sys.executable), "approvals")
+    first = await asyncio.create_subprocess_exec(approvals, "serve", "--only", "delivery",
+                                                 env=env)  # fmt: skip
+    try:
+        approval = await ask(client, risk="low", n=13)
+        await eventually(lambda: len(hooks.on("/slow")) == 1, within_s=60)
+    finally:
+        first.send_signal(signal.SIGKILL)  # while the receiver takes the request
+        await first.wait()
+    hooks.answer_slow.set()
+    rejection = {"approval_id": approval["id"], "approver": "user:ana", "reason": "not now"}
+    rejected = await send(client, "reject", rejection)
+    assert rejected["outcome"] == "rejected", rejected
+    async with DeliveryService(delivery_settings):
+        # Check: the slow channel is recorded and told, once the request's event comes back.
+        await eventually(lambda: any(b["type"] == "approval.rejected"
+                                     for _, b in hooks.on("/slow")), within_s=60)  # fmt: skip
+    mine = Counter(e.channel for e in stored(commands, Delivered)
+                   if str(e.approval_id) == approval["id"])  # fmt: skip
+    assert mine == {"inbox": 1, "slow": 1}
+    # Check: the request went again under its one id (the receiver drops the repeat), the
+    # outcome once.
+    told = Counter((h["webhook-id"], b["type"]) for h, b in hooks.on("/slow"))
+    assert set(told) == {(f"{approval['id']}.slow", "approval.requested"),
+                         (f"{approval['id']}.slow.rejected", "approval.rejected")}  # fmt: skip
+    assert told[(f"{approval['id']}.slow.rejected", "approval.rejected")] == 1
 
 
 def sent(channel: str, outcome: str) -> float:

@@ -109,7 +109,9 @@ VERBS: dict[str, Callable[[domain.Approval, datetime], events.Event]] = {
     "expire": lambda a, now: domain.expire(a, expire_cmd(), now),
     "deliver": lambda a, now: domain.deliver(a, deliver_cmd(), now),
 }
-DECISIONS = ("approve", "reject", "cancel", "deliver")
+DECISIONS = ("approve", "reject", "cancel")
+# Every verb but deliver, which records what a channel did whatever the approval's state.
+DECIDING = sorted(set(VERBS) - {"deliver"})
 
 
 def resolved(status: str) -> domain.Approval:
@@ -129,7 +131,7 @@ def resolved(status: str) -> domain.Approval:
 # -- terminal states are final ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("verb", sorted(VERBS))
+@pytest.mark.parametrize("verb", DECIDING)
 @pytest.mark.parametrize("status", sorted(TERMINAL_STATUSES))
 def test_a_terminal_approval_refuses_every_verb_before_and_after_the_deadline(
     status: str, verb: str
@@ -373,8 +375,11 @@ def test_any_command_sequence_resolves_at_most_once(
             event = command_for(verb, actor, right_digest)(approval, now)
         except ApprovalError as refused:
             # Once resolved, every verb is already_decided; past the deadline, every verb but
-            # expire is expired; other refusals (who, digest) are not this test's concern.
-            if approval.is_terminal:
+            # expire is expired; other refusals (who, digest) are not this test's concern, nor
+            # deliver's (it records a channel, whatever the state: a conflict, once per channel).
+            if verb == "deliver":
+                refusals.append(("conflict", refused.code))
+            elif approval.is_terminal:
                 refusals.append(("already_decided", refused.code))
             elif now >= DEADLINE and verb != "expire":
                 refusals.append(("expired", refused.code))
@@ -391,7 +396,8 @@ def test_any_command_sequence_resolves_at_most_once(
     assert changes in ([], [approval.status])
     assert approval.status in {"pending", *TERMINAL_STATUSES}
     if approval.is_terminal:
-        assert isinstance(history[-1], RESOLVING)
+        decisions = [e for e in history if not isinstance(e, events.Delivered)]
+        assert isinstance(decisions[-1], RESOLVING)
     assert domain.project(None, history) == approval
 
 
@@ -412,6 +418,26 @@ def test_a_channel_carries_a_request_once_and_a_failure_is_recorded() -> None:
     )  # fmt: skip
     after = domain.mutate(failed, approval)
     assert (after.version, after.deliveries) == (3, approval.deliveries)
+
+
+@pytest.mark.parametrize("status", sorted(TERMINAL_STATUSES))
+def test_a_channel_that_took_the_request_is_recorded_after_the_decision(status: str) -> None:
+    """A channel may finish taking the request after it was decided, or past its deadline: what
+    it did is recorded all the same (so it is told the outcome), once, and decides nothing."""
+    approval = resolved(status)
+    for when in (NOW, DEADLINE + timedelta(days=1)):
+        delivered = domain.deliver(approval, deliver_cmd(), when)
+        assert isinstance(delivered, events.Delivered)
+        assert (delivered.channel, delivered.version) == ("slack", approval.version + 1)
+    after = domain.mutate(delivered, approval)
+    assert (after.status, after.decided_by, after.resolved_at) == (
+        status, approval.decided_by, approval.resolved_at,
+    )  # fmt: skip
+    assert [d.channel for d in after.deliveries] == ["slack"]
+    # Check: still once per channel.
+    with pytest.raises(Conflict) as again:
+        domain.deliver(after, deliver_cmd(), NOW)
+    assert again.value.details["rule"] == "delivered_once"
 
 
 def test_reminders_come_when_due_and_escalation_lets_another_group_decide() -> None:
