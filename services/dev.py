@@ -100,16 +100,6 @@ def _dev_secret(path: Path) -> str:
 
 
 def run_dev(data_dir: Path, nats_port: int) -> None:
-    try:
-        _run_dev(data_dir, nats_port)
-    except KeyboardInterrupt:
-        # Ctrl-C before the runner took the signals over: what had started is stopped already
-        # (asyncio.run cancels the runner, which stops its services; nats-server is stopped on
-        # the way out). Stopping is what Ctrl-C asks for, not an error.
-        return
-
-
-def _run_dev(data_dir: Path, nats_port: int) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     # In a session of its own: a terminal's Ctrl-C reaches this process only, which stops the
     # services while the bus is still up, then the server.
