@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 	touch $@
 
 ## run: the service on its embedded default (nats-server + SQLite under ./var); Ctrl-C stops it
+## (DEV_FLAGS passes options on, e.g. DEV_FLAGS="--data-dir /tmp/x --nats-port 4334")
 run: $(STAMP)
-	$(BIN)/approvals dev
+	$(BIN)/approvals dev $(DEV_FLAGS)
 
 ## browser: Debian's chromium for the browser tests (Playwright drives it; it downloads nothing)
 browser:

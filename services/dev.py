@@ -101,7 +101,9 @@ def _dev_secret(path: Path) -> str:
 
 def run_dev(data_dir: Path, nats_port: int) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = NatsServer(data_dir / "jetstream", port=nats_port).start()
+    # In a session of its own: a terminal's Ctrl-C reaches this process only, which stops the
+    # services while the bus is still up, then the server.
+    server = NatsServer(data_dir / "jetstream", port=nats_port, own_session=True).start()
     try:
         settings = Settings.from_env(
             nats_url=server.url,

@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING
 
 import uvicorn
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from litestar import Litestar
+
+# What a request still running at stop may take before uvicorn cancels it; long polls are
+# answered at stop (the gateway's Bus), so only a stuck request ever meets this.
+GRACEFUL_S = 5
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn would take SIGINT/SIGTERM for itself: it would stop this server alone (waiting
+        # for open long polls) and raise the signal again afterwards. The runner owns the signals
+        # and stops every service in order (services.dev.run_until_stopped).
+        yield
 
 
 class Served:
@@ -19,8 +35,9 @@ class Served:
     def __init__(self, app: Litestar, host: str, port: int) -> None:
         self.app = app
         config = uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                proxy_headers=False, lifespan="on")  # fmt: skip
-        self.server = uvicorn.Server(config)
+                                proxy_headers=False, lifespan="on",
+                                timeout_graceful_shutdown=GRACEFUL_S)  # fmt: skip
+        self.server = _Server(config)
         self._task: asyncio.Task[None] | None = None
 
     @property

@@ -2,16 +2,36 @@
 
 from __future__ import annotations
 
+import ctypes
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
 from collections import deque
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 _LISTENING = re.compile(r"Listening for client connections on (\S+):(\d+)")
 _READY = "Server is ready"
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """For a child in a session of its own, which a Ctrl-C or a kill of its parent's process
+    group no longer reaches: on Linux, SIGTERM when the parent dies (a SIGKILL of ``approvals
+    dev`` must not leave a nats-server holding the port and the store). Resolved before the fork,
+    so the child only makes one system call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    return lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def nats_server_binary() -> str:
@@ -29,6 +49,9 @@ class NatsServer:
     """A nats-server with JetStream on its own port and store directory.
 
     ``port=-1`` lets the server pick a free port; ``url`` tells which after ``start()``.
+    ``own_session=True`` keeps it out of the caller's process group, so a terminal's Ctrl-C
+    reaches the caller alone, which stops its services first and the server last (start it from
+    the main thread then: it is stopped when the thread that started it ends).
     """
 
     def __init__(
@@ -40,6 +63,7 @@ class NatsServer:
         config: Path | None = None,
         env: dict[str, str] | None = None,
         args: list[str] | None = None,
+        own_session: bool = False,
     ) -> None:
         self.store_dir = Path(store_dir)
         self.host = host
@@ -47,6 +71,7 @@ class NatsServer:
         self.config = config  # a configuration file (-c); the flags here take precedence
         self.env = env  # its environment (a configuration reads secrets from it)
         self.args = args or []  # more flags (a cluster node's name and routes)
+        self.own_session = own_session
         self.log: deque[str] = deque(maxlen=200)
         self._process: subprocess.Popen[str] | None = None
         self._ready = threading.Event()
@@ -75,9 +100,16 @@ class NatsServer:
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,
+            start_new_session=self.own_session,
+            preexec_fn=_die_with_parent() if self.own_session else None,
         )
         threading.Thread(target=self._read_log, daemon=True).start()
-        if not self._ready.wait(timeout) or self._process.poll() is not None:
+        try:
+            ready = self._ready.wait(timeout) and self._process.poll() is None
+        except BaseException:  # a Ctrl-C while it starts: stop it on the way out
+            self.stop()
+            raise
+        if not ready:
             self.stop()
             raise RuntimeError("nats-server did not become ready:\n" + "\n".join(self.log))
         return self

@@ -32,6 +32,7 @@ T = TypeVar("T")
 
 APPEAR_WITHIN_S = 2.0  # how long `wait` gives an approval the view does not hold yet
 RECHECK_S = 0.25  # re-read at least this often: another process may be writing the view
+STOP_S = 5.0  # what the queries still running at stop may take to answer before they are cut
 
 _decoders = {verb: msgspec.json.Decoder(cls) for verb, cls in queries.QUERIES.items()}
 
@@ -59,6 +60,7 @@ class QueryHandlers:
         self.blocking_io = blocking_io
         self._subscriptions: list[Subscription] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
 
     async def start(self) -> None:
         for verb in queries.QUERY_VERBS:
@@ -69,11 +71,20 @@ class QueryHandlers:
             )
 
     async def stop(self) -> None:
+        """Take no more queries and answer the open ones: a wait is answered ``unavailable``
+        now (another instance, or this one restarted, answers the retry) rather than left to
+        time out at the caller, and it does not hold up the stop for as long as it lasts."""
         for subscription in self._subscriptions:
             await subscription.unsubscribe()
         self._subscriptions.clear()
-        for task in list(self._tasks):
-            task.cancel()
+        self._stopping = True
+        self.waiters.wake_all()
+        if self._tasks:
+            _, late = await asyncio.wait(list(self._tasks), timeout=STOP_S)
+            for task in late:
+                task.cancel()
+        with contextlib.suppress(Exception):  # the bus may be gone already: nothing to send
+            await self.nc.flush(timeout=2)
 
     async def _on_message(self, msg: Msg) -> None:
         # Each query runs in its own task: a wait must not hold up the queries behind it.
@@ -190,7 +201,9 @@ class QueryHandlers:
                         raise _not_found(approval_id)
                 elif condition(view):
                     return self._with_url(view), True
-                elif now >= deadline:
+                if self._stopping:
+                    raise QueryError("unavailable", "the status view is stopping; retry")
+                if view is not None and now >= deadline:
                     return self._with_url(view), False
                 remaining = min(deadline, started + appear_within_s) if view is None else deadline
                 remaining -= now

@@ -34,3 +34,11 @@ class Waiters:
             for future in self._waiting.pop(approval_id, ()):
                 if not future.done():
                     future.set_result(None)
+
+    def wake_all(self) -> None:
+        """Wake every waiter: the service stops, and each answers as things stand."""
+        waiting, self._waiting = self._waiting, defaultdict(set)
+        for futures in waiting.values():
+            for future in futures:
+                if not future.done():
+                    future.set_result(None)

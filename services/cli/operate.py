@@ -23,9 +23,15 @@ if TYPE_CHECKING:
 @click.option("--nats-port", type=int, default=DEFAULT_NATS_PORT, show_default=True)
 def dev(data_dir: Path, nats_port: int) -> None:
     """Run everything on the embedded default: nats-server, SQLite, every service."""
-    from services.dev import run_dev
+    try:
+        from services.dev import run_dev
 
-    run_dev(data_dir, nats_port)
+        run_dev(data_dir, nats_port)
+    except KeyboardInterrupt:
+        # Ctrl-C before the runner took the signals over (while loading or starting): what had
+        # started is stopped already (asyncio.run cancels the runner, which stops its services;
+        # nats-server is stopped on the way out). Stopping is what Ctrl-C asks for.
+        return
 
 
 @cli.command()

@@ -174,7 +174,7 @@ class ApprovalsApi(Controller):
         await caller(request, workspace)
         body = {"approval_id": approval_id, "timeout_s": timeout_s}
         bus = bus_of(request)
-        return passthrough(await bus.query(workspace, "wait", body, timeout_s + bus.timeout_s))
+        return passthrough(await bus.long_poll(workspace, "wait", body, timeout_s + bus.timeout_s))
 
     @post("/{approval_id:uuid}/approve", status_code=200, summary="Approve, as the key's member")
     async def approve(

@@ -193,6 +193,12 @@ class GatewayService(Served):
         super().__init__(create_app(settings), settings.gateway_host,
                          settings.gateway_port if port is None else port)  # fmt: skip
 
+    async def stop(self) -> None:
+        bus: Bus | None = getattr(self.app.state, "bus", None)
+        if bus is not None:
+            bus.stopping.set()  # open long polls are answered now, not when they end
+        await super().stop()
+
     async def ready(self) -> bool:
         bus: Bus | None = getattr(self.app.state, "bus", None)
         return self.server.started and bus is not None and bus.nc.is_connected

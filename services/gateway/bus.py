@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import time
@@ -55,6 +56,7 @@ class Bus:
         self.timeout_s = timeout_s
         self.cache_s = cache_s
         self._cache: dict[tuple[str, ...], tuple[float, Any]] = {}
+        self.stopping = asyncio.Event()  # set when the gateway stops: long polls end at once
 
     async def ask(self, subject: str, body: Any, timeout_s: float | None = None) -> bytes:
         """One request/reply; ``unavailable`` when nobody answers."""
@@ -75,6 +77,20 @@ class Bus:
         self, workspace: str, verb: str, body: Any, timeout_s: float | None = None
     ) -> bytes:
         return await self.ask(subjects.query(workspace, verb), body, timeout_s)
+
+    async def long_poll(self, workspace: str, verb: str, body: Any, timeout_s: float) -> bytes:
+        """A query that may take ``timeout_s``, answered ``unavailable`` as soon as the gateway
+        stops: it must not hold the stop (or a Ctrl-C) for as long as the poll lasts."""
+        asking = asyncio.ensure_future(self.query(workspace, verb, body, timeout_s))
+        stopping = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait({asking, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if asking.done():
+            return asking.result()
+        asking.cancel()
+        raise GatewayError("unavailable", "the gateway is stopping; retry")
 
     async def _cached(self, key: tuple[str, ...], load: Any) -> Any:
         hit = self._cache.get(key)

@@ -248,3 +248,30 @@ def _fresh_views(settings: Settings, tmp_path: Any) -> tuple[Any, Any]:
         open_view(msgspec.structs.replace(settings, view_postgres_schema=f"{schema}_store")),
         open_view(msgspec.structs.replace(settings, view_postgres_schema=f"{schema}_stream")),
     )
+
+
+async def test_a_wait_open_when_the_projection_stops_is_answered_at_once(
+    settings: Settings, nats_server: NatsServer
+) -> None:
+    settings = msgspec.structs.replace(settings, nats_url=nats_server.url)
+    async with CommandService(settings):
+        projection = ProjectionService(settings)
+        await projection.start()
+        client = await ApprovalsClient.connect(nats_server.url, "acme", reply_timeout=10.0)
+        try:
+            await configure_over_nats(client.nc)
+            requested = await client.send("request", REQUEST)
+            assert requested.approval is not None, requested.error
+            seen = await client.nc.subscribe("approvals.query.acme.wait", max_msgs=1)
+            body = msgspec.json.encode({"approval_id": requested.approval.id, "timeout_s": 120})
+            waiting = asyncio.create_task(
+                client.nc.request("approvals.query.acme.wait", body, timeout=130)
+            )
+            await seen.next_msg(timeout=10)  # the wait is on the bus: it is open
+            # Check: stopping the projection answers the open wait (retry elsewhere), not at 120 s.
+            await projection.stop()
+            answered = msgspec.json.decode((await asyncio.wait_for(waiting, 15)).data)
+            assert answered["ok"] is False
+            assert answered["error"]["code"] == "unavailable"
+        finally:
+            await client.close()
