@@ -446,3 +446,53 @@ def test_reminders_come_when_due_and_escalation_lets_another_group_decide() -> N
     decided = domain.mutate(approved, approval)
     with pytest.raises(AlreadyDecided):
         domain.remind(decided, remind, NOW + timedelta(seconds=2100), rules)
+
+
+# -- groups name people by any of their names --------------------------------------------------
+
+ALIASED_GROUPS = """
+[members."user:admin"]
+roles = ["admin"]
+[members."user:erin"]
+roles = ["approver"]
+aliases = ["user:erin@example.com"]
+[members."user:finn"]
+roles = ["approver"]
+aliases = ["user:slack.UFINN"]
+
+[groups]
+aliased = ["user:erin@example.com"]
+night = ["user:slack.UFINN"]
+
+[approvers]
+high = ["aliased"]
+
+[reminders]
+remind_after_s = 60
+escalate_after_s = 1800
+escalate_to = "night"
+"""
+
+
+def test_a_group_that_names_a_member_by_an_alias_lets_that_member_decide() -> None:
+    from schemas.workspace import parse_workspace
+    from tests.workspaces import workspace as workspace_of
+
+    settings = parse_workspace(ALIASED_GROUPS)
+    ws = workspace_of(WORKSPACE, settings)
+    # Check: erin is in the approver group by her alias, whichever name she signs with.
+    for name in ("user:erin", "user:erin@example.com"):
+        [approved] = domain.approve(pending(), approve_cmd(name), NOW, ws)
+        assert isinstance(approved, events.Approved), name
+    assert isinstance(domain.reject(pending(), reject_cmd("user:erin"), NOW, ws), events.Rejected)
+    # Check: finn is not in it, until the request is escalated to the group naming his alias.
+    with pytest.raises(Forbidden) as refused:
+        domain.approve(pending(), approve_cmd("user:finn"), NOW, ws)
+    assert refused.value.details["rule"] == "approvers:high"
+    later = NOW + timedelta(seconds=1800)
+    escalate = commands.Escalate(approval_id=APPROVAL_ID)
+    escalated = domain.mutate(
+        domain.escalate(pending(), escalate, later, settings.reminders), pending()
+    )
+    [approved] = domain.approve(escalated, approve_cmd("user:finn"), later, ws)
+    assert isinstance(approved, events.Approved)
