@@ -16,7 +16,7 @@ from schemas.events import CreditsReserved, CreditsSettled, Requested
 from schemas.workspace import Budget, Member, WorkspaceSettings
 from services.approvals import budget
 from services.approvals.service import CommandService
-from services.client import ApprovalsClient
+from services.client import ApprovalsClient, ApprovalsError
 from tests.helpers import assert_error, eventually, send
 
 if TYPE_CHECKING:
@@ -178,10 +178,19 @@ async def test_an_approval_is_redeemed_once_and_only_for_the_approved_action(
     approval = await ask(client, skill_execution_id="run")
     approved = await send(client, "approve", approve(approval))
     assert approved["outcome"] == "approved"
-    # Check: a changed payload is another digest, refused.
+    # Check: a changed payload is another digest, refused without handing out the approved one.
     changed = await ask(client, skill_execution_id="run", proposed_payload={"rows": [1, 2, 3, 4]})
-    assert_error(await send(client, "redeem", redeem(approval, changed["digest"])),
-                 "digest_mismatch")  # fmt: skip
+    mismatch = await send(client, "redeem", redeem(approval, changed["digest"]))
+    assert_error(mismatch, "digest_mismatch")
+    assert approval["digest"] not in msgspec.json.encode(mismatch).decode()
+    # Check: the client sends what it is about to run, and hears which part differs.
+    with pytest.raises(ApprovalsError) as refused:
+        await client.redeem(approval["id"], action={**REQUEST["action"], "max_credits": 31},
+                            payload={"rows": [1, 2]}, executor="service:runner")  # fmt: skip
+    assert refused.value.code == "digest_mismatch"
+    assert refused.value.details["differs"] == ["action", "proposed_payload"]
+    assert refused.value.details["action_fields"] == ["max_credits"]
+    assert approval["digest"] not in f"{refused.value.message} {refused.value.details}"
     # Check: from another workspace the approval does not exist.
     other = await workspace(acme, "elsewhere", SPEND)
     assert_error(await send(other, "redeem", redeem(approval)), "not_found")
