@@ -155,11 +155,16 @@ class Delegate(Command, frozen=True, kw_only=True):
 
 
 class Redeem(Command, frozen=True, kw_only=True):
-    """The executor is about to run the action whose digest it names: once, before the deadline."""
+    """The executor is about to run the action whose digest it names: once, before the deadline.
+
+    With ``action`` (and ``proposed_payload``, as in the request) the service also checks them,
+    and a ``digest_mismatch`` says which of them differs from what was approved."""
 
     approval_id: UUID
     digest: Digest
     executor: Actor
+    action: Action | None = None
+    proposed_payload: Any = None  # compared only when ``action`` is given
 
 
 class Report(Command, frozen=True, kw_only=True):

@@ -3,10 +3,11 @@ approval id comes from the path, the actor from the API key)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
+from schemas.commands import Action
 from schemas.types import Credits, Digest, LongText, Person, ShortText
 
 HTTP_STATUS: dict[str, int] = {
@@ -50,6 +51,9 @@ class CancelBody(Body, frozen=True, kw_only=True):
 
 class RedeemBody(Body, frozen=True, kw_only=True):
     digest: Digest  # the digest of the action about to run
+    # Optional: the action and payload about to run, so a mismatch says which of them differs.
+    action: Action | None = None
+    proposed_payload: Any = None
 
 
 class ReportBody(Body, frozen=True, kw_only=True):

@@ -96,6 +96,20 @@ class WorkspaceSettings(Settings, frozen=True, kw_only=True):
     def quorum_for(self, risk: RiskLevel) -> int:
         return self.quorum.get(risk, 1)
 
+    def member_named(self, actor: str) -> str | None:
+        """The member ``actor`` names (by id or alias), or None."""
+        if actor in self.members:
+            return actor
+        for member_id, member in self.members.items():
+            if actor in member.aliases:
+                return member_id
+        return None
+
+    def in_group(self, member: str, group: str) -> bool:
+        """Whether ``group`` names ``member``: a group may list a person by any of their names
+        (one person, whichever channel's identity the file uses)."""
+        return any(self.member_named(name) == member for name in self.groups.get(group, ()))
+
 
 class WorkspaceFileError(ValueError):
     """The file is not a valid workspace: the message names the key."""

@@ -260,9 +260,11 @@ class ApprovalsClient:
         self, approval_id: Any, *, action: Action | dict[str, Any], payload: Any, executor: str
     ) -> AnyReply:
         """The final check before running: the digest of what is about to run must be the
-        approved one; once, before the redemption deadline."""
-        digest = action_digest(msgspec.convert(action, Action), payload)
-        body = {"approval_id": str(approval_id), "digest": digest, "executor": executor}
+        approved one; once, before the redemption deadline. The action and payload go along, so
+        a ``digest_mismatch`` says which of them differs (``details.differs``)."""
+        action = msgspec.convert(action, Action)
+        body = {"approval_id": str(approval_id), "digest": action_digest(action, payload),
+                "executor": executor, "action": action, "proposed_payload": payload}  # fmt: skip
         return await self._command("redeem", body)
 
     async def report(

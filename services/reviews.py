@@ -40,7 +40,7 @@ def may_review(settings: WorkspaceSettings, member: str, item: dict[str, Any]) -
     if entry is None or "approver" not in entry.roles:
         return False
     groups = settings.approvers.get(item["risk_level"])
-    if groups is not None and not any(member in settings.groups.get(g, ()) for g in groups):
+    if groups is not None and not any(settings.in_group(member, g) for g in groups):
         return False
     names = {member, *entry.aliases}
     if names & {item["requested_by"], item["on_behalf_of"]}:

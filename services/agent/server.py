@@ -171,8 +171,10 @@ def build(door_factory: "Callable[[], Awaitable[Door]]", actor: str) -> Agent:
         """Right before you start the approved action: proves that what you are about to run is
         exactly what was approved (the same action and payload) and marks it started, once.
         Refused if anything differs, if it was redeemed already, or after its deadline."""
-        digest = action_digest(msgspec.convert(_action(action), Action), proposed_payload)
-        body = {"approval_id": approval_id, "digest": digest, "executor": actor}
+        converted = msgspec.convert(_action(action), Action)
+        body = {"approval_id": approval_id, "digest": action_digest(converted, proposed_payload),
+                "executor": actor, "action": msgspec.to_builtins(converted),
+                "proposed_payload": proposed_payload}  # fmt: skip
         reply = _ok(await (await door()).command("redeem", body))
         return {"outcome": reply.get("outcome"), **_summary(reply.get("approval") or {})}
 

@@ -327,6 +327,8 @@ class Approvals(Application[UUID]):
             quorum=quorum if answer.required else None,
         )
         if isinstance(cmd, commands.Check):
+            if answer.required:
+                self._admit(ws, cmd, now, state)
             outcome = "approval_required" if answer.required else "not_required"
             return Result(outcome, None, policy=info), []
         if not answer.required:
@@ -341,6 +343,7 @@ class Approvals(Application[UUID]):
             if existing is not None:
                 domain.request_again(existing, cmd)
                 return Result("approval_required", existing, replayed=True, policy=info), []
+        self._admit(ws, cmd, now, state)
         requested = domain.request(
             cmd,
             approval_id=approval_id,
@@ -368,6 +371,17 @@ class Approvals(Application[UUID]):
                     return Result("approved", after, policy=info), [requested, used, *granted]
             info = msgspec.structs.replace(info, standing_rule=None)
         return Result("approval_required", approval, policy=info), [requested]
+
+    def _admit(
+        self, ws: governance.Workspace, cmd: commands.Request, now: datetime, state: State
+    ) -> None:
+        """Refuse a ceiling the budget can never take; the period's budget is read only then
+        (it is a fold of the period's reservations: too dear for every request)."""
+        limits, ceiling = ws.settings.budget, cmd.action.max_credits
+        if limits is None or budget.never_fits(limits, ceiling) is None:
+            return
+        key = budget.budget_key(ws.workspace_id, budget.period_of(limits.period, now))
+        budget.admit(self._budget(key, state), limits, ceiling, now)
 
     def _workspace(self, workspace_id: str, state: State) -> governance.Workspace | None:
         key = governance.workspace_key(workspace_id)

@@ -9,7 +9,7 @@ again against the winner's total, so committed credits never pass the cap.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 from uuid import UUID, uuid4, uuid5
 
 import msgspec
@@ -58,15 +58,8 @@ def reserve(
     now: datetime,
 ) -> events.CreditsReserved:
     """Commit ``credits`` for an approval being granted, or refuse with the numbers."""
-    period = budget.period if budget else period_of(limits.period, now)
-    committed = budget.committed if budget else 0.0
-    numbers = {
-        "period": period,
-        "cap": limits.cap,
-        "committed": committed,
-        "remaining": max(0.0, limits.cap - committed),
-        "ceiling": credits,
-    }
+    numbers = _numbers(budget, limits, credits, now)
+    period, committed = numbers["period"], numbers["committed"]
     if limits.max_per_run is not None and credits > limits.max_per_run:
         raise SpendCapExceeded(
             f"the credit ceiling {credits:g} is over the workspace's per-run maximum "
@@ -95,6 +88,20 @@ def reserve(
         committed=committed + credits,
         cap=limits.cap,
     )
+
+
+def _numbers(
+    budget: Budget | None, limits: BudgetSettings, ceiling: float, now: datetime
+) -> dict[str, Any]:
+    """What a refusal shows: the period, its cap, what is committed and remains, the ceiling."""
+    committed = budget.committed if budget else 0.0
+    return {
+        "period": budget.period if budget else period_of(limits.period, now),
+        "cap": limits.cap,
+        "committed": committed,
+        "remaining": max(0.0, limits.cap - committed),
+        "ceiling": ceiling,
+    }
 
 
 def settle(
@@ -131,6 +138,42 @@ def _next(
     )  # fmt: skip
 
 
+class Never(NamedTuple):
+    """Why a ceiling can never be approved: the rule (``max_per_run`` or ``cap``) and a reason."""
+
+    rule: str
+    reason: str
+
+
+def never_fits(limits: BudgetSettings | None, ceiling: float | None) -> Never | None:
+    """Whether ``ceiling`` is over what the limits allow any one approval, whatever is spent."""
+    if limits is None or ceiling is None:
+        return None
+    if limits.max_per_run is not None and ceiling > limits.max_per_run:
+        limit = f"per-run maximum {limits.max_per_run:g}"
+        return Never("max_per_run", f"the credit ceiling {ceiling:g} is over the workspace's "
+                     f"{limit}: it can never be approved")  # fmt: skip
+    if ceiling > limits.cap:
+        limit = f"whole {ADJECTIVE[limits.period]} cap {limits.cap:g}"
+        return Never("cap", f"the credit ceiling {ceiling:g} is over the workspace's "
+                     f"{limit}: it can never be approved")  # fmt: skip
+    return None
+
+
+def admit(
+    budget: Budget | None, limits: BudgetSettings | None, ceiling: float | None, now: datetime
+) -> None:
+    """Refuse a request, when it comes in, whose ceiling can never be approved, with the numbers
+    (``budget`` is the current period's, for what is committed and remains): nothing is stored
+    for it, rather than a pending request that the spend-cap service rejects a moment later."""
+    never = never_fits(limits, ceiling)
+    if never is None or limits is None or ceiling is None:
+        return
+    numbers = _numbers(budget, limits, ceiling, now)
+    raise SpendCapExceeded(never.reason, rule=never.rule, max_per_run=limits.max_per_run,
+                           **numbers)  # fmt: skip
+
+
 class Verdict(msgspec.Struct, frozen=True, kw_only=True):
     """A request's ceiling against its workspace's budget, when it comes in."""
 
@@ -141,7 +184,8 @@ class Verdict(msgspec.Struct, frozen=True, kw_only=True):
 def check(
     budget: Budget | None, limits: BudgetSettings | None, ceiling: float | None, now: datetime
 ) -> Verdict:
-    """The budget picture for a reviewer, and whether the ceiling could ever fit."""
+    """The budget picture for a reviewer, and whether the ceiling could ever fit (the limits
+    may have changed since the request was admitted)."""
     if limits is None:
         return Verdict(picture=events.SpendPicture(ceiling=ceiling))
     committed = budget.committed if budget else 0.0
@@ -155,18 +199,8 @@ def check(
         ceiling=ceiling,
         fits=ceiling is None or ceiling <= remaining,
     )
-    never = None
-    if ceiling is not None and limits.max_per_run is not None and ceiling > limits.max_per_run:
-        never = (
-            f"the credit ceiling {ceiling:g} is over the workspace's per-run maximum "
-            f"{limits.max_per_run:g}: it can never be approved"
-        )
-    elif ceiling is not None and ceiling > limits.cap:
-        never = (
-            f"the credit ceiling {ceiling:g} is over the workspace's whole "
-            f"{ADJECTIVE[limits.period]} cap {limits.cap:g}: it can never be approved"
-        )
-    return Verdict(picture=picture, never=never)
+    never = never_fits(limits, ceiling)
+    return Verdict(picture=picture, never=never.reason if never else None)
 
 
 def evolve(budget: Budget | None, event: events.BudgetEvent) -> Budget:

@@ -26,3 +26,25 @@ def action_digest(action: Action, proposed_payload: Any) -> str:
         "max_credits": action.max_credits,
     }
     return hashlib.sha256(canonical_encoder.encode(document)).hexdigest()
+
+
+# The fields of an action that its digest covers (a preview or an estimate may change freely).
+DIGESTED_ACTION_FIELDS = ("kind", "mode", "provider", "scope", "destination", "max_credits")
+
+
+def action_differences(approved: Action, action: Action) -> list[str]:
+    """The digested fields of ``action`` that differ from ``approved`` (compared canonically, as
+    the digest compares them), by name: never their approved values."""
+    return [
+        name
+        for name in DIGESTED_ACTION_FIELDS
+        if _canonical(getattr(approved, name)) != _canonical(getattr(action, name))
+    ]
+
+
+def payload_differs(approved: Any, payload: Any) -> bool:
+    return _canonical(approved) != _canonical(payload)
+
+
+def _canonical(value: Any) -> bytes:
+    return canonical_encoder.encode(value)

@@ -18,7 +18,7 @@ from schemas.receipts import Receipt
 from schemas.replies import Delivery
 from schemas.types import TERMINAL_STATUSES, Status
 from services.approvals import governance
-from services.approvals.digest import action_digest
+from services.approvals.digest import action_differences, action_digest, payload_differs
 from services.approvals.errors import (
     AlreadyDecided,
     AlreadyRedeemed,
@@ -200,14 +200,41 @@ def redeem(approval: Approval, cmd: commands.Redeem, now: datetime) -> events.Re
     if now >= deadline:
         raise DeadlinePassed("the time to redeem this approval has passed",
                              redeem_by=deadline.isoformat())  # fmt: skip
-    if cmd.digest != approval.request.digest:
-        raise DigestMismatch(
-            "the action about to run is not the action that was approved",
-            expected=approval.request.digest,
-            given=cmd.digest,
-        )
+    _require_approved_action(approval.request, cmd)
     return _next(approval, events.Redeemed, now, cmd.executor, executor=cmd.executor,
                  digest=cmd.digest)  # fmt: skip
+
+
+def _require_approved_action(request: events.Requested, cmd: commands.Redeem) -> None:
+    """Refuse a redeem for anything but the approved action, saying which part differs; never
+    with the approved digest, which an executor could copy instead of fixing what it runs."""
+    if cmd.action is None:
+        if cmd.digest != request.digest:
+            raise DigestMismatch(
+                "the digest of the action about to run is not the approved one; redeem with its "
+                "action and proposed_payload to learn which of them differs",
+                given=cmd.digest,
+            )
+        return
+    fields = action_differences(request.action, cmd.action)
+    differs = ["action"] if fields else []
+    if payload_differs(request.proposed_payload, cmd.proposed_payload):
+        differs.append("proposed_payload")
+    if differs:
+        raise DigestMismatch(
+            f"the {' and the '.join(differs)} about to run "
+            f"{'is' if len(differs) == 1 else 'are'} not what was approved",
+            given=cmd.digest,
+            differs=differs,
+            **({"action_fields": fields} if fields else {}),
+        )
+    if cmd.digest != action_digest(cmd.action, cmd.proposed_payload):
+        raise DigestMismatch(
+            "the action and proposed_payload are the approved ones, but the digest given is not "
+            "theirs: compute it from them",
+            given=cmd.digest,
+            differs=["digest"],
+        )
 
 
 def report(approval: Approval, cmd: commands.Report, now: datetime) -> events.RunReported:

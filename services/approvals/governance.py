@@ -53,12 +53,7 @@ class Workspace(msgspec.Struct, frozen=True, kw_only=True):
 
     def member_of(self, actor: str) -> str | None:
         """The member ``actor`` names (by id or alias), or None."""
-        if actor in self.settings.members:
-            return actor
-        for member_id, member in self.settings.members.items():
-            if actor in member.aliases:
-                return member_id
-        return None
+        return self.settings.member_named(actor)
 
     def has_role(self, member: str, role: Role) -> bool:
         entry = self.settings.members.get(member)
@@ -68,7 +63,7 @@ class Workspace(msgspec.Struct, frozen=True, kw_only=True):
         groups = self.settings.approvers.get(risk)
         if groups is None:
             return True
-        return any(member in self.settings.groups.get(group, ()) for group in groups)
+        return any(self.settings.in_group(member, group) for group in groups)
 
     def delegation(self, delegator: str, delegate: str, now: datetime) -> Delegation | None:
         for granted in reversed(self.delegations):
@@ -206,7 +201,7 @@ def decider(
         raise Forbidden(
             f"{entitled} does not have the approver role", rule="role:approver", approver=actor
         )
-    escalated = escalated_to is not None and entitled in ws.settings.groups.get(escalated_to, ())
+    escalated = escalated_to is not None and ws.settings.in_group(entitled, escalated_to)
     if not escalated and not ws.may_approve_risk(entitled, request.risk_level):
         groups = ", ".join(ws.settings.approvers.get(request.risk_level, ()))
         raise Forbidden(

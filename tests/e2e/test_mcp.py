@@ -145,6 +145,7 @@ async def whole_flow(mcp: Client, people: ApprovalsClient) -> str:
         {"approval_id": approval_id, "action": ACTION, "proposed_payload": {"contacts": 41}},
     )
     assert "digest_mismatch: " in error_text(other), error_text(other)
+    assert "the proposed_payload about to run is not" in error_text(other), error_text(other)
     redeemed = structured(
         await mcp.call_tool(
             "redeem_approval",

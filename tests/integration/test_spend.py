@@ -12,11 +12,11 @@ import msgspec
 import pytest
 
 from schemas.codec import event_decoder
-from schemas.events import CreditsReserved, CreditsSettled
+from schemas.events import CreditsReserved, CreditsSettled, Requested
 from schemas.workspace import Budget, Member, WorkspaceSettings
 from services.approvals import budget
 from services.approvals.service import CommandService
-from services.client import ApprovalsClient
+from services.client import ApprovalsClient, ApprovalsError
 from tests.helpers import assert_error, eventually, send
 
 if TYPE_CHECKING:
@@ -107,10 +107,55 @@ async def test_100_concurrent_approvals_never_commit_more_than_the_cap(
     assert all(r["approval"]["status"] == "approved" for r in granted)
 
 
-async def test_a_ceiling_over_the_per_run_maximum_is_refused(command_service: Started) -> None:
+def requests_in(service: CommandService, *workspace_ids: str) -> list[Any]:
+    assert service.app is not None
+    found = [event_decoder.decode(n.state) for n in service.app.notifications(1, 1_000_000)]
+    return [e for e in found if isinstance(e, Requested) and e.workspace_id in workspace_ids]
+
+
+async def test_a_ceiling_that_can_never_fit_is_refused_when_requested_and_nothing_is_stored(
+    command_service: Started,
+) -> None:
     service, acme = command_service
     client = await workspace(acme, "spend", SPEND)
+    held = await ask(client, skill_execution_id="held")
+    await send(client, "approve", approve(held))  # 30 of 1,000 committed
+    capped = await workspace(acme, "capped", msgspec.structs.replace(
+        SPEND, budget=Budget(period="week", cap=40)))  # fmt: skip
+    # Check: over the per-run maximum, the request (and its dry twin, check) is refused at once
+    # with the numbers, instead of waiting as pending for the spend-cap service to reject it.
+    too_big = {**REQUEST, "action": {**REQUEST["action"], "max_credits": 60}}
+    period = budget.period_of("month", datetime.now(UTC))
+    for verb in ("check", "request"):
+        reply = await send(client, verb, too_big)
+        assert_error(reply, "spend_cap_exceeded")
+        assert reply["error"]["details"] == {
+            "rule": "max_per_run", "ceiling": 60, "max_per_run": 50, "cap": 1000,
+            "committed": 30, "remaining": 970, "period": period,
+        }, verb  # fmt: skip
+        assert "per-run maximum 50" in reply["error"]["message"]
+    # Check: over the whole cap it can never fit either.
+    over_cap = await send(
+        capped, "request", {**REQUEST, "action": {**REQUEST["action"], "max_credits": 45}}
+    )
+    assert_error(over_cap, "spend_cap_exceeded")
+    details = over_cap["error"]["details"]
+    assert (details["rule"], details["ceiling"], details["cap"], details["remaining"]) == (
+        "cap", 45, 40, 40,
+    )  # fmt: skip
+    # Check: nothing was stored for the refused requests; one that fits is still asked for.
+    assert [str(e.approval_id) for e in requests_in(service, "spend", "capped")] == [held["id"]]
+    await ask(capped, action={**REQUEST["action"], "max_credits": 40})
+
+
+async def test_a_ceiling_over_a_per_run_maximum_lowered_since_the_request_is_refused_approval(
+    command_service: Started,
+) -> None:
+    service, acme = command_service
+    loose = msgspec.structs.replace(SPEND, budget=Budget(period="month", cap=1000, max_per_run=100))
+    client = await workspace(acme, "spend", loose)
     big = await ask(client, action={**REQUEST["action"], "max_credits": 60})
+    await workspace(acme, "spend", SPEND)  # the admin lowers the per-run maximum to 50
     reply = await send(client, "approve", approve(big))
     assert_error(reply, "spend_cap_exceeded")
     assert (reply["error"]["details"]["rule"], reply["error"]["details"]["max_per_run"]) == (
@@ -133,10 +178,19 @@ async def test_an_approval_is_redeemed_once_and_only_for_the_approved_action(
     approval = await ask(client, skill_execution_id="run")
     approved = await send(client, "approve", approve(approval))
     assert approved["outcome"] == "approved"
-    # Check: a changed payload is another digest, refused.
+    # Check: a changed payload is another digest, refused without handing out the approved one.
     changed = await ask(client, skill_execution_id="run", proposed_payload={"rows": [1, 2, 3, 4]})
-    assert_error(await send(client, "redeem", redeem(approval, changed["digest"])),
-                 "digest_mismatch")  # fmt: skip
+    mismatch = await send(client, "redeem", redeem(approval, changed["digest"]))
+    assert_error(mismatch, "digest_mismatch")
+    assert approval["digest"] not in msgspec.json.encode(mismatch).decode()
+    # Check: the client sends what it is about to run, and hears which part differs.
+    with pytest.raises(ApprovalsError) as refused:
+        await client.redeem(approval["id"], action={**REQUEST["action"], "max_credits": 31},
+                            payload={"rows": [1, 2]}, executor="service:runner")  # fmt: skip
+    assert refused.value.code == "digest_mismatch"
+    assert refused.value.details["differs"] == ["action", "proposed_payload"]
+    assert refused.value.details["action_fields"] == ["max_credits"]
+    assert approval["digest"] not in f"{refused.value.message} {refused.value.details}"
     # Check: from another workspace the approval does not exist.
     other = await workspace(acme, "elsewhere", SPEND)
     assert_error(await send(other, "redeem", redeem(approval)), "not_found")

@@ -472,3 +472,132 @@ def test_reminders_come_when_due_and_escalation_lets_another_group_decide() -> N
     decided = domain.mutate(approved, approval)
     with pytest.raises(AlreadyDecided):
         domain.remind(decided, remind, NOW + timedelta(seconds=2100), rules)
+
+
+# -- groups name people by any of their names --------------------------------------------------
+
+ALIASED_GROUPS = """
+[members."user:admin"]
+roles = ["admin"]
+[members."user:erin"]
+roles = ["approver"]
+aliases = ["user:erin@example.com"]
+[members."user:finn"]
+roles = ["approver"]
+aliases = ["user:slack.UFINN"]
+
+[groups]
+aliased = ["user:erin@example.com"]
+night = ["user:slack.UFINN"]
+
+[approvers]
+high = ["aliased"]
+
+[reminders]
+remind_after_s = 60
+escalate_after_s = 1800
+escalate_to = "night"
+"""
+
+
+def test_a_group_that_names_a_member_by_an_alias_lets_that_member_decide() -> None:
+    from schemas.workspace import parse_workspace
+    from tests.workspaces import workspace as workspace_of
+
+    settings = parse_workspace(ALIASED_GROUPS)
+    ws = workspace_of(WORKSPACE, settings)
+    # Check: erin is in the approver group by her alias, whichever name she signs with.
+    for name in ("user:erin", "user:erin@example.com"):
+        [approved] = domain.approve(pending(), approve_cmd(name), NOW, ws)
+        assert isinstance(approved, events.Approved), name
+    assert isinstance(domain.reject(pending(), reject_cmd("user:erin"), NOW, ws), events.Rejected)
+    # Check: finn is not in it, until the request is escalated to the group naming his alias.
+    with pytest.raises(Forbidden) as refused:
+        domain.approve(pending(), approve_cmd("user:finn"), NOW, ws)
+    assert refused.value.details["rule"] == "approvers:high"
+    later = NOW + timedelta(seconds=1800)
+    escalate = commands.Escalate(approval_id=APPROVAL_ID)
+    escalated = domain.mutate(
+        domain.escalate(pending(), escalate, later, settings.reminders), pending()
+    )
+    [approved] = domain.approve(escalated, approve_cmd("user:finn"), later, ws)
+    assert isinstance(approved, events.Approved)
+
+
+# -- redeeming: what differs, never the approved digest ----------------------------------------
+
+
+def approved() -> domain.Approval:
+    [event] = domain.approve(pending(), approve_cmd(), NOW, WS)
+    return domain.mutate(event, pending())
+
+
+def redeem_cmd(digest: str, **parts: Any) -> commands.Redeem:
+    return commands.Redeem(approval_id=APPROVAL_ID, digest=digest, executor=REQUESTER, **parts)
+
+
+def refused_redeem(cmd: commands.Redeem) -> DigestMismatch:
+    with pytest.raises(DigestMismatch) as refused:
+        domain.redeem(approved(), cmd, NOW)
+    assert refused.value.code == "digest_mismatch"
+    # The approved digest is never handed out: an executor could copy it instead of fixing
+    # what it runs.
+    details = dict(refused.value.details)
+    assert details.pop("given") == cmd.digest  # only what the executor sent comes back
+    assert requested().digest not in f"{refused.value.message} {details}"
+    assert "expected" not in details
+    return refused.value
+
+
+WRONG_CEILING = msgspec.structs.replace(ACTION, max_credits=41.0)
+OTHER_PAYLOAD = {"set": {"lifecycle": "customer"}}
+APPROVED_PAYLOAD = a_request().proposed_payload
+
+
+@pytest.mark.parametrize(
+    ("action", "payload", "differs", "action_fields"),
+    [
+        pytest.param(WRONG_CEILING, APPROVED_PAYLOAD, ["action"], ["max_credits"], id="action"),
+        pytest.param(ACTION, OTHER_PAYLOAD, ["proposed_payload"], None, id="payload"),
+        pytest.param(
+            msgspec.structs.replace(ACTION, destination="x", provider="y"), OTHER_PAYLOAD,
+            ["action", "proposed_payload"], ["provider", "destination"], id="both",
+        ),
+    ],
+)  # fmt: skip
+def test_a_redeem_for_another_action_says_which_part_differs(
+    action: commands.Action, payload: Any, differs: list[str], action_fields: list[str] | None
+) -> None:
+    given = action_digest(action, payload)
+    error = refused_redeem(redeem_cmd(given, action=action, proposed_payload=payload))
+    assert error.details["given"] == given
+    assert error.details["differs"] == differs
+    assert error.details.get("action_fields") == action_fields
+
+
+def test_a_copied_digest_does_not_redeem_another_action() -> None:
+    copied = requested().digest
+    error = refused_redeem(redeem_cmd(copied, action=ACTION, proposed_payload=OTHER_PAYLOAD))
+    assert error.details["differs"] == ["proposed_payload"]
+
+
+def test_a_wrong_digest_for_the_approved_action_and_payload_is_refused_as_the_digest() -> None:
+    error = refused_redeem(
+        redeem_cmd(OTHER_DIGEST, action=ACTION, proposed_payload=APPROVED_PAYLOAD)
+    )
+    assert error.details["differs"] == ["digest"]
+
+
+def test_a_redeem_with_only_a_wrong_digest_is_refused_without_the_approved_one() -> None:
+    error = refused_redeem(redeem_cmd(OTHER_DIGEST))
+    assert error.details["given"] == OTHER_DIGEST
+    assert "proposed_payload" in error.message  # how to learn which part differs
+
+
+def test_the_approved_action_redeems_with_or_without_its_parts() -> None:
+    digest = requested().digest
+    for cmd in (
+        redeem_cmd(digest),
+        redeem_cmd(digest, action=ACTION, proposed_payload=APPROVED_PAYLOAD),
+    ):
+        assert isinstance(domain.redeem(approved(), cmd, NOW), events.Redeemed)

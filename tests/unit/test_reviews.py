@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from schemas.workspace import Member, WorkspaceSettings
 from services.reviews import may_review
 
@@ -36,3 +38,9 @@ def test_only_those_who_may_decide_are_handed_a_review() -> None:
     assert not may_review(SETTINGS, "user:bob", item(skill_name="outreach"))  # owns the skill
     assert may_review(SETTINGS, "user:carol", item(risk_level="critical"))
     assert not may_review(SETTINGS, "user:ana", item(risk_level="critical"))  # not in leads
+
+
+def test_a_group_that_names_a_member_by_an_alias_hands_them_its_reviews() -> None:
+    settings = msgspec.structs.replace(SETTINGS, groups={"leads": ("user:ana@example.com",)})
+    assert may_review(settings, "user:ana", item(risk_level="critical"))
+    assert not may_review(settings, "user:carol", item(risk_level="critical"))
