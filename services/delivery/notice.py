@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
+
+if TYPE_CHECKING:
+    from schemas import events
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -18,11 +21,23 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     decided_by: str | None
     reason: str | None
     web_url: str
+    rerun: bool = False  # rejected: the person asks the requester for a new request
 
     def line(self) -> str:
         by = f" by {self.decided_by}" if self.decided_by else ""
         why = f": {self.reason}" if self.reason else ""
-        return f"{self.title}: {self.status}{by}{why}"
+        again = " (a new request is asked for)" if self.rerun else ""
+        return f"{self.title}: {self.status}{by}{why}{again}"
+
+
+def ending(event: events.Event, title: str, web_url: str) -> Outcome:
+    """The outcome an ending event (approved, rejected, expired, cancelled) tells the channels,
+    with the person's reason and a rejection's rerun request."""
+    return Outcome(
+        workspace_id=event.workspace_id, approval_id=str(event.approval_id), title=title,
+        status=event.event_type, decided_by=event.actor, reason=getattr(event, "reason", None),
+        web_url=web_url, rerun=getattr(event, "rerun", False),
+    )  # fmt: skip
 
 
 class Notice(msgspec.Struct, frozen=True, kw_only=True):

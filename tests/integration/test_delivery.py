@@ -287,6 +287,30 @@ async def test_the_channels_that_carried_a_request_are_told_how_it_ended(
     assert "No decision is needed any more" in second.get_payload()
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="services/delivery/service.py (item 1's file) still builds the outcome without rerun: "
+    "tell_outcome should build it with services.delivery.notice.ending(event, view['title'], "
+    "view['web_url']); remove this mark with that change",
+)
+async def test_the_webhook_is_told_a_rejection_asks_for_a_new_request(
+    stack: tuple[CommandService, ApprovalsClient], delivery_settings: Settings, hooks: Hooks,
+) -> None:  # fmt: skip
+    commands, client = stack
+    async with DeliveryService(delivery_settings):
+        approval = await ask(client, n=4)
+        await eventually(lambda: len(stored(commands, Delivered)) == 3)
+        rejected = await send(client, "reject", {"approval_id": approval["id"],
+                                                 "approver": "user:ana", "reason": "wrong list",
+                                                 "rerun": True})  # fmt: skip
+        assert rejected["outcome"] == "rejected"
+        await eventually(lambda: len(hooks.on("/hooks")) == 2)
+    # Check: the outcome carries why, and that the person asks for a new request.
+    _, told = hooks.on("/hooks")[1]
+    assert told["type"] == "approval.rejected"
+    assert (told["data"]["reason"], told["data"]["rerun"]) == ("wrong list", True)
+
+
 def sent(channel: str, outcome: str) -> float:
     """The delivery service's Prometheus counter of sends to ``channel`` ending in ``outcome``."""
     labels = {"channel": channel, "outcome": outcome}
