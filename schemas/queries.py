@@ -98,6 +98,7 @@ class ApprovalView(msgspec.Struct, frozen=True, kw_only=True):
     receipt: Receipt | None = None  # approved: the signed receipt
     reminders: int = 0  # how many times the approvers were reminded
     escalated_to: str | None = None  # the group it was escalated to
+    rerun: bool = False  # rejected: the person asks the caller to prepare a new request
     web_url: str = ""
 
 

@@ -92,6 +92,7 @@ class ApprovalState(msgspec.Struct, frozen=True, kw_only=True):
     votes: tuple[str, ...] = ()  # the members who approved so far
     redeem_by: datetime | None = None  # approved: the action must start before this
     receipt: Receipt | None = None  # approved: the signed receipt
+    rerun: bool = False  # rejected: the person asks the caller to prepare a new request
 
 
 class PolicyInfo(msgspec.Struct, frozen=True, kw_only=True):

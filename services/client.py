@@ -94,12 +94,18 @@ class ApprovalPending(Exception):
 
 
 class ApprovalDenied(Exception):
-    """The approval was rejected, expired or cancelled: the action must not run."""
+    """The approval was rejected, expired or cancelled: the action must not run.
+
+    ``reason`` is why, as the person gave it; ``rerun`` is true when they rejected it asking
+    for a new request (prepare the action again, then ask again)."""
 
     def __init__(self, approval: ApprovalView) -> None:
         why = f" ({approval.reason})" if approval.reason else ""
-        super().__init__(f"approval {approval.id} was {approval.status}{why}")
+        again = "; a new request is asked for" if approval.rerun else ""
+        super().__init__(f"approval {approval.id} was {approval.status}{why}{again}")
         self.approval = approval
+        self.reason = approval.reason
+        self.rerun = approval.rerun
 
 
 class _Status(msgspec.Struct, frozen=True):

@@ -35,6 +35,20 @@ class PostgresStatusView(PostgresTrackingRecorder, StatusView):
                 )
             )
 
+    def create_table(self) -> None:
+        with self._transaction(commit=False) as cursor:
+            cursor.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = %s AND table_name = 'status_approvals'",
+                [self.datastore.schema],
+            )
+            present = {row["column_name"] for row in cursor.fetchall()}
+        super().create_table()
+        if present and not present.issuperset(ADDED_COLUMNS):
+            # The statements above added the missing columns: fill them in from the events.
+            with self._transaction(commit=True) as cursor:
+                self._refold(cursor)
+
     def _transaction(self, *, commit: bool) -> AbstractContextManager[Any]:
         return self.datastore.transaction(commit=commit)
 

@@ -53,6 +53,7 @@ def fold(row: ApprovalView | None, event: events.Event) -> ApprovalView | None:
         status=_RESOLVED[type(event)],
         decided_by=event.actor,
         reason=getattr(event, "reason", None),
+        rerun=getattr(event, "rerun", False),
         resolved_at=event.occurred_at,
         version=event.version,
     )

@@ -26,11 +26,14 @@ class SQLiteStatusView(SQLiteTrackingRecorder, StatusView):
         with self.datastore.transaction(commit=True) as cursor:
             cursor.execute(f"PRAGMA table_info({self.approvals_table})")
             present = {row[1] for row in cursor.fetchall()}
-            for column, definition in ADDED_COLUMNS.items():
-                if column not in present:
-                    cursor.execute(
-                        f"ALTER TABLE {self.approvals_table} ADD COLUMN {column} {definition}"
-                    )
+            added = {c: kind for c, kind in ADDED_COLUMNS.items() if c not in present}
+            for column, definition in added.items():
+                cursor.execute(
+                    f"ALTER TABLE {self.approvals_table} ADD COLUMN {column} {definition}"
+                )
+            if added:
+                # Fill them in from the events, not with their defaults.
+                self._refold(cursor)
 
     def _transaction(self, *, commit: bool) -> AbstractContextManager[Any]:
         return self.datastore.transaction(commit=commit)

@@ -18,7 +18,7 @@ import msgspec
 from eventsourcing.persistence import TrackingRecorder
 
 from projections.status.rows import fold
-from schemas.codec import encoder
+from schemas.codec import encoder, event_decoder
 from schemas.events import Event
 from schemas.queries import ApprovalView, TimelineEntry
 
@@ -38,7 +38,7 @@ COLUMNS = (
     "on_behalf_of", "skill_name", "skill_execution_id", "action_kind", "mode", "provider",
     "destination", "max_credits", "digest", "channels", "decided_by", "reason", "created_at",
     "expires_at", "resolved_at", "version", "quorum", "votes", "redeemed_at", "credits_used",
-    "redeem_by", "spend", "receipt", "reminders", "escalated_to",
+    "redeem_by", "spend", "receipt", "reminders", "escalated_to", "rerun",
 )  # fmt: skip
 # Columns added after the first release, with what an older table gets when it is upgraded.
 ADDED_COLUMNS = {
@@ -51,9 +51,10 @@ ADDED_COLUMNS = {
     "receipt": "TEXT",
     "reminders": "INTEGER NOT NULL DEFAULT 0",
     "escalated_to": "TEXT",
+    "rerun": "INTEGER NOT NULL DEFAULT 0",  # 1: the rejection asks for a new request
 }
 JSON_COLUMNS = ("spend", "receipt")  # a struct as JSON text, or NULL
-INTEGER_COLUMNS = frozenset({"version", "quorum", "reminders"})
+INTEGER_COLUMNS = frozenset({"version", "quorum", "reminders", "rerun"})
 REAL_COLUMNS = frozenset({"max_credits", "credits_used"})
 
 
@@ -133,6 +134,21 @@ class StatusView(TrackingRecorder, ABC):
             self._record_position(cursor, everything[-1][0])
             return changed
 
+    def _refold(self, cursor: Any) -> None:
+        """Every row again from the events in the view's own timeline.
+
+        A table an earlier release made gets the columns added since with a default, which is
+        wrong for rows whose events say otherwise (a rejection that asked for a rerun): folding
+        the timeline again makes the upgraded view what a rebuild from the events would be.
+        """
+        cursor.execute(self._sql("SELECT event FROM {t} ORDER BY approval_id, version"))
+        rows: dict[UUID, ApprovalView | None] = {}
+        for record in cursor.fetchall():
+            event = event_decoder.decode(record["event"])
+            if isinstance(event, Event):
+                rows[event.approval_id] = fold(rows.get(event.approval_id), event)
+        self._upsert(cursor, [row for row in rows.values() if row is not None])
+
     def _select(self, cursor: Any, ids: set[UUID]) -> dict[UUID, ApprovalView]:
         if not ids:
             return {}
@@ -143,11 +159,14 @@ class StatusView(TrackingRecorder, ABC):
         return {view.id: view for view in map(_from_row, cursor.fetchall())}
 
     def _upsert(self, cursor: Any, rows: Any) -> None:
+        # Never back: an upgrade folding the timeline again while another process projects
+        # must not put an older row over a newer one.
         updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:])
         marks = ", ".join("?" * len(COLUMNS))
         cursor.executemany(
             self._sql(
-                f"INSERT INTO {{a}} VALUES ({marks}) ON CONFLICT (id) DO UPDATE SET {updates}"
+                f"INSERT INTO {{a}} ({', '.join(COLUMNS)}) VALUES ({marks}) "
+                f"ON CONFLICT (id) DO UPDATE SET {updates} WHERE {{a}}.version <= excluded.version"
             ),
             [_to_row(row) for row in rows],
         )
@@ -270,7 +289,7 @@ def _to_row(view: ApprovalView) -> tuple[Any, ...]:
         None if view.redeem_by is None else timestamp(view.redeem_by),
         None if view.spend is None else encoder.encode(view.spend).decode(),
         None if view.receipt is None else encoder.encode(view.receipt).decode(),
-        view.reminders, view.escalated_to,
+        view.reminders, view.escalated_to, int(view.rerun),
     )  # fmt: skip
 
 

@@ -44,7 +44,9 @@ If the answer is "approval_required", you MUST NOT proceed: tell the user the we
 wait_for_approval (bounded) or come back later with get_approval and the approval_id. Proceed
 only once the status is "approved", and call redeem_approval with exactly the action and payload
 that were approved right before you start; then report_run. "rejected", "expired" or
-"cancelled" mean: do not run it. No tool here approves: a person decides.
+"cancelled" mean: do not run it. A rejection says why (reason); with rerun true the person asks
+you to prepare the action again, taking the reason into account, and request approval anew.
+No tool here approves: a person decides.
 """
 
 MAX_WAIT_S = 300.0
@@ -150,7 +152,8 @@ def build(door_factory: "Callable[[], Awaitable[Door]]", actor: str) -> Agent:
     @server.tool()
     async def get_approval(approval_id: ApprovalId) -> dict[str, Any]:
         """The approval as it stands now: status pending, approved, rejected, expired or
-        cancelled, who decided and why, the web_url."""
+        cancelled, who decided and why (reason), the web_url. rerun true: the person rejected
+        it asking for a new request (prepare it again with the reason in mind)."""
         return _summary(_ok(await (await door()).get(approval_id))["approval"])
 
     @server.tool()
@@ -160,7 +163,8 @@ def build(door_factory: "Callable[[], Awaitable[Door]]", actor: str) -> Agent:
     ) -> dict[str, Any]:
         """Wait up to timeout_s seconds for a person's decision, then return the approval as it
         stands. Still "pending" (timed_out true): nothing is lost; call again, or come back
-        later with the same approval_id. Proceed only on status "approved"."""
+        later with the same approval_id. Proceed only on status "approved"; "rejected" with
+        rerun true asks for a new request (see reason)."""
         reply = _ok(await (await door()).wait(approval_id, timeout_s))
         return {**_summary(reply["approval"]), "timed_out": reply.get("timed_out", False)}
 
@@ -233,7 +237,7 @@ def _ok(reply: dict[str, Any]) -> dict[str, Any]:
 
 SUMMARY = ("id", "status", "web_url", "title", "risk_level", "requested_by", "skill_name",
            "skill_execution_id", "digest", "decided_by", "reason", "expires_at", "redeem_by",
-           "redeemed_at", "credits_used", "max_credits", "votes", "quorum")  # fmt: skip
+           "redeemed_at", "credits_used", "max_credits", "votes", "quorum", "rerun")  # fmt: skip
 
 
 def _summary(approval: dict[str, Any]) -> dict[str, Any]:

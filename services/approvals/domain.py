@@ -61,6 +61,7 @@ class Approval(msgspec.Struct, frozen=True, kw_only=True):
     receipt: Receipt | None = None  # approved: signed by the command service
     reminders: int = 0  # how many times the approvers were reminded
     escalated_to: str | None = None  # the group whose members may now decide it too
+    rerun: bool = False  # rejected: the person asks the caller to prepare a new request
 
     @property
     def is_terminal(self) -> bool:
@@ -479,6 +480,7 @@ def _resolved(event: events.Event, approval: Approval | None) -> Approval:
         resolved_at=event.occurred_at,
         decided_by=event.actor,
         reason=getattr(event, "reason", None),
+        rerun=getattr(event, "rerun", False),
         votes=getattr(event, "votes", current.votes) or current.votes,
     )
 

@@ -46,6 +46,7 @@ def approval_state(approval: Approval, web_url_base: str) -> ApprovalState:
         votes=approval.votes,
         redeem_by=approval.redeem_by,
         receipt=approval.receipt,
+        rerun=approval.rerun,
     )
 
 

@@ -18,11 +18,13 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     decided_by: str | None
     reason: str | None
     web_url: str
+    rerun: bool = False  # rejected: the person asks the requester for a new request
 
     def line(self) -> str:
         by = f" by {self.decided_by}" if self.decided_by else ""
         why = f": {self.reason}" if self.reason else ""
-        return f"{self.title}: {self.status}{by}{why}"
+        again = " (a new request is asked for)" if self.rerun else ""
+        return f"{self.title}: {self.status}{by}{why}{again}"
 
 
 class Notice(msgspec.Struct, frozen=True, kw_only=True):

@@ -160,7 +160,8 @@ class Delivery:
         outcome = Outcome(
             workspace_id=event.workspace_id, approval_id=str(event.approval_id),
             title=view["title"], status=ending["type"], decided_by=ending["actor"],
-            reason=ending["event"].get("reason"), web_url=view["web_url"],
+            reason=ending["event"].get("reason"), rerun=ending["event"].get("rerun", False),
+            web_url=view["web_url"],
         )  # fmt: skip
         for entry in timeline:
             # The later of a channel's ``delivered`` and the ending tells it: one event only.

@@ -241,15 +241,29 @@ async def test_the_gate_runs_freely_without_approval_and_never_after_a_rejection
     read = {**ASK, "action": {"kind": "read", "mode": "live"}, "payload": None}
     async with stack.gate(**read) as run:
         assert run.approval is None  # nothing needed, nothing stored or reported
-    flow = {**ASK, "skill_execution_id": "no", "action": LIVE, "payload": {"rows": [1]}}
+    flow = {**ASK, "skill_execution_id": "no", "action": LIVE, "payload": {"rows": [1]},
+            "idempotency_key": "enrich:no"}  # fmt: skip
     with pytest.raises(ApprovalPending) as pending:
         async with stack.gate(**flow, wait_s=0.1):
             pass
     await send(stack, "reject", {"approval_id": pending.value.approval_id,
-                                 "approver": "user:ana", "reason": "not this week"})  # fmt: skip
-    with pytest.raises(ApprovalDenied, match="not this week"):
+                                 "approver": "user:ana", "reason": "not this week",
+                                 "rerun": True})  # fmt: skip
+    with pytest.raises(ApprovalDenied, match="not this week") as denied:
         async with stack.gate(**flow, wait_s=5):
             pytest.fail("a rejected action ran")
+    # Check: the caller learns why, and that the person asks it to prepare a new request.
+    assert (denied.value.reason, denied.value.rerun) == ("not this week", True)
+    approval = await stack.get(pending.value.approval_id)
+    assert (approval.status, approval.reason, approval.rerun) == ("rejected", "not this week", True)
+    # Check: asking again with the same request replays the rejection, rerun and all.
+    again = await stack.request(**{**ASK, "skill_execution_id": "no"}, action=LIVE,
+                                proposed_payload={"rows": [1]},
+                                idempotency_key="enrich:no")  # fmt: skip
+    assert again.approval is not None
+    assert (again.replayed, again.approval.reason, again.approval.rerun) == (
+        True, "not this week", True,
+    )  # fmt: skip
 
 
 async def test_the_decorator_gates_a_call_and_resumes_the_same_call(

@@ -134,6 +134,21 @@ def test_the_api_carries_the_whole_flow(gateway: Gateway) -> None:
     for step, key in (("requested", agent_key), ("approved", ana_key), ("redeemed", agent_key),
                       ("run_reported", agent_key)):  # fmt: skip
         assert doors[step] == {"channel": "api", "auth": "api_key", "ref": key}, step
+    # Check: a rejection that asks for a new request reaches the requester with its reason.
+    other = ask(gateway, agent, skill_execution_id="flow-rejected")
+    url = f"{gateway.api()}/{other['id']}"
+    rejected = httpx.post(f"{url}/reject", json={"reason": "wrong list", "rerun": True},
+                          headers=ana, timeout=30)  # fmt: skip
+    assert rejected.json()["outcome"] == "rejected", rejected.text
+    rejection = ("rejected", "wrong list", True)
+    waited = httpx.get(f"{url}/wait", params={"timeout_s": 10}, headers=agent, timeout=30)
+    got = httpx.get(url, headers=agent, timeout=30)
+    listed = httpx.get(gateway.api(), params={"status": "rejected"}, headers=agent, timeout=30)
+    found = [i for i in listed.json()["items"] if i["id"] == other["id"]]
+    for approval in (rejected.json()["approval"], waited.json()["approval"],
+                     got.json()["approval"], *found):  # fmt: skip
+        assert (approval["status"], approval["reason"], approval["rerun"]) == rejection
+    assert len(found) == 1
 
 
 def test_the_api_refuses_bad_callers_and_bad_input_with_the_error_shape(gateway: Gateway) -> None:
@@ -451,10 +466,15 @@ def test_a_person_approves_in_chromium_and_another_browser_sees_it_live(gateway:
             browser_sign_in(bob, gateway.base, "user:bob")
             bob.goto(f"{gateway.base}/workspaces/default/approvals/{second['id']}")
             bob.fill("#reject-reason", "wrong list")
+            bob.check("input[name=rerun]")
             bob.click("#reject")
             expect(bob.locator("#status")).to_have_text("rejected")
             expect(ana.locator("#status")).to_have_text("rejected", timeout=15_000)
             expect(ana.locator("#outcome")).to_contain_text("wrong list")
+            # Check: the page says why, and that bob asked for a new request.
+            for page in (ana, bob):
+                expect(page.locator("#reason")).to_have_text("wrong list")
+                expect(page.locator("#rerun")).to_contain_text("asked for a new request")
         finally:
             browser.close()
     assert first["id"] != second["id"]

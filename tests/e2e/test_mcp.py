@@ -176,6 +176,24 @@ async def whole_flow(mcp: Client, people: ApprovalsClient) -> str:
     return str(approval_id)
 
 
+async def a_rejection(mcp: Client, people: ApprovalsClient) -> None:
+    """A person rejects and asks for a new request: the agent learns why, and that it may retry."""
+    asked = structured(await mcp.call_tool("request_approval",
+                                           {**ASK, "skill_execution_id": "run-2"}))  # fmt: skip
+    approval_id = asked["approval_id"]
+    assert asked["rerun"] is False
+    rejected = await send(people, "reject", {"approval_id": approval_id, "approver": "user:ana",
+                                             "reason": "wrong list", "rerun": True})  # fmt: skip
+    assert rejected["outcome"] == "rejected", rejected
+    # Check: waiting and getting both carry the person's reason and the rerun request.
+    waited = structured(
+        await mcp.call_tool("wait_for_approval", {"approval_id": approval_id, "timeout_s": 30})
+    )
+    assert (waited["status"], waited["reason"], waited["rerun"]) == ("rejected", "wrong list", True)
+    got = structured(await mcp.call_tool("get_approval", {"approval_id": approval_id}))
+    assert (got["status"], got["reason"], got["rerun"]) == ("rejected", "wrong list", True)
+
+
 async def bad_arguments(mcp: Client) -> None:
     # Check: each bad argument is a tool error saying what is wrong; nothing is stored.
     no_ceiling = {**ASK, "action": {"kind": "provider_call", "mode": "live", "provider": "x"}}
@@ -206,6 +224,7 @@ async def test_over_stdio_as_the_readme_configures_it(
     )
     async with Client(server) as mcp:
         approval_id = await whole_flow(mcp, stack)
+        await a_rejection(mcp, stack)
         await bad_arguments(mcp)
     # Check: the agent's events name the door it came in by.
     history = json.loads(await stack.query("history", {"approval_id": approval_id}))
@@ -276,6 +295,7 @@ async def test_over_http_with_an_api_key_through_the_gateway(
             await eventually(listening, within_s=30)
             async with Client(url) as mcp:
                 await whole_flow(mcp, stack)
+                await a_rejection(mcp, stack)
                 await bad_arguments(mcp)
     finally:
         await gateway.stop()

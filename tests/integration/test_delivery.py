@@ -394,6 +394,24 @@ async def test_a_channel_that_took_the_request_before_a_crash_is_told_the_outcom
     assert told[(f"{approval['id']}.slow.rejected", "approval.rejected")] == 1
 
 
+async def test_the_webhook_is_told_a_rejection_asks_for_a_new_request(
+    stack: tuple[CommandService, ApprovalsClient], delivery_settings: Settings, hooks: Hooks,
+) -> None:  # fmt: skip
+    commands, client = stack
+    async with DeliveryService(delivery_settings):
+        approval = await ask(client, n=4)
+        await eventually(lambda: len(stored(commands, Delivered)) == 3)
+        rejected = await send(client, "reject", {"approval_id": approval["id"],
+                                                 "approver": "user:ana", "reason": "wrong list",
+                                                 "rerun": True})  # fmt: skip
+        assert rejected["outcome"] == "rejected"
+        await eventually(lambda: len(hooks.on("/hooks")) == 2)
+    # Check: the outcome carries why, and that the person asks for a new request.
+    _, told = hooks.on("/hooks")[1]
+    assert told["type"] == "approval.rejected"
+    assert (told["data"]["reason"], told["data"]["rerun"]) == ("wrong list", True)
+
+
 def sent(channel: str, outcome: str) -> float:
     """The delivery service's Prometheus counter of sends to ``channel`` ending in ``outcome``."""
     labels = {"channel": channel, "outcome": outcome}

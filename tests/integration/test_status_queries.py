@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 import msgspec
 import nats
@@ -90,15 +91,37 @@ async def test_wait_answers_on_the_decision_and_at_once_when_already_decided(
         system.ask("wait", {"approval_id": approval["id"], "timeout_s": 20})
     )
     await asyncio.sleep(0)  # let the wait go out before the decision
-    await system.client.send("reject", {"approval_id": approval["id"], "approver": "user:bo"})
+    await system.client.send(
+        "reject",
+        {"approval_id": approval["id"], "approver": "user:bo", "reason": "wrong list",
+         "rerun": True},
+    )  # fmt: skip
     answered = await asyncio.wait_for(waiting, 15)
     assert answered["ok"]
     assert (answered["approval"]["status"], answered["timed_out"]) == ("rejected", False)
+    # Check the requester learns why, and that the person asks for a new request.
+    rejection = ("rejected", "wrong list", True)
+    assert _rejection(answered["approval"]) == rejection
     # Check a wait that begins after the decision answers at once.
     started = time.monotonic()
     again = await system.ask("wait", {"approval_id": approval["id"], "timeout_s": 20})
-    assert again["approval"]["status"] == "rejected"
+    assert _rejection(again["approval"]) == rejection
     assert time.monotonic() - started < 5
+    # Check get and list carry them too.
+    got = await system.ask("get", {"approval_id": approval["id"]})
+    assert _rejection(got["approval"]) == rejection
+    listed = await system.ask("list", {"status": "rejected"})
+    assert [_rejection(item) for item in listed["items"]] == [rejection]
+
+
+def _rejection(approval: dict[str, Any]) -> tuple[Any, Any, Any]:
+    return approval["status"], approval.get("reason"), approval.get("rerun")
+
+
+async def test_a_pending_approval_asks_for_no_rerun(system: System) -> None:
+    approval = await system.request()
+    got = await system.ask("get", {"approval_id": approval["id"], "min_version": 1})
+    assert _rejection(got["approval"]) == ("pending", None, False)
 
 
 async def test_wait_times_out_with_the_current_state(system: System) -> None:
@@ -197,6 +220,7 @@ async def test_expiry_happens_without_any_human_action(system: System) -> None:
 async def test_rebuilds_from_store_and_stream_equal_the_live_view(
     system: System, tmp_path: Any
 ) -> None:
+    rejected: dict[UUID, tuple[str, bool]] = {}
     for i in range(30):
         approval = await system.request(title=f"r{i}")
         if i % 3 == 0:
@@ -208,6 +232,13 @@ async def test_rebuilds_from_store_and_stream_equal_the_live_view(
             await system.client.send(
                 "cancel", {"approval_id": approval["id"], "by": REQUEST["requested_by"]}
             )
+        elif i % 2 == 1:
+            await system.client.send(
+                "reject",
+                {"approval_id": approval["id"], "approver": "user:a", "reason": f"no {i}",
+                 "rerun": i % 4 == 1},
+            )  # fmt: skip
+            rejected[UUID(approval["id"])] = (f"no {i}", i % 4 == 1)
     app = system.commands.app
     live = system.projection.view
     assert app is not None
@@ -225,12 +256,13 @@ async def test_rebuilds_from_store_and_stream_equal_the_live_view(
     assert (
         from_store.count("acme")
         == live.count("acme")
-        == {
-            "approved": 10,
-            "cancelled": 10,
-            "pending": 10,
-        }
+        == {"approved": 10, "cancelled": 10, "pending": 5, "rejected": 5}
     )
+    # Check every build holds each rejection's reason and rerun (some asked for one, some not).
+    assert {True, False} == {rerun for _, rerun in rejected.values()}
+    for view in (from_store, from_stream, live):
+        rows = {i: view.get("acme", i) for i in rejected}
+        assert {i: (row.reason, row.rerun) for i, row in rows.items()} == rejected
 
 
 async def _at(position: Callable[[], int], target: int) -> bool:

@@ -192,3 +192,34 @@ def test_a_view_made_before_quorum_and_votes_is_upgraded_in_place(
 def configure_again(app: Approvals, settings: WorkspaceSettings) -> None:
     reply = app.handle("acme", commands.Configure(settings=settings, by=ADMIN))
     assert reply.outcome == "configured"
+
+
+def test_a_view_made_before_rerun_is_upgraded_with_the_rejections_it_holds(
+    app: Approvals, settings: Settings
+) -> None:
+    # Check: a view that projected rejections before it had a rerun column gets the column, and
+    # each row's value is taken from the rejection in its timeline, not left at the default.
+    old = open_view(settings)
+    asked_again, final = (app.handle("acme", a_request(t)).approval for t in ("again", "final"))
+    assert asked_again is not None
+    assert final is not None
+    for approval, rerun in ((asked_again, True), (final, False)):
+        app.handle("acme", commands.Reject(approval_id=approval.id, approver="user:ana",
+                                           reason="wrong list", rerun=rerun))  # fmt: skip
+    old.project(stored(app))
+    with old._transaction(commit=True) as cursor:
+        cursor.execute(f"ALTER TABLE {old.approvals_table} DROP COLUMN rerun")
+    view = open_view(settings)
+    rows = [view.get("acme", a.id) for a in (asked_again, final)]
+    assert [(r.status, r.reason, r.rerun) for r in rows if r is not None] == [
+        ("rejected", "wrong list", True),
+        ("rejected", "wrong list", False),
+    ]
+    # Check: the upgraded view equals one built afresh from the same events.
+    if settings.store == "sqlite":
+        fresh = open_view(settings, sqlite_path=settings.view_sqlite_path.with_name("fresh.db"))
+    else:
+        schema = f"{settings.postgres_schema}_fresh"
+        fresh = open_view(msgspec.structs.replace(settings, view_postgres_schema=schema))
+    fresh.project(stored(app))
+    assert fresh.content_hash() == view.content_hash()
