@@ -10,6 +10,7 @@ import msgspec
 from schemas.codec import encoder
 from services import console, reviews
 from services.cli import Context, cli
+from services.cli.params import ACTOR, APPROVAL_ID
 
 if TYPE_CHECKING:
     from services.client import ApprovalsClient
@@ -21,7 +22,7 @@ def reviews_group() -> None:
 
 
 @reviews_group.command("next")
-@click.option("--as", "member", required=True, help="The reviewer, e.g. user:ana.")
+@click.option("--as", "member", required=True, type=ACTOR, help="The reviewer, e.g. user:ana.")
 @click.option("--skill", help="Only requests of this skill.")
 @click.pass_obj
 def next_command(obj: Context, member: str, skill: str | None) -> None:
@@ -60,9 +61,9 @@ async def _digest(obj: Context, client: ApprovalsClient, review_id: str) -> str 
 
 
 @reviews_group.command("accept")
-@click.argument("review_id")
-@click.option("--as", "member", required=True, help="The reviewer, e.g. user:ana.")
-@click.option("--reason")
+@click.argument("review_id", type=APPROVAL_ID)
+@click.option("--as", "member", required=True, type=ACTOR, help="The reviewer, e.g. user:ana.")
+@click.option("--reason", help="Why, for the requester and the auditors.")
 @click.pass_obj
 def accept_command(obj: Context, review_id: str, member: str, reason: str | None) -> None:
     """Approve the content under review (the digest of what it is)."""
@@ -79,9 +80,9 @@ def accept_command(obj: Context, review_id: str, member: str, reason: str | None
 
 
 @reviews_group.command("reject")
-@click.argument("review_id")
-@click.option("--as", "member", required=True, help="The reviewer, e.g. user:ana.")
-@click.option("--reason")
+@click.argument("review_id", type=APPROVAL_ID)
+@click.option("--as", "member", required=True, type=ACTOR, help="The reviewer, e.g. user:ana.")
+@click.option("--reason", help="What is wrong with it, for the skill and the auditors.")
 @click.option("--auto-rerun", is_flag=True, help="Ask the requesting skill to regenerate it.")
 @click.pass_obj
 def reject_command(
