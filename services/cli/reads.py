@@ -10,6 +10,7 @@ import click
 import msgspec
 
 from schemas import queries
+from schemas.replies import BudgetReply, BudgetState
 from services import console
 from services.cli import Context, cli
 from services.cli.params import APPROVAL_ID, GateCommand
@@ -50,10 +51,18 @@ def show(obj: Context, approval_id: str) -> None:
         history = await _query(obj, client, "history", body, queries.HistoryReply)
         if history is None:
             return 1
-        console.print_view(obj.as_json, view.approval, history.timeline)
+        console.print_view(obj.as_json, view.approval, history.timeline, await budget_now(client))
         return 0
 
     obj.run(work)
+
+
+async def budget_now(client: ApprovalsClient) -> BudgetState | None:
+    """The workspace's budget as it is now; None where it has none."""
+    data = await client.query("budget", {})
+    if not msgspec.json.decode(data, type=_Outcome).ok:
+        return None
+    return msgspec.json.decode(data, type=BudgetReply).budget
 
 
 @cli.command("list")

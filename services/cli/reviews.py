@@ -7,10 +7,14 @@ from typing import TYPE_CHECKING, Any
 import click
 import msgspec
 
+from schemas import queries
 from schemas.codec import encoder
+from schemas.events import SpendPicture
 from services import console, reviews
 from services.cli import Context, cli
 from services.cli.params import ACTOR, APPROVAL_ID
+from services.cli.reads import _query, budget_now
+from services.review_fields import block, requested_event, review_rows, what_to_review
 
 if TYPE_CHECKING:
     from services.client import ApprovalsClient
@@ -37,14 +41,25 @@ def next_command(obj: Context, member: str, skill: str | None) -> None:
             else:
                 click.echo("nothing to review")
             return 0
+        history = await _query(obj, client, "history", {"approval_id": found["id"]},
+                               queries.HistoryReply)  # fmt: skip
+        if history is None:
+            return 1
+        what = what_to_review(requested_event(history.timeline))
         if obj.as_json:
-            click.echo(encoder.encode({"ok": True, "review": found}))
-        else:
-            click.echo(console.table([
-                ("review", found["id"]), ("title", found["title"]), ("skill", found["skill_name"]),
-                ("risk", found["risk_level"]), ("requested by", found["requested_by"]),
-                ("held for", f"{member}, {reviews.HOLD_S:g} s"), ("web", found["web_url"]),
-            ]))  # fmt: skip
+            click.echo(encoder.encode({"ok": True, "review": found, "what_to_review": what}))
+            return 0
+        click.echo(console.table([
+            ("review", found["id"]), ("title", found["title"]), ("summary", found["summary"]),
+            ("skill", found["skill_name"]), ("risk", found["risk_level"]),
+            ("requested by", found["requested_by"]), ("on behalf of", found["on_behalf_of"]),
+            ("expires", found["expires_at"]), ("held for", f"{member}, {reviews.HOLD_S:g} s"),
+            ("web", found["web_url"]),
+        ]))  # fmt: skip
+        click.echo("")
+        spend = msgspec.convert(found["spend"], SpendPicture) if found.get("spend") else None
+        now = await budget_now(client)
+        click.echo(block("what to review", review_rows(what, found["digest"], spend, now)))
         return 0
 
     obj.run(work)
