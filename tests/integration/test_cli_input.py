@@ -64,6 +64,8 @@ WORKSPACE_COMMANDS = [
     ["audit", "replay", "--workspace", "{}"],
     ["audit", "export", "--workspace", "{}"],
     ["audit", "report", "--workspace", "{}"],
+    ["-w", "{}", "events"],
+    ["events", "--approval", "{}"],  # any token passes here: it filters the stream
 ]
 
 # Every command that takes an approval id, a digest or a key id: `{}` stands for the bad value.
