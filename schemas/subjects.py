@@ -52,7 +52,10 @@ def is_token(value: str) -> bool:
 def token(value: str, what: str = "token") -> str:
     """Return ``value`` if it may stand as one subject token, else raise IllegalToken."""
     if not is_token(value):
-        raise IllegalToken(f"{what} {value!r} must match {TOKEN_PATTERN}")
+        # Said in words (the pattern is TOKEN_PATTERN): a person reads this in the CLI.
+        raise IllegalToken(
+            f"{what} {value!r} may hold only letters, digits, '-' and '_', 1 to 64 of them"
+        )
     return value
 
 

@@ -8,13 +8,14 @@ import click
 import msgspec
 
 from schemas.codec import encode_error, encoder
+from services.review_fields import block, requested_event, review_rows, what_to_review
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from schemas.events import Event, WorkspaceEvent
     from schemas.queries import ApprovalView, ListReply, TimelineEntry, WaitReply
-    from schemas.replies import AnyReply, ApprovalState, WorkspaceReply
+    from schemas.replies import AnyReply, ApprovalState, BudgetState, WorkspaceReply
     from schemas.workspace import Change
 
 
@@ -181,11 +182,6 @@ def _view_rows(view: ApprovalView) -> list[tuple[str, Any]]:
         ("requested by", view.requested_by),
         ("on behalf of", view.on_behalf_of),
         ("skill", f"{view.skill_name} ({view.skill_execution_id})"),
-        ("action", f"{view.action_kind} {view.mode} {view.provider or ''}".rstrip()),
-        ("destination", view.destination),
-        ("max credits", view.max_credits),
-        ("budget", _spend(view)),
-        ("digest", view.digest),
         ("created", view.created_at.isoformat()),
         ("expires", view.expires_at.isoformat()),
         ("resolved", view.resolved_at.isoformat() if view.resolved_at else None),
@@ -209,22 +205,24 @@ def _view_rows(view: ApprovalView) -> list[tuple[str, Any]]:
     ]
 
 
-def _spend(view: ApprovalView) -> str | None:
-    spend = view.spend
-    if spend is None or spend.cap is None:
-        return None
-    fits = "" if spend.fits else " (does not fit now)"
-    return (
-        f"{spend.committed:g} of {spend.cap:g} committed in {spend.period}, "
-        f"{spend.remaining:g} remain{fits}"
-    )
+def print_view(
+    as_json: bool,
+    view: ApprovalView,
+    timeline: Sequence[TimelineEntry],
+    budget_now: BudgetState | None = None,
+) -> None:
+    """One approval: its state, what to review (as the web detail page shows it), its timeline.
 
-
-def print_view(as_json: bool, view: ApprovalView, timeline: Sequence[TimelineEntry]) -> None:
+    The view's ``spend`` is the budget picture taken when the request came in; ``budget_now``
+    is the workspace's budget as it is now, so neither is mistaken for the other."""
+    what = what_to_review(requested_event(timeline))
     if as_json:
-        click.echo(encoder.encode({"ok": True, "approval": view, "timeline": timeline}))
+        click.echo(encoder.encode({"ok": True, "approval": view, "what_to_review": what,
+                                   "budget_now": budget_now, "timeline": timeline}))  # fmt: skip
         return
     click.echo(table(_view_rows(view)))
+    click.echo("")
+    click.echo(block("what to review", review_rows(what, view.digest, view.spend, budget_now)))
     click.echo("")
     click.echo(
         table(

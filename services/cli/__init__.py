@@ -13,7 +13,9 @@ from nats.errors import NoRespondersError
 
 from schemas.codec import encoder
 from schemas.commands import Via
+from schemas.subjects import IllegalToken
 from services import console
+from services.cli.params import WORKSPACE
 from services.client import ApprovalsClient
 from services.dev import DEFAULT_NATS_PORT
 
@@ -44,6 +46,11 @@ class Context(msgspec.Struct):
 
         try:
             code = asyncio.run(main())
+        except IllegalToken as error:
+            # Options are checked as they are parsed; this is the backstop for any value that
+            # still reaches a subject unchecked.
+            console.fail(self.as_json, "invalid", str(error))
+            code = self.error_exit
         except NoRespondersError:
             console.fail(self.as_json, "unavailable", f"no service answers on {self.nats_url}")
             code = self.error_exit
@@ -82,11 +89,47 @@ class Context(msgspec.Struct):
         return 0 if reply.ok else 1
 
 
-@click.group()
-@click.option("--nats-url", envvar="NATS_URL", default=DEFAULT_NATS_URL, show_default=True)
+class ApprovalsGroup(click.Group):
+    """The root group: every usage mistake (a missing option, a malformed id, an illegal
+    workspace) becomes one line on stderr, or the one error shape on stdout under --json, in
+    place of click's several lines of usage that a script reading --json could not parse."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None,
+                     **extra: Any) -> click.Context:  # fmt: skip
+        as_json = "--json" in args  # before parsing, which consumes the list
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.ClickException as error:
+            raise _refused(error, as_json) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as error:
+            raise _refused(error, bool(ctx.params.get("as_json"))) from None
+
+
+def _refused(error: click.ClickException, as_json: bool) -> click.exceptions.Exit:
+    """Print ``error`` as one line (or the error shape); the exit that ends the command."""
+    context = getattr(error, "ctx", None)
+    message = error.format_message()
+    if isinstance(error, click.UsageError) and context is not None:
+        path = context.command_path
+        message = f"{path}: {message} (see {path} --help)"
+    console.fail(as_json, "invalid", message.replace("\n", " "))
+    # A command whose exit codes mean outcomes (wait) says which one a mistake gets.
+    return click.exceptions.Exit(
+        getattr(context and context.command, "usage_exit", error.exit_code)
+    )
+
+
+@click.group(cls=ApprovalsGroup)
+@click.option("--nats-url", envvar="NATS_URL", default=DEFAULT_NATS_URL, show_default=True,
+              show_envvar=True, help="The NATS server the services listen on.")  # fmt: skip
 @click.option(
-    "--workspace", "-w", envvar="APPROVALS_WORKSPACE", default="default", show_default=True
-)
+    "--workspace", "-w", envvar="APPROVALS_WORKSPACE", default="default", show_default=True,
+    show_envvar=True, type=WORKSPACE, help="The workspace to act in.",
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
 @click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for a reply.")
 @click.pass_context

@@ -36,6 +36,7 @@ from services.audit.source import (
 )
 from services.audit.verify import Verifier
 from services.cli import Context, cli
+from services.cli.params import WORKSPACE
 from services.cli.receipts import _offline_keys
 from services.client import connect_once
 from services.settings import Settings
@@ -172,7 +173,7 @@ def _columns(rows: Sequence[Sequence[str]]) -> list[str]:
 
 @audit.command("replay")
 @click.option("--approval", "approval_id", help="One approval (its events and those naming it).")
-@click.option("--workspace", help="One workspace (default: everything).")
+@click.option("--workspace", type=WORKSPACE, help="One workspace (default: everything).")
 @click.option("--at", "at_text", help="The state at this time (ISO 8601).")
 @click.option("--position", type=click.IntRange(min=0), help="The state after this position.")
 @click.option(
@@ -394,7 +395,7 @@ def _replay_text(result: Replayed) -> str:
 
 
 @audit.command("export")
-@click.option("--workspace", help="One workspace (default: every event).")
+@click.option("--workspace", type=WORKSPACE, help="One workspace (default: every event).")
 @click.option("--since", help="Events at or after this time (ISO 8601).")
 @click.option("--until", help="Events before this time (ISO 8601).")
 @click.option(
@@ -434,9 +435,13 @@ def export_command(
 
 
 @audit.command("report")
-@click.option("--workspace", help="One workspace (default: each workspace).")
+@click.option("--workspace", type=WORKSPACE, help="One workspace (default: each workspace).")
 @click.option(
-    "--period", type=click.Choice(["day", "week", "month"]), default="month", show_default=True
+    "--period",
+    type=click.Choice(["day", "week", "month"]),
+    default="month",
+    show_default=True,
+    help="The length of each row of the report.",
 )
 @click.option("--since", help="From this time (ISO 8601).")
 @click.option("--until", help="Before this time (ISO 8601).")

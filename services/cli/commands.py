@@ -2,63 +2,17 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from services.cli import Context, cli
+from services.cli.params import ACTOR, APPROVAL_ID, DIGEST, PERSON
+from services.cli.request_options import request_body, request_options
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from schemas.subjects import CommandVerb
     from services.client import ApprovalsClient
-
-
-def request_options(command: Callable[..., None]) -> Callable[..., None]:
-    """The options of a request, shared by ``request`` and ``check``."""
-    for option in reversed(_REQUEST_OPTIONS):
-        command = option(command)
-    return command
-
-
-_REQUEST_OPTIONS = [
-    click.option(
-        "--body", type=click.File("rb"), help="A whole request body as JSON ('-' for stdin)."
-    ),
-    click.option(
-        "--requested-by", default="user:" + (Path.home().name or "cli"), show_default=True
-    ),
-    click.option("--on-behalf-of"),
-    click.option("--skill-name", default="cli"),
-    click.option("--skill-execution-id", default="cli"),
-    click.option("--title"),
-    click.option("--summary", default=""),
-    click.option(
-        "--risk",
-        "risk_level",
-        default="medium",
-        show_default=True,
-        type=click.Choice(["low", "medium", "high", "critical"]),
-    ),
-    click.option("--kind", default="other", show_default=True),
-    click.option(
-        "--mode",
-        default="live",
-        show_default=True,
-        type=click.Choice(["live", "dry_run", "smoke_test"]),
-    ),
-    click.option("--provider"),
-    click.option("--destination"),
-    click.option("--max-credits", type=float),
-    click.option("--expected-credits", type=float),
-    click.option("--payload", help="The proposed payload as JSON."),
-    click.option("--idempotency-key"),
-    click.option("--trace-id"),
-    click.option("--expires-in", "expires_in_s", type=int, help="Seconds until it expires."),
-]
 
 
 @cli.command()
@@ -81,20 +35,7 @@ def _send_request(obj: Context, verb: CommandVerb, body: Any, fields: dict[str, 
     if body is not None:
         obj.run(lambda client: _send_raw(obj, client, verb, body.read()))
         return
-    if not fields["title"]:
-        raise click.UsageError("--title is required (or give a whole body with --body)")
-    action = {
-        "kind": fields.pop("kind"),
-        "mode": fields.pop("mode"),
-        "provider": fields.pop("provider"),
-        "destination": fields.pop("destination"),
-        "max_credits": fields.pop("max_credits"),
-        "expected_credits": fields.pop("expected_credits"),
-    }
-    payload = fields.pop("payload")
-    fields["proposed_payload"] = json.loads(payload) if payload else None
-    fields["action"] = {k: v for k, v in action.items() if v is not None}
-    obj.command(verb, fields)
+    obj.command(verb, request_body(fields))
 
 
 async def _send_raw(obj: Context, client: ApprovalsClient, verb: CommandVerb, data: bytes) -> int:
@@ -102,11 +43,18 @@ async def _send_raw(obj: Context, client: ApprovalsClient, verb: CommandVerb, da
 
 
 @cli.command()
-@click.argument("approval_id")
-@click.option("--approver", required=True, help="user:<id> of the person approving.")
-@click.option("--digest", required=True, help="The digest of the request you were shown.")
-@click.option("--reason")
-@click.option("--for", "for_member", help="user:<id> whose delegation you decide under.")
+@click.argument("approval_id", type=APPROVAL_ID)
+@click.option("--approver", required=True, type=ACTOR, help="user:<id> of the person approving.")
+@click.option(
+    "--digest",
+    required=True,
+    type=DIGEST,
+    help="The digest of the request you were shown (approvals show ID).",
+)
+@click.option("--reason", help="Why, for the requester and the auditors.")
+@click.option(
+    "--for", "for_member", type=PERSON, help="user:<id> whose delegation you decide under."
+)
 @click.pass_obj
 def approve(
     obj: Context,
@@ -125,11 +73,18 @@ def approve(
 
 
 @cli.command()
-@click.argument("approval_id")
-@click.option("--approver", required=True)
-@click.option("--reason")
+@click.argument("approval_id", type=APPROVAL_ID)
+@click.option(
+    "--approver",
+    required=True,
+    type=ACTOR,
+    help="Who rejects: user:<id> (or service:<name>, which may veto).",
+)
+@click.option("--reason", help="Why, for the requester and the auditors.")
 @click.option("--rerun", is_flag=True, help="Ask the caller to prepare a new request.")
-@click.option("--for", "for_member", help="user:<id> whose delegation you decide under.")
+@click.option(
+    "--for", "for_member", type=PERSON, help="user:<id> whose delegation you decide under."
+)
 @click.pass_obj
 def reject(
     obj: Context,
@@ -148,9 +103,9 @@ def reject(
 
 
 @cli.command()
-@click.argument("approval_id")
-@click.option("--by", required=True, help="Who cancels: user:<id> or service:<name>.")
-@click.option("--reason")
+@click.argument("approval_id", type=APPROVAL_ID)
+@click.option("--by", required=True, type=ACTOR, help="Who cancels: user:<id> or service:<name>.")
+@click.option("--reason", help="Why, for the approvers and the auditors.")
 @click.pass_obj
 def cancel(obj: Context, approval_id: str, by: str, reason: str | None) -> None:
     """Cancel a pending request."""
@@ -158,9 +113,11 @@ def cancel(obj: Context, approval_id: str, by: str, reason: str | None) -> None:
 
 
 @cli.command()
-@click.argument("approval_id")
-@click.option("--digest", required=True, help="The digest of the action about to run.")
-@click.option("--executor", required=True, help="Who runs it: service:<name> or user:<id>.")
+@click.argument("approval_id", type=APPROVAL_ID)
+@click.option("--digest", required=True, type=DIGEST, help="The digest of the action about to run.")
+@click.option(
+    "--executor", required=True, type=ACTOR, help="Who runs it: service:<name> or user:<id>."
+)
 @click.pass_obj
 def redeem(obj: Context, approval_id: str, digest: str, executor: str) -> None:
     """Claim an approved action just before running it: once, in time, the same digest."""
@@ -168,12 +125,24 @@ def redeem(obj: Context, approval_id: str, digest: str, executor: str) -> None:
 
 
 @cli.command()
-@click.argument("approval_id")
-@click.option("--credits-used", required=True, type=float)
-@click.option("--outcome", required=True, type=click.Choice(["succeeded", "failed", "partial"]))
-@click.option("--summary", default="")
-@click.option("--external-ref", "external_refs", multiple=True, help="Repeat for each.")
-@click.option("--by", required=True, help="Who ran it.")
+@click.argument("approval_id", type=APPROVAL_ID)
+@click.option(
+    "--credits-used", required=True, type=click.FloatRange(min=0), help="The credits the run used."
+)
+@click.option(
+    "--outcome",
+    required=True,
+    type=click.Choice(["succeeded", "failed", "partial"]),
+    help="How the run ended.",
+)
+@click.option("--summary", default="", help="What the run did.")
+@click.option(
+    "--external-ref",
+    "external_refs",
+    multiple=True,
+    help="An id in the system written to (a CRM record, a campaign); repeat for each.",
+)
+@click.option("--by", required=True, type=ACTOR, help="Who ran it: service:<name> or user:<id>.")
 @click.pass_obj
 def report(
     obj: Context,

@@ -19,8 +19,15 @@ if TYPE_CHECKING:
 
 
 @cli.command()
-@click.option("--data-dir", type=click.Path(path_type=Path), default=Path("var"), show_default=True)
-@click.option("--nats-port", type=int, default=DEFAULT_NATS_PORT, show_default=True)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=Path("var"),
+    show_default=True,
+    help="Where the store, the views and JetStream keep their files.",
+)
+@click.option("--nats-port", type=int, default=DEFAULT_NATS_PORT, show_default=True,
+              help="The port of the embedded nats-server.")  # fmt: skip
 def dev(data_dir: Path, nats_port: int) -> None:
     """Run everything on the embedded default: nats-server, SQLite, every service."""
     try:
@@ -108,7 +115,8 @@ def projections_status(obj: Context) -> None:
 
 
 @projections.command("rebuild")
-@click.option("--from", "source", type=click.Choice(["store", "stream"]), required=True)
+@click.option("--from", "source", type=click.Choice(["store", "stream"]), required=True,
+              help="Build from the event store or from the JetStream stream.")  # fmt: skip
 @click.option(
     "--into",
     type=click.Path(path_type=Path),

@@ -10,8 +10,10 @@ import click
 import msgspec
 
 from schemas import queries
+from schemas.replies import BudgetReply, BudgetState
 from services import console
 from services.cli import Context, cli
+from services.cli.params import APPROVAL_ID, GateCommand
 
 if TYPE_CHECKING:
     from services.client import ApprovalsClient
@@ -36,7 +38,7 @@ async def _query(
 
 
 @cli.command()
-@click.argument("approval_id")
+@click.argument("approval_id", type=APPROVAL_ID)
 @click.pass_obj
 def show(obj: Context, approval_id: str) -> None:
     """Show one approval and its timeline, from the status projection."""
@@ -49,22 +51,49 @@ def show(obj: Context, approval_id: str) -> None:
         history = await _query(obj, client, "history", body, queries.HistoryReply)
         if history is None:
             return 1
-        console.print_view(obj.as_json, view.approval, history.timeline)
+        console.print_view(obj.as_json, view.approval, history.timeline, await budget_now(client))
         return 0
 
     obj.run(work)
 
 
+async def budget_now(client: ApprovalsClient) -> BudgetState | None:
+    """The workspace's budget as it is now; None where it has none."""
+    data = await client.query("budget", {})
+    if not msgspec.json.decode(data, type=_Outcome).ok:
+        return None
+    return msgspec.json.decode(data, type=BudgetReply).budget
+
+
 @cli.command("list")
 @click.option(
-    "--status", type=click.Choice(["pending", "approved", "rejected", "expired", "cancelled"])
+    "--status",
+    type=click.Choice(["pending", "approved", "rejected", "expired", "cancelled"]),
+    help="Only approvals in this state.",
 )
-@click.option("--risk", "risk_level", type=click.Choice(["low", "medium", "high", "critical"]))
-@click.option("--skill-name")
-@click.option("--requested-by")
-@click.option("--created-after", type=click.DateTime(), help="ISO time (UTC if no offset).")
-@click.option("--created-before", type=click.DateTime())
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 500))
+@click.option(
+    "--risk",
+    "risk_level",
+    type=click.Choice(["low", "medium", "high", "critical"]),
+    help="Only approvals of this risk level.",
+)
+@click.option("--skill-name", help="Only requests of this skill.")
+@click.option("--requested-by", help="Only requests of this requester, e.g. service:enricher.")
+@click.option(
+    "--created-after", type=click.DateTime(), help="Created after this ISO time (UTC if no offset)."
+)
+@click.option(
+    "--created-before",
+    type=click.DateTime(),
+    help="Created before this ISO time (UTC if no offset).",
+)
+@click.option(
+    "--limit",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, 500),
+    help="How many to print per page.",
+)
 @click.option("--cursor", help="The next_cursor of the previous page.")
 @click.pass_obj
 def list_(obj: Context, /, **filters: Any) -> None:
@@ -91,16 +120,22 @@ WAIT_EXIT = {"approved": 0, "rejected": 1, "expired": 2, "cancelled": 2}
 TIMED_OUT = 3
 
 
-@cli.command()
-@click.argument("approval_id")
+@cli.command(cls=GateCommand)
+@click.argument("approval_id", type=APPROVAL_ID)
 @click.option(
-    "--timeout", "timeout_s", default=300.0, show_default=True, type=click.FloatRange(0.1, 300)
+    "--timeout",
+    "timeout_s",
+    default=300.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 300),
+    help="Seconds to wait for a decision before giving up (exit 3).",
 )
 @click.pass_obj
 def wait(obj: Context, approval_id: str, timeout_s: float) -> None:
     """Wait for a decision.
 
-    Exit 0 approved, 1 rejected, 2 expired or cancelled, 3 timed out, 4 on an error.
+    Exit 0 approved, 1 rejected, 2 expired or cancelled, 3 timed out, 4 on an error (a
+    malformed id or option too).
     """
 
     obj.error_exit = 4

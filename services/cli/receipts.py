@@ -17,6 +17,7 @@ from schemas.receipts import KeysReply, PublicKey, Receipt
 from services import console
 from services.approvals.receipts import ReceiptInvalid, key_id_of, unb64, verify
 from services.cli import Context, cli
+from services.cli.params import ACTOR, KEY_ID, PERSON
 
 if TYPE_CHECKING:
     from services.client import ApprovalsClient
@@ -31,8 +32,8 @@ def keys(ctx: click.Context) -> None:
 
 
 @keys.command("create")
-@click.option("--as", "actor", required=True, help="The member the key acts as.")
-@click.option("--by", required=True, help="An admin of the workspace.")
+@click.option("--as", "actor", required=True, type=ACTOR, help="The member the key acts as.")
+@click.option("--by", required=True, type=PERSON, help="An admin of the workspace.")
 @click.option("--name", default="", help="What the key is for.")
 @click.pass_obj
 def create_key(obj: Context, actor: str, by: str, name: str) -> None:
@@ -59,8 +60,8 @@ def create_key(obj: Context, actor: str, by: str, name: str) -> None:
 
 
 @keys.command("revoke")
-@click.argument("key_id")
-@click.option("--by", required=True, help="An admin of the workspace.")
+@click.argument("key_id", type=KEY_ID)
+@click.option("--by", required=True, type=PERSON, help="An admin of the workspace.")
 @click.pass_obj
 def revoke_key(obj: Context, key_id: str, by: str) -> None:
     """Revoke an API key (the gateway refuses it within seconds)."""

@@ -7,9 +7,14 @@ from typing import TYPE_CHECKING, Any
 import click
 import msgspec
 
+from schemas import queries
 from schemas.codec import encoder
+from schemas.events import SpendPicture
 from services import console, reviews
 from services.cli import Context, cli
+from services.cli.params import ACTOR, APPROVAL_ID
+from services.cli.reads import _query, budget_now
+from services.review_fields import block, requested_event, review_rows, what_to_review
 
 if TYPE_CHECKING:
     from services.client import ApprovalsClient
@@ -21,7 +26,7 @@ def reviews_group() -> None:
 
 
 @reviews_group.command("next")
-@click.option("--as", "member", required=True, help="The reviewer, e.g. user:ana.")
+@click.option("--as", "member", required=True, type=ACTOR, help="The reviewer, e.g. user:ana.")
 @click.option("--skill", help="Only requests of this skill.")
 @click.pass_obj
 def next_command(obj: Context, member: str, skill: str | None) -> None:
@@ -36,14 +41,25 @@ def next_command(obj: Context, member: str, skill: str | None) -> None:
             else:
                 click.echo("nothing to review")
             return 0
+        history = await _query(obj, client, "history", {"approval_id": found["id"]},
+                               queries.HistoryReply)  # fmt: skip
+        if history is None:
+            return 1
+        what = what_to_review(requested_event(history.timeline))
         if obj.as_json:
-            click.echo(encoder.encode({"ok": True, "review": found}))
-        else:
-            click.echo(console.table([
-                ("review", found["id"]), ("title", found["title"]), ("skill", found["skill_name"]),
-                ("risk", found["risk_level"]), ("requested by", found["requested_by"]),
-                ("held for", f"{member}, {reviews.HOLD_S:g} s"), ("web", found["web_url"]),
-            ]))  # fmt: skip
+            click.echo(encoder.encode({"ok": True, "review": found, "what_to_review": what}))
+            return 0
+        click.echo(console.table([
+            ("review", found["id"]), ("title", found["title"]), ("summary", found["summary"]),
+            ("skill", found["skill_name"]), ("risk", found["risk_level"]),
+            ("requested by", found["requested_by"]), ("on behalf of", found["on_behalf_of"]),
+            ("expires", found["expires_at"]), ("held for", f"{member}, {reviews.HOLD_S:g} s"),
+            ("web", found["web_url"]),
+        ]))  # fmt: skip
+        click.echo("")
+        spend = msgspec.convert(found["spend"], SpendPicture) if found.get("spend") else None
+        now = await budget_now(client)
+        click.echo(block("what to review", review_rows(what, found["digest"], spend, now)))
         return 0
 
     obj.run(work)
@@ -60,9 +76,9 @@ async def _digest(obj: Context, client: ApprovalsClient, review_id: str) -> str 
 
 
 @reviews_group.command("accept")
-@click.argument("review_id")
-@click.option("--as", "member", required=True, help="The reviewer, e.g. user:ana.")
-@click.option("--reason")
+@click.argument("review_id", type=APPROVAL_ID)
+@click.option("--as", "member", required=True, type=ACTOR, help="The reviewer, e.g. user:ana.")
+@click.option("--reason", help="Why, for the requester and the auditors.")
 @click.pass_obj
 def accept_command(obj: Context, review_id: str, member: str, reason: str | None) -> None:
     """Approve the content under review (the digest of what it is)."""
@@ -79,9 +95,9 @@ def accept_command(obj: Context, review_id: str, member: str, reason: str | None
 
 
 @reviews_group.command("reject")
-@click.argument("review_id")
-@click.option("--as", "member", required=True, help="The reviewer, e.g. user:ana.")
-@click.option("--reason")
+@click.argument("review_id", type=APPROVAL_ID)
+@click.option("--as", "member", required=True, type=ACTOR, help="The reviewer, e.g. user:ana.")
+@click.option("--reason", help="What is wrong with it, for the skill and the auditors.")
 @click.option("--auto-rerun", is_flag=True, help="Ask the requesting skill to regenerate it.")
 @click.pass_obj
 def reject_command(

@@ -14,6 +14,7 @@ from schemas.replies import BudgetReply, WorkspaceReply
 from schemas.workspace import WorkspaceFileError, parse_workspace
 from services import console
 from services.cli import Context, cli
+from services.cli.params import PERSON, WORKSPACE
 from services.cli.reads import _query
 
 if TYPE_CHECKING:
@@ -27,9 +28,15 @@ def workspace() -> None:
 
 @workspace.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--as", "by", required=True, help="user:<id> of an admin of the workspace.")
 @click.option(
-    "--workspace", "-w", "workspace_id", help="The workspace (default: the global --workspace)."
+    "--as", "by", required=True, type=PERSON, help="user:<id> of an admin of the workspace."
+)
+@click.option(
+    "--workspace",
+    "-w",
+    "workspace_id",
+    type=WORKSPACE,
+    help="The workspace (default: the global --workspace).",
 )
 @click.pass_obj
 def apply(obj: Context, file: Path, by: str, workspace_id: str | None) -> None:
@@ -41,13 +48,11 @@ def apply(obj: Context, file: Path, by: str, workspace_id: str | None) -> None:
         raise SystemExit(1) from None
     if workspace_id is not None:
         obj = msgspec.structs.replace(obj, workspace=workspace_id)
-    if workspace_id is not None:
-        obj = msgspec.structs.replace(obj, workspace=workspace_id)
     obj.command("configure", {"settings": settings, "by": by})
 
 
 @workspace.command("show")
-@click.argument("workspace_id", required=False)
+@click.argument("workspace_id", required=False, type=WORKSPACE)
 @click.pass_obj
 def show_workspace(obj: Context, workspace_id: str | None) -> None:
     """Print the settings in force of WORKSPACE_ID (default: the global --workspace)."""
@@ -65,8 +70,12 @@ def show_workspace(obj: Context, workspace_id: str | None) -> None:
 
 
 @cli.command()
-@click.option("--by", required=True, help="user:<id> of the approver who will be away.")
-@click.option("--to", required=True, help="user:<id> of the member who decides in their place.")
+@click.option(
+    "--by", required=True, type=PERSON, help="user:<id> of the approver who will be away."
+)
+@click.option(
+    "--to", required=True, type=PERSON, help="user:<id> of the member who decides in their place."
+)
 @click.option(
     "--until",
     "ends_at",
@@ -74,7 +83,7 @@ def show_workspace(obj: Context, workspace_id: str | None) -> None:
     help="When it ends (UTC); a time in the past ends a delegation now.",
 )
 @click.option("--days", type=float, help="Or: how many days from now it lasts.")
-@click.option("--reason")
+@click.option("--reason", help="Why, for the auditors.")
 @click.pass_obj
 def delegate(
     obj: Context,
@@ -101,7 +110,7 @@ def budget() -> None:
 
 
 @budget.command("show")
-@click.argument("workspace_id", required=False)
+@click.argument("workspace_id", required=False, type=WORKSPACE)
 @click.pass_obj
 def show_budget(obj: Context, workspace_id: str | None) -> None:
     """The current period's cap, committed and remaining credits of WORKSPACE_ID."""

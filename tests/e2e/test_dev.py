@@ -92,7 +92,9 @@ def test_approvals_dev_from_the_command_line(dev: Callable[[], Dev]) -> None:
     readable_budget = cli(url, "budget", "show", "default", as_json=False)
     assert "remaining" in readable_budget.stdout
     # Check: a workspace that does not exist refuses requests.
-    missing = cli(url, "request", "--title", "x", "--kind", "crm_write")
+    missing = cli(
+        url, "request", "--title", "x", "--kind", "crm_write", "--requested-by", "service:agent"
+    )
     assert json.loads(missing.stdout)["error"]["details"]["kind"] == "workspace"
     # Check: applying the example file records every setting as a change, by the admin.
     applied = cli_json(url, "workspace", "apply", EXAMPLE, "--as", "user:admin")
