@@ -290,6 +290,39 @@ async def test_a_workspace_caller_reads_its_events_and_is_told_what_is_forbidden
             assert error["code"] == "forbidden", error
             assert "$JS.API.CONSUMER.CREATE.APPROVALS_EVENTS." in error["message"]
             assert ".approvals.events.globex." in error["message"]
+            # Check: it replays its workspace from the stream, and only its own.
+            code, out, err = await events_cli(
+                secured, "acme", "audit", "replay", "--source", "stream", "--workspace", "acme"
+            )
+            assert code == 0, out + err
+            assert msgspec.json.decode(out)["events"] >= 2
+            code, out, err = await events_cli(
+                secured, "acme", "audit", "replay", "--source", "stream", "--workspace", "globex"
+            )
+            assert msgspec.json.decode(out)["error"]["code"] == "forbidden", out + err
+            # Check: --follow shows a new request of its workspace as it is stored.
+            env = {**os.environ, "NATS_URL": secured.server.url, "APPROVALS_NATS_USER": "acme",
+                   "APPROVALS_NATS_PASSWORD": secured.passwords["acme"],
+                   "APPROVALS_NATS_INBOX_PREFIX": "_INBOX_acme"}  # fmt: skip
+            follower = await asyncio.create_subprocess_exec(
+                APPROVALS, "--json", "-w", "acme", "events", "--follow", "--approval", "*",
+                env=env, stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            try:
+                assert follower.stdout is not None
+                later = (await acme.send("request", request_body("later"))).approval
+                assert later is not None
+                while True:
+                    line = await asyncio.wait_for(follower.stdout.readline(), 30)
+                    assert line, "the follower ended"
+                    if msgspec.json.decode(line)["event"].get("approval_id") == str(later.id):
+                        break
+            finally:
+                follower.terminate()
+                await follower.wait()
+            refused = secured.violations()  # the other workspace's events only
+            assert len(refused) == 2
+            assert all(".approvals.events.globex." in line for line in refused)
         finally:
             await acme.close()
             await admin.close()
