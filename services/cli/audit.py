@@ -96,14 +96,19 @@ def _store() -> Iterator[Approvals]:
 def _progress(
     label: str, total: int, sections: Iterator[Sequence[Record]]
 ) -> Iterator[Sequence[Record]]:
-    """The sections, with a progress bar on stderr (shown on a terminal)."""
+    """The sections, with a progress bar on stderr (shown on a terminal).
+
+    ``total`` is the last position to read. The bar moves by positions, not by events: the
+    store's ids have gaps (a rolled-back insert still used its id), so counting events would
+    stop short of the total."""
     bar: ProgressBar[int]
     with click.progressbar(
         length=max(total, 1), label=label, file=sys.stderr, show_pos=True
     ) as bar:
         for section in sections:
             yield section
-            bar.update(len(section))
+            if section:
+                bar.update(min(section[-1].id, total) - bar.pos)
 
 
 def _emit(obj: Context, document: msgspec.Struct, text: str) -> None:
