@@ -290,6 +290,14 @@ async def test_a_workspace_caller_reads_its_events_and_is_told_what_is_forbidden
             assert error["code"] == "forbidden", error
             assert "$JS.API.CONSUMER.CREATE.APPROVALS_EVENTS." in error["message"]
             assert ".approvals.events.globex." in error["message"]
+            # Check: any command the caller may not send is forbidden too, at once.
+            code, out, err = await events_cli(
+                secured, "acme", "-w", "acme", "approve", str(mine.id), "--approver",
+                "user:ana", "--digest", mine.digest,
+            )  # fmt: skip
+            error = msgspec.json.decode(out)["error"]
+            assert (code, error["code"]) == (1, "forbidden"), out + err
+            assert "approvals.cmd.acme.approve" in error["message"]
             # Check: it replays its workspace from the stream, and only its own.
             code, out, err = await events_cli(
                 secured, "acme", "audit", "replay", "--source", "stream", "--workspace", "acme"
@@ -320,9 +328,9 @@ async def test_a_workspace_caller_reads_its_events_and_is_told_what_is_forbidden
             finally:
                 follower.terminate()
                 await follower.wait()
-            refused = secured.violations()  # the other workspace's events only
-            assert len(refused) == 2
-            assert all(".approvals.events.globex." in line for line in refused)
+            refused = secured.violations()  # globex's events (twice), a decision
+            assert len(refused) == 3
+            assert sum(".approvals.events.globex." in line for line in refused) == 2
         finally:
             await acme.close()
             await admin.close()
