@@ -17,7 +17,13 @@ from faststream.nats.security import (
 from nats.js import api
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
-from schemas.subjects import CHECKPOINT_STREAM, CHECKPOINTS, EVENTS_WILDCARD, STREAM
+from schemas.subjects import (
+    CHECKPOINT_STREAM,
+    CHECKPOINTS,
+    EVENTS_WILDCARD,
+    NOTIFICATION_ID_HEADER,
+    STREAM,
+)
 
 if TYPE_CHECKING:
     import logging
@@ -108,6 +114,19 @@ async def ensure_events_stream(js: JetStreamContext) -> api.StreamInfo:
 
 async def ensure_checkpoint_stream(js: JetStreamContext) -> api.StreamInfo:
     return await ensure_stream(js, checkpoint_stream_config())
+
+
+async def last_position(js: JetStreamContext) -> int:
+    """The store position (notification id) of the last event on the stream; 0 when empty.
+
+    Not its sequence: the store's ids have gaps (an insert rolled back after losing a race
+    still used its id), the stream's sequences do not, so only positions compare with positions.
+    """
+    info = await js.stream_info(STREAM)
+    if info.state.messages == 0:
+        return 0
+    last = await js.get_msg(STREAM, seq=info.state.last_seq)
+    return int((last.headers or {})[NOTIFICATION_ID_HEADER])
 
 
 # The key-value buckets the services keep, by name: (age limit in seconds or None, history).

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import msgspec
 import nats
-from nats.js import api
 
 from schemas import commands, subjects
 from schemas.codec import canonical_encoder, encoder, event_decoder, reply_decoder
@@ -34,6 +33,7 @@ from schemas.receipts import KeysReply, PublicKey, Receipt, ReceiptBody
 from schemas.replies import AnyReply, ErrorBody
 from services.approvals.digest import action_digest
 from services.approvals.receipts import verify
+from services.event_feed import event_messages
 from services.settings import servers
 
 if TYPE_CHECKING:
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
     from schemas.events import AnyEvent
     from schemas.subjects import CommandVerb
+    from services.refusals import Refusals
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -54,11 +55,16 @@ CLIENT_VIA = Via(channel="client", auth="nats")  # the door recorded for this li
 
 
 async def connect_once(
-    url: str, connect_timeout_s: float = 5.0, options: dict[str, Any] | None = None
+    url: str,
+    connect_timeout_s: float = 5.0,
+    options: dict[str, Any] | None = None,
+    *,
+    error_cb: Callable[[Exception], Awaitable[None]] | None = None,
 ) -> Client:
     """A connection that is tried once (a server that is down fails at once, quietly: the
     caller reports it) and is not re-established if it drops. ``options``: nats-py's
-    ``connect`` arguments (credentials, TLS: ``services.bus.connect_options``)."""
+    ``connect`` arguments (credentials, TLS: ``services.bus.connect_options``); ``error_cb``
+    hears the server's errors (``services.refusals.Refusals``: its permission refusals)."""
 
     async def quiet(error: Exception) -> None:
         return None
@@ -69,7 +75,7 @@ async def connect_once(
         allow_reconnect=False,
         max_reconnect_attempts=1,
         reconnect_time_wait=0.1,
-        error_cb=quiet,
+        error_cb=error_cb or quiet,
         **(options or {}),
     )
 
@@ -134,6 +140,7 @@ class ApprovalsClient:
         self.workspace = subjects.token(workspace, "workspace")
         self.timeout = reply_timeout
         self.via = via  # recorded on the events of every command this client sends
+        self.refusals: Refusals | None = None  # told the subjects it uses, to name a refused one
 
     @classmethod
     async def connect(
@@ -145,19 +152,25 @@ class ApprovalsClient:
         via: Via = CLIENT_VIA,
         reconnect: bool = True,
         options: dict[str, Any] | None = None,
+        refusals: Refusals | None = None,
     ) -> ApprovalsClient:
         """Connect to the bus. With ``reconnect`` (a long-lived client) the connection comes back
         after a server restart, and a server that is down at first is retried for a while;
         without it (a command line) an unreachable server fails at once. ``options``: nats-py's
-        ``connect`` arguments (credentials, TLS)."""
+        ``connect`` arguments (credentials, TLS). ``refusals`` hears the server's permission
+        refusals on this connection (``services.refusals``)."""
+        hear = refusals.hear if refusals is not None else None
         if not reconnect:
-            nc = await connect_once(url, reply_timeout, options)
+            nc = await connect_once(url, reply_timeout, options, error_cb=hear)
         else:
+            heard = {"error_cb": hear} if hear is not None else {}
             async with asyncio.timeout(max(reply_timeout, 1.0) * 6):
                 nc = await nats.connect(
-                    servers(url), connect_timeout=reply_timeout, **(options or {})
+                    servers(url), connect_timeout=reply_timeout, **heard, **(options or {})
                 )
-        return cls(nc, workspace, reply_timeout, via=via)
+        client = cls(nc, workspace, reply_timeout, via=via)
+        client.refusals = refusals
+        return client
 
     async def close(self) -> None:
         await self.nc.drain()
@@ -195,28 +208,14 @@ class ApprovalsClient:
     ) -> AsyncGenerator[tuple[int, AnyEvent]]:
         """The stored events of this workspace (or one approval) in stream order, with sequences.
 
-        Without ``follow`` it stops at the last event the stream holds now.
+        Without ``follow`` it stops at the last event the stream holds now. It needs only what
+        a workspace's caller may do on the bus (``services/event_feed.py``).
         """
-        js = self.nc.jetstream()
         filter_subject = subjects.events_of(self.workspace, approval_id)
-        info = await js.stream_info(subjects.STREAM, subjects_filter=filter_subject)
-        if not follow and not info.state.subjects:
-            return
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        subscription = await js.subscribe(
-            filter_subject,
-            ordered_consumer=True,
-            deliver_policy=api.DeliverPolicy.ALL,
-            cb=queue.put,
-        )
-        try:
-            while True:
-                msg = await queue.get()
+        feed = event_messages(self.nc, filter_subject, follow=follow, refusals=self.refusals)
+        async with contextlib.aclosing(feed) as messages:
+            async for msg in messages:
                 yield msg.metadata.sequence.stream, event_decoder.decode(msg.data)
-                if not follow and msg.metadata.num_pending == 0:
-                    return
-        finally:
-            await subscription.unsubscribe()
 
     # -- the flow ------------------------------------------------------------------------
 

@@ -69,13 +69,16 @@ CONSUMER_LAG = Gauge(
     "Events on the stream a durable consumer has not acknowledged yet (waiting and in flight).",
     ["consumer"],
 )
+# The two lags below count store positions (notification ids), not events: positions have gaps
+# where an insert was rolled back (two command instances racing), so a lag can exceed the
+# events behind by those; it is 0 exactly when caught up.
 PROJECTION_LAG = Gauge(
     "approvals_projection_lag_events",
-    "The stream's last event minus the last one the status view applied.",
+    "The position of the stream's last event minus the last one the status view applied.",
 )
 RELAY_LAG = Gauge(
     "approvals_relay_lag_events",
-    "The store's last event minus the last one the relay put on the stream.",
+    "The position of the store's last event minus the last one the relay put on the stream.",
 )
 LEASE_HELD = Gauge("approvals_relay_lease_held", "1 while this instance publishes the log.")
 READY = Gauge("approvals_ready", "1 while the service is ready.", ["service"])

@@ -22,7 +22,9 @@ if TYPE_CHECKING:
     from projections.status.view import StatusView
     from services.approvals.application import Approvals
 
-Progress = Callable[[int, int], None]  # (events done, events in all)
+# (how far, how far in all): store positions, or stream sequences. Not event counts: the
+# store's positions have gaps (a rolled-back insert still used its id).
+Progress = Callable[[int, int], None]
 
 CHUNK = 5000
 

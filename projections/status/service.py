@@ -125,8 +125,7 @@ class ProjectionService:
             return False
         position = await asyncio.to_thread(view.position)
         js = self.broker.connection.jetstream()
-        last = (await js.stream_info(STREAM)).state.last_seq
-        PROJECTION_LAG.set(max(0, last - position))
+        PROJECTION_LAG.set(max(0, await bus.last_position(js) - position))
         info = await js.consumer_info(STREAM, projector.durable)
         CONSUMER_LAG.labels(projector.durable).set(lag_of(info))
         return True

@@ -6,7 +6,6 @@ the store's notification id (the position), the aggregate id and version, and th
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import itertools
@@ -15,19 +14,19 @@ from uuid import UUID
 
 import msgspec
 from eventsourcing.sqlite import SQLiteApplicationRecorder
-from nats.js import api
 
 from schemas import subjects
 from schemas.codec import encoder
-from schemas.subjects import MSG_ID_HEADER, NOTIFICATION_ID_HEADER, STREAM
+from schemas.subjects import MSG_ID_HEADER, NOTIFICATION_ID_HEADER
+from services.event_feed import event_messages
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
     from nats.aio.client import Client
-    from nats.aio.msg import Msg
 
     from services.approvals.application import Approvals
+    from services.refusals import Refusals
 
 SECTION = 5000  # events per read: large sections are what make replay and verify fast
 
@@ -140,46 +139,31 @@ async def stream_sections(
     approval_id: str = "*",
     up_to: int | None = None,
     section: int = SECTION,
+    refusals: Refusals | None = None,
 ) -> AsyncIterator[list[Record]]:
     """The events the JetStream stream holds now (for one workspace and/or approval), in order.
 
-    For an auditor who can read the bus but not the database. The position of each event is the
-    notification id the relay put in its headers, so positions mean the same as in the store.
+    For an auditor who can read the bus but not the database (a workspace's caller reads its
+    own workspace's). The position of each event is the notification id the relay put in its
+    headers, so positions mean the same as in the store.
     """
-    js = nc.jetstream()
     filter_subject = subjects.events_of(workspace, approval_id)
-    info = await js.stream_info(STREAM, subjects_filter=filter_subject)
-    if not info.state.subjects:
-        return
-    queue: asyncio.Queue[Row | None] = asyncio.Queue()
-    last = info.state.last_seq
-
-    async def put(msg: Msg) -> None:
-        headers = msg.headers or {}
-        aggregate, _, version = headers[MSG_ID_HEADER].rpartition(":")
-        await queue.put(Row(int(headers[NOTIFICATION_ID_HEADER]), UUID(aggregate), int(version),
-                            msg.data))  # fmt: skip
-        meta = msg.metadata
-        if meta.num_pending == 0 or meta.sequence.stream >= last:
-            await queue.put(None)
-
-    subscription = await js.subscribe(
-        filter_subject, ordered_consumer=True, deliver_policy=api.DeliverPolicy.ALL, cb=put
-    )
-    try:
-        batch: list[Record] = []
-        while (row := await queue.get()) is not None:
+    batch: list[Record] = []
+    feed = event_messages(nc, filter_subject, refusals=refusals)
+    async with contextlib.aclosing(feed) as messages:
+        async for msg in messages:
+            headers = msg.headers or {}
+            aggregate, _, version = headers[MSG_ID_HEADER].rpartition(":")
+            row = Row(int(headers[NOTIFICATION_ID_HEADER]), UUID(aggregate), int(version),
+                      msg.data)  # fmt: skip
             if up_to is not None and row.id > up_to:
                 break
             batch.append(row)
             if len(batch) >= section:
                 yield batch
                 batch = []
-        if batch:
-            yield batch
-    finally:
-        with contextlib.suppress(Exception):
-            await subscription.unsubscribe()
+    if batch:
+        yield batch
 
 
 def export_sections(lines: IO[bytes], *, section: int = SECTION) -> Iterator[list[Record]]:

@@ -16,8 +16,9 @@ from schemas.commands import Via
 from schemas.subjects import IllegalToken
 from services import console
 from services.cli.params import WORKSPACE
-from services.client import ApprovalsClient
+from services.client import ApprovalsClient, ApprovalsError
 from services.dev import DEFAULT_NATS_PORT
+from services.refusals import Refusals
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -38,9 +39,10 @@ class Context(msgspec.Struct):
 
     def run(self, work: Callable[[ApprovalsClient], Awaitable[int]]) -> None:
         async def main() -> int:
-            client = await self.connect()
+            refusals = Refusals()  # a subject this user may not use: forbidden, not a timeout
+            client = await self.connect(refusals=refusals)
             try:
-                return await work(client)
+                return await refusals.guard(work(client))
             finally:
                 await client.close()
 
@@ -51,6 +53,9 @@ class Context(msgspec.Struct):
             # still reaches a subject unchecked.
             console.fail(self.as_json, "invalid", str(error))
             code = self.error_exit
+        except ApprovalsError as error:
+            console.fail(self.as_json, error.code, error.message)
+            code = self.error_exit
         except NoRespondersError:
             console.fail(self.as_json, "unavailable", f"no service answers on {self.nats_url}")
             code = self.error_exit
@@ -59,12 +64,14 @@ class Context(msgspec.Struct):
             code = self.error_exit
         sys.exit(code)
 
-    async def connect(self, workspace: str | None = None) -> ApprovalsClient:
+    async def connect(
+        self, workspace: str | None = None, *, refusals: Refusals | None = None
+    ) -> ApprovalsClient:
         """A client of ``workspace`` (default: --workspace) that fails at once when the bus is
         unreachable, rather than retrying for minutes."""
         return await ApprovalsClient.connect(
             self.nats_url, workspace or self.workspace, self.timeout, via=CLI_VIA,
-            reconnect=False, options=self.bus_options(),
+            reconnect=False, options=self.bus_options(), refusals=refusals,
         )  # fmt: skip
 
     def bus_options(self) -> dict[str, Any]:

@@ -38,7 +38,8 @@ from services.audit.verify import Verifier
 from services.cli import Context, cli
 from services.cli.params import WORKSPACE
 from services.cli.receipts import _offline_keys
-from services.client import connect_once
+from services.client import ApprovalsError, connect_once
+from services.refusals import Refusals
 from services.settings import Settings
 
 if TYPE_CHECKING:
@@ -96,14 +97,19 @@ def _store() -> Iterator[Approvals]:
 def _progress(
     label: str, total: int, sections: Iterator[Sequence[Record]]
 ) -> Iterator[Sequence[Record]]:
-    """The sections, with a progress bar on stderr (shown on a terminal)."""
+    """The sections, with a progress bar on stderr (shown on a terminal).
+
+    ``total`` is the last position to read. The bar moves by positions, not by events: the
+    store's ids have gaps (a rolled-back insert still used its id), so counting events would
+    stop short of the total."""
     bar: ProgressBar[int]
     with click.progressbar(
         length=max(total, 1), label=label, file=sys.stderr, show_pos=True
     ) as bar:
         for section in sections:
             yield section
-            bar.update(len(section))
+            if section:
+                bar.update(min(section[-1].id, total) - bar.pos)
 
 
 def _emit(obj: Context, document: msgspec.Struct, text: str) -> None:
@@ -232,14 +238,27 @@ def replay_command(
 
 
 async def _replay_stream(obj: Context, replay: Replay, workspace: str, approval: str) -> None:
-    nc = await connect_once(obj.nats_url, obj.timeout, obj.bus_options())
+    refusals = Refusals()  # a workspace's caller may read its own workspace's events only
     try:
+        nc = await connect_once(obj.nats_url, obj.timeout, obj.bus_options(),
+                                error_cb=refusals.hear)  # fmt: skip
+    except (OSError, TimeoutError, nats.errors.Error) as error:
+        raise Refused("unavailable", f"cannot reach {obj.nats_url}: {error!r}") from None
+
+    async def read() -> None:
         with bulk():
-            async for section in stream_sections(
-                nc, workspace=workspace, approval_id=approval, up_to=replay.up_to
-            ):
+            sections = stream_sections(nc, workspace=workspace, approval_id=approval,
+                                       up_to=replay.up_to, refusals=refusals)  # fmt: skip
+            async for section in sections:
                 if not replay.feed(section):
                     break
+
+    try:
+        await refusals.guard(read())
+    except ApprovalsError as error:
+        raise Refused(error.code, error.message) from None
+    except (TimeoutError, nats.errors.Error) as error:
+        raise Refused("unavailable", f"the stream does not answer ({error!r})") from None
     finally:
         await nc.drain()
 

@@ -179,7 +179,7 @@ def _rebuild(obj: Context, settings: Settings, source: str, view: StatusView, pr
 
 def _progress(done: int, total: int) -> None:
     """Progress goes to stderr, so stdout stays one JSON document with --json."""
-    click.echo(f"\rrebuilding: {done}/{total} events", nl=False, err=True)
+    click.echo(f"\rrebuilding: {done}/{total}", nl=False, err=True)  # positions, not events
 
 
 @cli.group()

@@ -34,10 +34,12 @@ from services.client import ApprovalsClient
 from services.delivery.service import DeliveryService
 from services.gateway.app import GatewayService
 from services.natsserver import NatsServer
+from services.ops import Ops
 from services.settings import Settings
 from services.spendcap.service import SpendCapService
 from tests.e2e.devserver import free_port
 from tests.helpers import eventually
+from tests.integration.test_audit import APPROVALS
 from tests.workspaces import ADMIN, SETTINGS
 
 if TYPE_CHECKING:
@@ -210,6 +212,128 @@ async def test_every_service_works_as_its_own_user_and_nothing_is_refused(
         await gateway.stop()
         for service in reversed(services):
             await service.stop()
+
+
+async def test_every_service_is_ready_with_the_permissions_deploy_gives_it(
+    secured: Secured,
+) -> None:
+    services: list[Any] = [
+        CommandService(secured.settings("commands")),
+        ProjectionService(secured.settings("projection")),
+        SpendCapService(secured.settings("spendcap")),
+        DeliveryService(secured.settings("delivery")),
+        GatewayService(secured.settings("gateway", gateway_port=free_port())),
+    ]
+    for service in services:
+        await service.start()
+    try:
+        ops = Ops(secured.settings("admin"), services)  # what `serve`'s /readyz asks
+        ops.started = True
+        # Check: every service answers its readiness probe as its own bus user...
+        assert await ops.readiness() == {
+            "commands": True, "projection": True, "spendcap": True, "delivery": True,
+            "gateway": True}  # fmt: skip
+        # ...and asked for nothing its user may not do.
+        assert secured.violations() == []
+    finally:
+        for service in reversed(services):
+            await service.stop()
+
+
+async def events_cli(secured: Secured, user: str, *args: str) -> tuple[int, str, str]:
+    """`approvals --json ARGS` as ``user``, with the credentials and inbox prefix of a caller."""
+    env = {**os.environ, "NATS_URL": secured.server.url, "APPROVALS_NATS_USER": user,
+           "APPROVALS_NATS_PASSWORD": secured.passwords[user],
+           "APPROVALS_NATS_INBOX_PREFIX": f"_INBOX_{user}"}  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        APPROVALS, "--json", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_a_workspace_caller_reads_its_events_and_is_told_what_is_forbidden(
+    secured: Secured,
+) -> None:
+    async with CommandService(secured.settings("commands")):
+        admin = await client(secured, "admin", "acme")
+        acme = await client(secured, "acme", "acme")
+        try:
+            for workspace in ("acme", "globex"):
+                admin.workspace = workspace
+                assert (await admin.send("configure", {"settings": SETTINGS, "by": ADMIN})).ok
+            theirs = (await admin.send("request", request_body("globex's"))).approval
+            mine = (await acme.send("request", request_body("mine"))).approval
+            assert theirs is not None  # globex has events too: none of them may be shown
+            assert mine is not None
+            # Check: the caller lists its workspace's events, and one approval's, as JSON lines.
+            code, out, err = await events_cli(secured, "acme", "-w", "acme", "events")
+            assert code == 0, out + err
+            listed = [msgspec.json.decode(line)["event"] for line in out.splitlines()]
+            assert {e["workspace_id"] for e in listed} == {"acme"}
+            assert "requested" in {e["type"] for e in listed}
+            code, out, err = await events_cli(
+                secured, "acme", "-w", "acme", "events", "--approval", str(mine.id)
+            )
+            assert code == 0, out + err
+            listed = [msgspec.json.decode(line)["event"] for line in out.splitlines()]
+            assert listed
+            assert {e.get("approval_id") for e in listed} == {str(mine.id)}
+            assert secured.violations() == []
+            # Check: another workspace's events are refused as forbidden, naming the subject,
+            # not reported as an unreachable bus.
+            code, out, err = await events_cli(secured, "acme", "-w", "globex", "events")
+            assert code != 0
+            error = msgspec.json.decode(out)["error"]
+            assert error["code"] == "forbidden", error
+            assert "$JS.API.CONSUMER.CREATE.APPROVALS_EVENTS." in error["message"]
+            assert ".approvals.events.globex." in error["message"]
+            # Check: any command the caller may not send is forbidden too, at once.
+            code, out, err = await events_cli(
+                secured, "acme", "-w", "acme", "approve", str(mine.id), "--approver",
+                "user:ana", "--digest", mine.digest,
+            )  # fmt: skip
+            error = msgspec.json.decode(out)["error"]
+            assert (code, error["code"]) == (1, "forbidden"), out + err
+            assert "approvals.cmd.acme.approve" in error["message"]
+            # Check: it replays its workspace from the stream, and only its own.
+            code, out, err = await events_cli(
+                secured, "acme", "audit", "replay", "--source", "stream", "--workspace", "acme"
+            )
+            assert code == 0, out + err
+            assert msgspec.json.decode(out)["events"] >= 2
+            code, out, err = await events_cli(
+                secured, "acme", "audit", "replay", "--source", "stream", "--workspace", "globex"
+            )
+            assert msgspec.json.decode(out)["error"]["code"] == "forbidden", out + err
+            # Check: --follow shows a new request of its workspace as it is stored.
+            env = {**os.environ, "NATS_URL": secured.server.url, "APPROVALS_NATS_USER": "acme",
+                   "APPROVALS_NATS_PASSWORD": secured.passwords["acme"],
+                   "APPROVALS_NATS_INBOX_PREFIX": "_INBOX_acme"}  # fmt: skip
+            follower = await asyncio.create_subprocess_exec(
+                APPROVALS, "--json", "-w", "acme", "events", "--follow", "--approval", "*",
+                env=env, stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            try:
+                assert follower.stdout is not None
+                later = (await acme.send("request", request_body("later"))).approval
+                assert later is not None
+                while True:
+                    line = await asyncio.wait_for(follower.stdout.readline(), 30)
+                    assert line, "the follower ended"
+                    if msgspec.json.decode(line)["event"].get("approval_id") == str(later.id):
+                        break
+            finally:
+                follower.terminate()
+                await follower.wait()
+            refused = secured.violations()  # globex's events (twice), a decision
+            assert len(refused) == 3
+            assert sum(".approvals.events.globex." in line for line in refused) == 2
+        finally:
+            await acme.close()
+            await admin.close()
 
 
 async def test_a_workspace_caller_is_refused_everything_not_its_own(secured: Secured) -> None:
