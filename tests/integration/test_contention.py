@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = ["open_app"]  # the fixture, shared with test_store
 
-ROUNDS = 20
+ROUNDS = int(os.environ.get("APPROVALS_TEST_RACE_ROUNDS", "20"))  # more for a soak run
 APPROVALS = 60
 CEILING = 30
 CAP = 1200  # 40 of the 60 ceilings fit
