@@ -2,12 +2,15 @@
 
 Commands are handled in batches: every command of a batch is decided against the state left by
 the ones before it, and all their events are saved in one transaction (group commit). When the
-save meets a version conflict (another instance wrote first), each command is decided again,
-alone, against fresh state.
+save meets a version conflict (another instance wrote first), nothing of the batch was stored, so
+the whole batch is decided again against fresh state. Only a batch that keeps losing is split:
+each command is then decided and saved alone, and gets its own answer (its result, a `conflict`
+if it kept losing, `unavailable` if the store failed on it), whatever happened to the others.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 from uuid import UUID, uuid4, uuid5
@@ -20,7 +23,13 @@ from eventsourcing.utils import get_topic
 from schemas import chain, codec, commands, events
 from schemas.replies import PolicyInfo
 from services.approvals import apikeys, budget, domain, governance, policy
-from services.approvals.errors import ApprovalError, Conflict, NotFound, SpendCapExceeded
+from services.approvals.errors import (
+    ApprovalError,
+    Conflict,
+    NotFound,
+    SpendCapExceeded,
+    Unavailable,
+)
 from services.approvals.receipts import Signer
 from services.approvals.store import MsgspecMapper
 
@@ -31,9 +40,15 @@ if TYPE_CHECKING:
 
     from schemas.workspace import Change
 
+log = logging.getLogger(__name__)
+
 IDEMPOTENCY_NAMESPACE = UUID("6f1d7c1e-3a0b-4c55-9d3e-4b8f1f0a9e21")
 DEFAULT_EXPIRY_S = 86400
-CONFLICT_RETRIES = 5
+# Each lost save means another instance committed, so trying again makes progress. Splitting a
+# batch into one save per command multiplies the saves that can lose (two instances both doing
+# it on the budget lose to each other turn by turn), so the whole batch is tried again first.
+BATCH_ATTEMPTS = 4
+CONFLICT_RETRIES = 8
 
 
 class Result(NamedTuple):
@@ -107,32 +122,48 @@ class Approvals(Application[UUID]):
     def handle_batch(self, batch: Sequence[Work], now: datetime | None = None) -> Handled:
         """Decide every command of ``batch`` and save all their events in one transaction."""
         now = now or datetime.now(UTC)
-        results, new_events, state = self._decide_all(batch, now)
-        if not new_events:
-            return Handled(results, None)
-        try:
-            recordings = self._put(new_events, state)
-        except IntegrityError:
-            return self._handle_one_by_one(batch, now)
-        return Handled(results, recordings[-1].notification.id)
+        for _ in range(BATCH_ATTEMPTS):
+            results, new_events, state = self._decide_all(batch, now)
+            if not new_events:
+                return Handled(results, None)
+            try:
+                recordings = self._put(new_events, state)
+            except IntegrityError:
+                continue  # the transaction stored nothing: decide it all again, fresh
+            return Handled(results, recordings[-1].notification.id)
+        return self._handle_one_by_one(batch, now)
 
     def _handle_one_by_one(self, batch: Sequence[Work], now: datetime) -> Handled:
+        """Each command in a save of its own. Never raises: commands before one that fails are
+        stored, and their results must reach their callers."""
         results: list[Result | ApprovalError] = []
         last_id: int | None = None
         for work in batch:
-            for attempt in range(CONFLICT_RETRIES):
-                [result], new_events, state = self._decide_all([work], now)
-                try:
-                    recordings = self._put(new_events, state) if new_events else []
-                except IntegrityError:
-                    if attempt == CONFLICT_RETRIES - 1:
-                        raise
-                    continue
-                if recordings:
-                    last_id = recordings[-1].notification.id
-                results.append(result)
-                break
+            result, stored_up_to = self._handle_alone(work, now)
+            results.append(result)
+            last_id = stored_up_to or last_id
         return Handled(results, last_id)
+
+    def _handle_alone(self, work: Work, now: datetime) -> tuple[Result | ApprovalError, int | None]:
+        """One command's result and the last notification id it wrote, or its own error."""
+        for _ in range(CONFLICT_RETRIES):
+            try:
+                [result], new_events, state = self._decide_all([work], now)
+                recordings = self._put(new_events, state) if new_events else []
+            except IntegrityError:
+                continue
+            except Exception:
+                log.exception("a %s command failed in the store", type(work[1]).__name__)
+                return Unavailable(
+                    "the store failed; nothing of this command was stored; retry"
+                ), None
+            return result, recordings[-1].notification.id if recordings else None
+        return Conflict(
+            "other writers kept changing what this command depends on; nothing of it was "
+            "stored; retry",
+            rule="concurrent_writes",
+            attempts=BATCH_ATTEMPTS + CONFLICT_RETRIES,
+        ), None
 
     def _put(self, new_events: list[Any], state: State) -> list[Recording[UUID]]:
         """Chain each event to the one before it in its aggregate, then store them all."""

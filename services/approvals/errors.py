@@ -30,6 +30,12 @@ class Conflict(ApprovalError):
     code = "conflict"
 
 
+class Unavailable(ApprovalError):
+    """The store failed on this command: nothing of it was stored, and it may be sent again."""
+
+    code = "unavailable"
+
+
 class Forbidden(ApprovalError):
     code = "forbidden"
 
