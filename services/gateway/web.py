@@ -207,8 +207,11 @@ async def detail(
     requested = entries[0]["event"] if entries else {}
     ws = await bus.workspace(workspace)
     roles = ws.settings.members[member].roles if ws and member in ws.settings.members else ()
+    # The view's ``spend`` was taken when the request came in: the budget now is shown beside it.
+    budget = _json(await bus.query(workspace, "budget", {}))
     return Template("detail.html", context={
         "person": person, "member": member, "workspace": workspace, "approval": got["approval"],
+        "budget_now": budget.get("budget") if budget.get("ok") else None,
         "requested": requested, "action": requested.get("action", {}), "timeline": entries,
         "pretty": _pretty, "when": _when, "error": error, "done": done,
         "may_decide": "approver" in roles,

@@ -458,6 +458,10 @@ def test_a_person_approves_in_chromium_and_another_browser_sees_it_live(gateway:
             expect(ana.locator("#status")).to_have_text("approved")
             expect(ana.locator("#outcome")).to_contain_text("user:ana")
             expect(ana.locator("#outcome")).to_contain_text("preview looks right")
+            # Check: the budget as it was at request is labelled so; the budget now holds the
+            # 120 credits her approval reserved.
+            expect(ana.locator("#budget")).to_contain_text("at request: 0 of 10000 committed")
+            expect(ana.locator("#budget-now")).to_contain_text("now: 120 of 10000 committed")
 
             # Check: bob decides the second one in his browser; ana's open page follows live.
             ana.goto(f"{gateway.base}/workspaces/default/approvals/{second['id']}")
