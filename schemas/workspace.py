@@ -127,7 +127,9 @@ def settings_from_builtins(raw: object) -> WorkspaceSettings:
     try:
         settings = msgspec.convert(raw, WorkspaceSettings)
     except msgspec.ValidationError as error:
-        raise WorkspaceFileError(str(error)) from None
+        from schemas.wording import in_words  # it reads this module's types: imported late
+
+        raise WorkspaceFileError(in_words(str(error))) from None
     check_consistency(settings)
     return settings
 

@@ -20,6 +20,7 @@ from typing_extensions import TypedDict
 
 from schemas.commands import Action
 from schemas.types import ActionKind, Mode, RiskLevel, Status
+from schemas.wording import in_words
 from services.approvals.digest import action_digest
 
 if TYPE_CHECKING:
@@ -222,7 +223,7 @@ def _action(action: ActionArg) -> dict[str, Any]:
     try:
         return msgspec.to_builtins(msgspec.convert(dict(action), Action), order="sorted")  # type: ignore[no-any-return]
     except msgspec.ValidationError as error:
-        raise ToolError(f"invalid: action: {error}") from None
+        raise ToolError(f"invalid: action: {in_words(str(error))}") from None
 
 
 def _ok(reply: dict[str, Any]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from schemas.replies import (
     Reply,
     WorkspaceReply,
 )
+from schemas.wording import WORDS, in_words
 from services.approvals import governance
 from services.approvals.budget import period_of
 from services.approvals.errors import ApprovalError, Invalid, NotFound, TooLarge
@@ -210,7 +211,8 @@ class CommandHandlers:
         parts = msg.subject.split(".")
         workspace_id, verb = parts[2], parts[3]
         if not subjects.is_token(workspace_id):
-            raise Invalid(f"workspace must match {subjects.TOKEN_PATTERN}", workspace=workspace_id)
+            raise Invalid(f"workspace {workspace_id!r} may hold {WORDS[subjects.TOKEN_PATTERN]}",
+                          workspace=workspace_id)  # fmt: skip
         if len(msg.data) > self.settings.max_payload_bytes:
             raise TooLarge(
                 f"the command is {len(msg.data)} bytes, over the limit of "
@@ -221,7 +223,7 @@ class CommandHandlers:
         try:
             return workspace_id, command_decoders[verb].decode(msg.data)
         except msgspec.ValidationError as error:
-            raise Invalid(f"invalid {verb} command: {error}", verb=verb) from None
+            raise Invalid(f"invalid {verb} command: {in_words(str(error))}", verb=verb) from None
         except msgspec.DecodeError as error:
             raise Invalid(f"malformed JSON: {error}", verb=verb) from None
 

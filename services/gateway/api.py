@@ -27,6 +27,7 @@ from schemas.http import (
 from schemas.queries import CountReply, HistoryReply, ListReply, ViewReply, WaitReply
 from schemas.replies import AnyReply
 from schemas.types import RiskLevel, Status
+from schemas.wording import WORDS
 from services.gateway.bus import Bus, GatewayError
 
 if TYPE_CHECKING:
@@ -61,8 +62,8 @@ def bus_of(request: Request[Any, Any, Any]) -> Bus:
 
 async def caller(request: Request[Any, Any, Any], workspace: WorkspacePath) -> str:
     if not subjects.is_token(workspace):
-        raise GatewayError("invalid", f"workspace must match {subjects.TOKEN_PATTERN}",
-                           workspace=workspace)  # fmt: skip
+        raise GatewayError("invalid", f"workspace {workspace!r} may hold "
+                           f"{WORDS[subjects.TOKEN_PATTERN]}", workspace=workspace)  # fmt: skip
     return await bus_of(request).caller(workspace, request.headers.get("authorization"))
 
 

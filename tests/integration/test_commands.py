@@ -346,6 +346,29 @@ async def test_an_illegal_workspace_token_is_invalid(command_service: Started) -
     assert stored(service) == 0
 
 
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        pytest.param({"approver": "user:ana", "digest": "not-a-digest"},
+                     "a digest: 64 lower-case hex characters", id="digest"),
+        pytest.param({"approver": "ana", "digest": "0" * 64},
+                     "an actor: user:<id>, service:<name> or policy:<rule>", id="actor"),
+    ],
+)  # fmt: skip
+async def test_a_malformed_value_is_told_in_words_not_as_a_regex(
+    command_service: Started, body: dict[str, Any], words: str
+) -> None:
+    service, client = command_service
+    reply = await send(client, "approve", {"approval_id": str(uuid4()), **body})
+    assert_error(reply, "invalid")
+    assert words in reply["error"]["message"], reply
+    assert "regex" not in reply["error"]["message"]
+    msg = await client.nc.request("approvals.cmd.bad$ws.request", encoder.encode(REQUEST), 10)
+    said = msgspec.json.decode(msg.data)["error"]["message"]
+    assert "only letters, digits, '-' and '_', 1 to 64 of them" in said, said
+    assert stored(service) == 0
+
+
 async def test_a_command_over_the_size_limit_is_too_large(
     command_settings: Settings,
     start_commands: Callable[[Settings], AbstractAsyncContextManager[Started]],

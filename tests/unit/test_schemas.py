@@ -13,6 +13,7 @@ import pytest
 
 from schemas import codec, commands, events, subjects
 from schemas.codec import command_decoders
+from schemas.wording import WORDS, in_words
 from schemas.workspace import Change, Member, WorkspaceSettings
 
 APPROVAL_ID = UUID("0b8f5a52-7c1e-4d7a-9a51-1f2a3b4c5d6e")
@@ -394,3 +395,37 @@ def test_an_event_subject_refuses_an_illegal_token(
 
 def test_the_message_id_is_approval_and_version() -> None:
     assert subjects.msg_id(str(APPROVAL_ID), 3) == f"{APPROVAL_ID}:3"
+
+
+def patterns_in(kind: msgspec.inspect.Type, seen: set[type]) -> set[str]:
+    """Every string pattern a type holds, however deep."""
+    match kind:
+        case msgspec.inspect.StrType(pattern=str() as pattern):
+            return {pattern}
+        case msgspec.inspect.StructType(cls=cls) if cls not in seen:
+            seen.add(cls)
+            return set().union(*(patterns_in(f.type, seen) for f in kind.fields))
+        case msgspec.inspect.UnionType(types=options):
+            return set().union(*(patterns_in(t, seen) for t in options))
+        case (msgspec.inspect.ListType(item_type=item) | msgspec.inspect.VarTupleType(
+                item_type=item) | msgspec.inspect.SetType(item_type=item)
+              | msgspec.inspect.FrozenSetType(item_type=item)):  # fmt: skip
+            return patterns_in(item, seen)
+        case msgspec.inspect.DictType(key_type=key, value_type=value):
+            return patterns_in(key, seen) | patterns_in(value, seen)
+        case msgspec.inspect.TupleType(item_types=items):
+            return set().union(*(patterns_in(t, seen) for t in items))
+    return set()
+
+
+def test_every_pattern_a_person_can_break_is_said_in_words() -> None:
+    """A command or workspace file that breaks a pattern is told what was expected in words:
+    each pattern the wire contract holds has its words in ``schemas.wording``."""
+    roots = [*commands.COMMANDS.values(), WorkspaceSettings]
+    found = set().union(*(patterns_in(msgspec.inspect.type_info(r), set()) for r in roots))
+    assert found, "no pattern found: the walk is broken"
+    assert found <= set(WORDS), found - set(WORDS)
+    with pytest.raises(msgspec.ValidationError) as refused:
+        decode("approve", {**VALID["approve"], "digest": "xyz"})
+    said = in_words(str(refused.value))
+    assert said == "Expected a digest: 64 lower-case hex characters (SHA-256) - at `$.digest`"
