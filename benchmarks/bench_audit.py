@@ -11,9 +11,10 @@
 2. Raw baseline, in this run, on this store: ``recorder.select_notifications`` over the whole log
    in sections of 500 (the rate the issue quotes) and of 5,000 (the section replay reads), doing
    nothing with the notifications.
-3. Replay of everything (``services.audit.replay``: every event decoded, upcast where old, and
-   folded into its aggregate by the command service's own evolution), sections of 5,000.
-4. Verify (``services.audit.verify``): every event's chain link and the log hash, checked
+3. Replay of everything (``approvals.services.audit.replay``: every event decoded, upcast where
+   old, and folded into its aggregate by the command service's own evolution), sections of 5,000.
+4. Verify (``approvals.services.audit.verify``): every event's chain link and the log hash,
+   checked
    against a checkpoint signed at the end of the log, as ``approvals audit verify`` does.
 
 Progress goes to stderr; the table (or JSON) to stdout.
@@ -33,17 +34,17 @@ from typing import Any
 
 import msgspec
 
-from schemas import commands
-from schemas.audit import Checkpoint, CheckpointBody
-from schemas.workspace import Budget, Member, WorkspaceSettings
-from services.approvals.application import Approvals
-from services.approvals.receipts import Signer
-from services.approvals.store import store_env
-from services.audit.checkpoints import LogHash
-from services.audit.replay import Replay, replay_all
-from services.audit.source import SECTION, bulk, store_sections
-from services.audit.verify import Verifier
-from services.settings import Settings
+from approvals.schemas import commands
+from approvals.schemas.audit import Checkpoint, CheckpointBody
+from approvals.schemas.workspace import Budget, Member, WorkspaceSettings
+from approvals.services.approvals.application import Approvals
+from approvals.services.approvals.receipts import Signer
+from approvals.services.approvals.store import store_env
+from approvals.services.audit.checkpoints import LogHash
+from approvals.services.audit.replay import Replay, replay_all
+from approvals.services.audit.source import SECTION, bulk, store_sections
+from approvals.services.audit.verify import Verifier
+from approvals.services.runtime.settings import Settings
 
 WORKSPACES = ("acme", "globex")
 SETTINGS = WorkspaceSettings(

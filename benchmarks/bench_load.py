@@ -6,7 +6,8 @@
 For each target, in a temporary directory removed at the end:
 
 - ``cluster``: three nats-servers routed as one cluster, every stream and bucket with three
-  replicas (``services.bus.setup(js, 3)``), the PostgreSQL event store and status view (fresh
+  replicas (``approvals.services.runtime.bus.setup(js, 3)``), the PostgreSQL event store and
+  status view (fresh
   schemas ``load_<hex>`` and ``load_<hex>_view``, dropped at the end), and in their own processes
   two ``approvals serve --only commands`` (the relay's lease lets one of them publish), one
   ``--only projection`` and one ``--only spendcap``;
@@ -62,8 +63,8 @@ from bench_requests import (  # beside this file: its workspace, request body, s
 from nats.errors import Error as NatsError
 from nats.js import api
 
-from projections.status.storage import open_view
-from schemas.subjects import (
+from approvals.projections.status.storage import open_view
+from approvals.schemas.subjects import (
     EVENTS_WILDCARD,
     MSG_ID_HEADER,
     NOTIFICATION_ID_HEADER,
@@ -71,13 +72,13 @@ from schemas.subjects import (
     command,
     query,
 )
-from services import bus
-from services.approvals.application import Approvals
-from services.approvals.receipts import Signer
-from services.approvals.store import store_env
-from services.dev import bootstrap_workspace
-from services.natsserver import NatsCluster, NatsServer, free_port
-from services.settings import Settings
+from approvals.services.approvals.application import Approvals
+from approvals.services.approvals.receipts import Signer
+from approvals.services.approvals.store import store_env
+from approvals.services.dev import bootstrap_workspace
+from approvals.services.runtime import bus
+from approvals.services.runtime.natsserver import NatsCluster, NatsServer, free_port
+from approvals.services.runtime.settings import Settings
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -85,7 +86,7 @@ if TYPE_CHECKING:
     from nats.aio.client import Client
     from nats.aio.msg import Msg
 
-    from projections.status.view import StatusView
+    from approvals.projections.status.view import StatusView
 
 REQUEST_SUBJECT = command(WORKSPACE, "request")
 APPROVE_SUBJECT = command(WORKSPACE, "approve")
@@ -323,7 +324,7 @@ def approvals_command() -> list[str]:
     approvals = Path(sys.executable).parent / "approvals"
     if approvals.exists():
         return [str(approvals)]
-    return [sys.executable, "-c", "from services.cli import main; main()"]
+    return [sys.executable, "-c", "from approvals.services.cli import main; main()"]
 
 
 @dataclass
@@ -641,7 +642,7 @@ class ClusterStack(Stack):
             "APPROVALS_VIEW_POSTGRES_SCHEMA": self.view_schema,
         }
         # The view's schema too (the projection creates its tables in it, not the schema).
-        from services.approvals.store import postgres_env
+        from approvals.services.approvals.store import postgres_env
 
         postgres_env(self.dsn, self.view_schema)
         bootstrap_workspace(self.settings, WORKSPACE, BENCH_WORKSPACE)

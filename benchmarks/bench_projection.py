@@ -37,19 +37,19 @@ import nats
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from projections.status.rows import fold
-from projections.status.storage import open_view
-from projections.status.view import COLUMNS, _to_row, create_statements, timestamp
-from schemas import commands
-from schemas.codec import encoder, event_decoder
-from schemas.events import Event
-from schemas.workspace import Member, WorkspaceSettings
-from services.approvals.application import Approvals
-from services.approvals.relay import Relay
-from services.approvals.store import store_env
-from services.dev import bootstrap_workspace
-from services.natsserver import NatsServer
-from services.settings import Settings
+from approvals.projections.status.rows import fold
+from approvals.projections.status.storage import open_view
+from approvals.projections.status.view import COLUMNS, _to_row, create_statements, timestamp
+from approvals.schemas import commands
+from approvals.schemas.codec import encoder, event_decoder
+from approvals.schemas.events import Event
+from approvals.schemas.workspace import Member, WorkspaceSettings
+from approvals.services.approvals.application import Approvals
+from approvals.services.approvals.relay import Relay
+from approvals.services.approvals.store import store_env
+from approvals.services.dev import bootstrap_workspace
+from approvals.services.runtime.natsserver import NatsServer
+from approvals.services.runtime.settings import Settings
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -253,7 +253,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
 
 def _all_pending(limit: int) -> Any:
-    from schemas.queries import List
+    from approvals.schemas.queries import List
 
     return List(status="pending", limit=min(limit, 500))
 

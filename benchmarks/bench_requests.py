@@ -48,15 +48,15 @@ import nats
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from schemas.codec import command_decoders
-from schemas.subjects import STREAM, command
-from schemas.workspace import Member, WorkspaceSettings
-from services.approvals import domain
-from services.approvals.application import Approvals
-from services.approvals.store import store_env
-from services.dev import bootstrap_workspace
-from services.natsserver import NatsServer, nats_server_binary
-from services.settings import Settings
+from approvals.schemas.codec import command_decoders
+from approvals.schemas.subjects import STREAM, command
+from approvals.schemas.workspace import Member, WorkspaceSettings
+from approvals.services.approvals import domain
+from approvals.services.approvals.application import Approvals
+from approvals.services.approvals.store import store_env
+from approvals.services.dev import bootstrap_workspace
+from approvals.services.runtime.natsserver import NatsServer, nats_server_binary
+from approvals.services.runtime.settings import Settings
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -406,7 +406,7 @@ class Stack:
         base = (
             [str(approvals)]
             if approvals.exists()
-            else [sys.executable, "-c", "from services.cli import main; main()"]
+            else [sys.executable, "-c", "from approvals.services.cli import main; main()"]
         )
         args = ["serve"]
         if not self.with_projection:

@@ -12,7 +12,7 @@ from uuid import UUID
 
 import msgspec
 
-from schemas.commands import Via
+from approvals.schemas.commands import Via
 
 
 class CheckpointBody(msgspec.Struct, frozen=True, kw_only=True):

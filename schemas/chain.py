@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from schemas.codec import canonical_encoder
+from approvals.schemas.codec import canonical_encoder
 
 GENESIS = ""  # the "previous link" of an aggregate's first event, and the log hash of nothing
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import msgspec
 
-from schemas.commands import COMMANDS, Command
-from schemas.replies import AnyReply
-from schemas.upcasting import EventDecoder
+from approvals.schemas.commands import COMMANDS, Command
+from approvals.schemas.replies import AnyReply
+from approvals.schemas.upcasting import EventDecoder
 
 encoder = msgspec.json.Encoder()
 # Canonical JSON for digests: keys sorted at every depth.

@@ -8,7 +8,7 @@ from uuid import UUID
 
 import msgspec
 
-from schemas.types import (
+from approvals.schemas.types import (
     END,
     ActionKind,
     Actor,
@@ -21,7 +21,7 @@ from schemas.types import (
     RiskLevel,
     ShortText,
 )
-from schemas.workspace import WorkspaceSettings
+from approvals.schemas.workspace import WorkspaceSettings
 
 IdempotencyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 ExpiresIn = Annotated[int, msgspec.Meta(ge=1, le=30 * 24 * 3600)]

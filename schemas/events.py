@@ -1,8 +1,10 @@
 """Events: what happened (past tense). Stored in the event store and published on the bus.
 
-Stored topics are ``schemas.events:<ClassName>``: never move or rename a class once events of it
-are stored. New fields always get defaults; a change of shape is a new ``schema_version`` with an
-upcaster in ``schemas/upcasting.py`` and a fixture of the old version in ``tests/fixtures/events``.
+Stored topics are ``schemas.events:<ClassName>`` (the module's name before it was installed under
+``approvals``: ``services/approvals/store.py`` keeps writing it): never rename a class once events
+of it are stored. New fields always get defaults; a change of shape is a new ``schema_version``
+with an upcaster in ``schemas/upcasting.py`` and a fixture of the old version in
+``tests/fixtures/events``.
 
 Versions: 1, the first release. 2 adds ``hash`` (the event's link in its aggregate's hash chain,
 see ``schemas/chain.py``) and ``via`` (the door the causing command came in by, and how its sender
@@ -17,10 +19,10 @@ from uuid import UUID
 
 import msgspec
 
-from schemas.commands import Action, Via
-from schemas.receipts import Receipt
-from schemas.types import Actor, RiskLevel
-from schemas.workspace import Change, WorkspaceSettings
+from approvals.schemas.commands import Action, Via
+from approvals.schemas.receipts import Receipt
+from approvals.schemas.types import Actor, RiskLevel
+from approvals.schemas.workspace import Change, WorkspaceSettings
 
 SCHEMA_VERSION = 2
 

@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from schemas.alerts import BudgetAlert
-from schemas.audit import Checkpoint
-from schemas.commands import COMMANDS
-from schemas.events import EVENT_TYPES
-from schemas.receipts import KeysReply, Receipt
-from schemas.replies import ErrorReply, Reply
+from approvals.schemas.alerts import BudgetAlert
+from approvals.schemas.audit import Checkpoint
+from approvals.schemas.commands import COMMANDS
+from approvals.schemas.events import EVENT_TYPES
+from approvals.schemas.receipts import KeysReply, Receipt
+from approvals.schemas.replies import ErrorReply, Reply
 
 if TYPE_CHECKING:
     from pathlib import Path

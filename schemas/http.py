@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from schemas.commands import Action
-from schemas.types import Credits, Digest, LongText, Person, ShortText
+from approvals.schemas.commands import Action
+from approvals.schemas.types import Credits, Digest, LongText, Person, ShortText
 
 HTTP_STATUS: dict[str, int] = {
     "invalid": 400,

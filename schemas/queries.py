@@ -8,9 +8,9 @@ from uuid import UUID
 
 import msgspec
 
-from schemas.events import SpendPicture
-from schemas.receipts import Receipt
-from schemas.types import RiskLevel, Status
+from approvals.schemas.events import SpendPicture
+from approvals.schemas.receipts import Receipt
+from approvals.schemas.types import RiskLevel, Status
 
 QUERY_QUEUE = "approvals-queries"
 QueryVerb = Literal["get", "list", "count", "history", "wait"]

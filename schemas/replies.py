@@ -11,10 +11,10 @@ from uuid import UUID
 
 import msgspec
 
-from schemas.commands import Action
-from schemas.receipts import Receipt
-from schemas.types import RiskLevel, Status
-from schemas.workspace import Change, WorkspaceSettings
+from approvals.schemas.commands import Action
+from approvals.schemas.receipts import Receipt
+from approvals.schemas.types import RiskLevel, Status
+from approvals.schemas.workspace import Change, WorkspaceSettings
 
 ErrorCode = Literal[
     "invalid",

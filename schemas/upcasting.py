@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from schemas.events import EVENT_TYPES, SCHEMA_VERSION, AnyEvent
+from approvals.schemas.events import EVENT_TYPES, SCHEMA_VERSION, AnyEvent
 
 if TYPE_CHECKING:
     from collections.abc import Callable

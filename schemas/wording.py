@@ -9,7 +9,7 @@ from typing import Any, get_args
 
 import msgspec
 
-from schemas import commands, subjects, types, workspace
+from approvals.schemas import commands, subjects, types, workspace
 
 
 def pattern_of(annotated: Any) -> str:

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from schemas.types import END, ActionKind, Actor, Credits, RiskLevel
+from approvals.schemas.types import END, ActionKind, Actor, Credits, RiskLevel
 
 Role = Literal["requester", "approver", "admin"]
 GroupName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,63}" + END)]
@@ -127,7 +127,9 @@ def settings_from_builtins(raw: object) -> WorkspaceSettings:
     try:
         settings = msgspec.convert(raw, WorkspaceSettings)
     except msgspec.ValidationError as error:
-        from schemas.wording import in_words  # it reads this module's types: imported late
+        from approvals.schemas.wording import (
+            in_words,  # it reads this module's types: imported late
+        )
 
         raise WorkspaceFileError(in_words(str(error))) from None
     check_consistency(settings)

@@ -25,25 +25,25 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 import msgspec
 import nats
 
-from schemas import commands, subjects
-from schemas.codec import canonical_encoder, encoder, event_decoder, reply_decoder
-from schemas.commands import Action, Request, Via
-from schemas.queries import ApprovalView, ViewReply, WaitReply
-from schemas.receipts import KeysReply, PublicKey, Receipt, ReceiptBody
-from schemas.replies import AnyReply, ErrorBody
-from services.approvals.digest import action_digest
-from services.approvals.receipts import verify
-from services.event_feed import event_messages
-from services.settings import servers
+from approvals.schemas import commands, subjects
+from approvals.schemas.codec import canonical_encoder, encoder, event_decoder, reply_decoder
+from approvals.schemas.commands import Action, Request, Via
+from approvals.schemas.queries import ApprovalView, ViewReply, WaitReply
+from approvals.schemas.receipts import KeysReply, PublicKey, Receipt, ReceiptBody
+from approvals.schemas.replies import AnyReply, ErrorBody
+from approvals.services.approvals.digest import action_digest
+from approvals.services.approvals.receipts import verify
+from approvals.services.event_feed import event_messages
+from approvals.services.runtime.settings import servers
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
     from nats.aio.client import Client
 
-    from schemas.events import AnyEvent
-    from schemas.subjects import CommandVerb
-    from services.refusals import Refusals
+    from approvals.schemas.events import AnyEvent
+    from approvals.schemas.subjects import CommandVerb
+    from approvals.services.refusals import Refusals
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -63,8 +63,9 @@ async def connect_once(
 ) -> Client:
     """A connection that is tried once (a server that is down fails at once, quietly: the
     caller reports it) and is not re-established if it drops. ``options``: nats-py's
-    ``connect`` arguments (credentials, TLS: ``services.bus.connect_options``); ``error_cb``
-    hears the server's errors (``services.refusals.Refusals``: its permission refusals)."""
+    ``connect`` arguments (credentials, TLS:
+    ``approvals.services.runtime.bus.connect_options``); ``error_cb`` hears the server's errors
+    (``approvals.services.refusals.Refusals``: its permission refusals)."""
 
     async def quiet(error: Exception) -> None:
         return None
@@ -158,7 +159,7 @@ class ApprovalsClient:
         after a server restart, and a server that is down at first is retried for a while;
         without it (a command line) an unreachable server fails at once. ``options``: nats-py's
         ``connect`` arguments (credentials, TLS). ``refusals`` hears the server's permission
-        refusals on this connection (``services.refusals``)."""
+        refusals on this connection (``approvals.services.refusals``)."""
         hear = refusals.hear if refusals is not None else None
         if not reconnect:
             nc = await connect_once(url, reply_timeout, options, error_cb=hear)

@@ -12,23 +12,23 @@ from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
-from projections.status.service import ProjectionService
-from schemas.commands import Configure
-from schemas.workspace import WorkspaceSettings, parse_workspace
-from services.approvals.application import Approvals
-from services.approvals.receipts import Signer
-from services.approvals.service import CommandService
-from services.approvals.store import store_env
-from services.delivery.service import DeliveryService
-from services.gateway.app import GatewayService
-from services.natsserver import NatsServer
-from services.settings import Settings
-from services.spendcap.service import SpendCapService
+from approvals.projections.status.service import ProjectionService
+from approvals.schemas.commands import Configure
+from approvals.schemas.workspace import WorkspaceSettings, parse_workspace
+from approvals.services.approvals.application import Approvals
+from approvals.services.approvals.receipts import Signer
+from approvals.services.approvals.service import CommandService
+from approvals.services.approvals.store import store_env
+from approvals.services.delivery.service import DeliveryService
+from approvals.services.gateway.app import GatewayService
+from approvals.services.runtime.natsserver import NatsServer
+from approvals.services.runtime.settings import Settings
+from approvals.services.spendcap.service import SpendCapService
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from services.ops import Ops
+    from approvals.services.runtime.ops import Ops
 
 log = logging.getLogger("approvals.dev")
 
@@ -67,7 +67,7 @@ async def run_until_stopped(*services: Service, ops: Ops | None = None) -> None:
             await ops.stop()
 
 
-EXAMPLE_WORKSPACE = files("schemas") / "examples" / "workspace.toml"
+EXAMPLE_WORKSPACE = files("approvals.schemas") / "examples" / "workspace.toml"
 DEV_WORKSPACE = "default"
 
 

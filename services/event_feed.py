@@ -19,7 +19,7 @@ from nats import nuid
 from nats.errors import Error as NatsError
 from nats.js import api
 
-from schemas.subjects import STREAM
+from approvals.schemas.subjects import STREAM
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from nats.aio.client import Client
     from nats.aio.msg import Msg
 
-    from services.refusals import Refusals
+    from approvals.services.refusals import Refusals
 
 IDLE_S = 30.0  # the server removes a reader's consumer this long after its reader went away
 _names = nuid.NUID()

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from nats.js.errors import KeyWrongLastSequenceError
 
-from schemas import subjects
-from schemas.codec import encoder
-from schemas.workspace import WorkspaceSettings
-from services.bus import ensure_kv
+from approvals.schemas import subjects
+from approvals.schemas.codec import encoder
+from approvals.schemas.workspace import WorkspaceSettings
+from approvals.services.runtime.bus import ensure_kv
 
 if TYPE_CHECKING:
     from nats.aio.client import Client

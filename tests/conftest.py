@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from services.approvals.store import postgres_env, store_env
-from services.natsserver import NatsServer
-from services.settings import Settings
+from approvals.services.approvals.store import postgres_env, store_env
+from approvals.services.runtime.natsserver import NatsServer
+from approvals.services.runtime.settings import Settings
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from schemas.codec import encoder
+from approvals.schemas.codec import encoder
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from services.client import ApprovalsClient
+    from approvals.services.client import ApprovalsClient
 
 
 async def eventually(check: Callable[[], Any], within_s: float = 15.0) -> None:

@@ -6,14 +6,14 @@ import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from schemas import commands
-from schemas.workspace import Member, WorkspaceSettings
-from services.approvals.governance import Workspace, workspace_key
+from approvals.schemas import commands
+from approvals.schemas.workspace import Member, WorkspaceSettings
+from approvals.services.approvals.governance import Workspace, workspace_key
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
 
-    from services.approvals.application import Approvals
+    from approvals.services.approvals.application import Approvals
 
 PEOPLE = (
     *("ana", "bo", "bob", "carol", "cy", "dave", "a", "a.b+c@x.io", "eve"),
@@ -53,7 +53,7 @@ def configure(app: Approvals, *workspaces: str, settings: WorkspaceSettings = SE
 
 
 async def configure_over_nats(nc: Client, *workspaces: str) -> None:
-    from schemas.codec import encoder
+    from approvals.schemas.codec import encoder
 
     for workspace in workspaces or WORKSPACES:
         body = encoder.encode(commands.Configure(settings=SETTINGS, by=ADMIN))

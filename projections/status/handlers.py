@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
-from schemas import queries, subjects
-from schemas.codec import encode_error, encoder
-from schemas.types import TERMINAL_STATUSES
-from services.approvals.views import web_url
+from approvals.schemas import queries, subjects
+from approvals.schemas.codec import encode_error, encoder
+from approvals.schemas.types import TERMINAL_STATUSES
+from approvals.services.approvals.views import web_url
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -23,9 +23,9 @@ if TYPE_CHECKING:
     from nats.aio.msg import Msg
     from nats.aio.subscription import Subscription
 
-    from projections.status.view import StatusView
-    from projections.status.waiters import Waiters
-    from services.settings import Settings
+    from approvals.projections.status.view import StatusView
+    from approvals.projections.status.waiters import Waiters
+    from approvals.services.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -8,7 +8,7 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from psycopg.sql import SQL
 
-from projections.status.view import ADDED_COLUMNS, UPSTREAM, StatusView, create_statements
+from approvals.projections.status.view import ADDED_COLUMNS, UPSTREAM, StatusView, create_statements
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager

@@ -28,9 +28,9 @@ from nats.errors import Error as NatsError
 from nats.js import api
 from nats.js.errors import NotFoundError
 
-from schemas.codec import event_decoder
-from schemas.subjects import EVENTS_WILDCARD, NOTIFICATION_ID_HEADER, STREAM
-from services.bus import ensure_events_stream
+from approvals.schemas.codec import event_decoder
+from approvals.schemas.subjects import EVENTS_WILDCARD, NOTIFICATION_ID_HEADER, STREAM
+from approvals.services.runtime.bus import ensure_events_stream
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -40,8 +40,8 @@ if TYPE_CHECKING:
     from nats.aio.msg import Msg
     from nats.aio.subscription import Subscription
 
-    from projections.status.view import Projected, StatusView
-    from schemas.queries import ApprovalView
+    from approvals.projections.status.view import Projected, StatusView
+    from approvals.schemas.queries import ApprovalView
 
 log = logging.getLogger(__name__)
 

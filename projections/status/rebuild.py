@@ -12,15 +12,15 @@ from typing import TYPE_CHECKING
 
 from nats.js import api
 
-from projections.status.projector import decode_batch
-from schemas.codec import event_decoder
-from schemas.subjects import EVENTS_WILDCARD, STREAM
+from approvals.projections.status.projector import decode_batch
+from approvals.schemas.codec import event_decoder
+from approvals.schemas.subjects import EVENTS_WILDCARD, STREAM
 
 if TYPE_CHECKING:
     from nats.js import JetStreamContext
 
-    from projections.status.view import StatusView
-    from services.approvals.application import Approvals
+    from approvals.projections.status.view import StatusView
+    from approvals.services.approvals.application import Approvals
 
 # (how far, how far in all): store positions, or stream sequences. Not event counts: the
 # store's positions have gaps (a rolled-back insert still used its id).

@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from schemas import events
-from schemas.queries import ApprovalView
+from approvals.schemas import events
+from approvals.schemas.queries import ApprovalView
 
 if TYPE_CHECKING:
-    from schemas.types import Status
+    from approvals.schemas.types import Status
 
 _RESOLVED: dict[type[events.Event], Status] = {
     events.Approved: "approved",

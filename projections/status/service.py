@@ -8,20 +8,20 @@ import hashlib
 import logging
 from typing import TYPE_CHECKING
 
-from projections.status.handlers import QueryHandlers
-from projections.status.projector import Projector
-from projections.status.storage import open_view
-from projections.status.waiters import Waiters
-from schemas.subjects import STREAM
-from services import bus
-from services.lease import Lease
-from services.ops import CONSUMER_LAG, PROJECTION_LAG, lag_of
-from services.scheduler.expiry import ExpiryScheduler
-from services.scheduler.reminders import ReminderScheduler
+from approvals.projections.status.handlers import QueryHandlers
+from approvals.projections.status.projector import Projector
+from approvals.projections.status.storage import open_view
+from approvals.projections.status.waiters import Waiters
+from approvals.schemas.subjects import STREAM
+from approvals.services.runtime import bus
+from approvals.services.runtime.lease import Lease
+from approvals.services.runtime.ops import CONSUMER_LAG, PROJECTION_LAG, lag_of
+from approvals.services.scheduler.expiry import ExpiryScheduler
+from approvals.services.scheduler.reminders import ReminderScheduler
 
 if TYPE_CHECKING:
-    from projections.status.view import StatusView
-    from services.settings import Settings
+    from approvals.projections.status.view import StatusView
+    from approvals.services.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from eventsourcing.persistence import Tracking
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 
-from projections.status.view import ADDED_COLUMNS, UPSTREAM, StatusView, create_statements
+from approvals.projections.status.view import ADDED_COLUMNS, UPSTREAM, StatusView, create_statements
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager

@@ -7,15 +7,15 @@ from typing import TYPE_CHECKING
 from eventsourcing.sqlite import SQLiteFactory
 from eventsourcing.utils import Environment
 
-from projections.status.postgres import PostgresStatusView
-from projections.status.sqlite import SQLiteStatusView
-from services.approvals.store import SerialisedPostgresFactory, postgres_env
+from approvals.projections.status.postgres import PostgresStatusView
+from approvals.projections.status.sqlite import SQLiteStatusView
+from approvals.services.approvals.store import SerialisedPostgresFactory, postgres_env
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from projections.status.view import StatusView
-    from services.settings import Settings
+    from approvals.projections.status.view import StatusView
+    from approvals.services.runtime.settings import Settings
 
 
 def open_view(settings: Settings, sqlite_path: Path | None = None) -> StatusView:

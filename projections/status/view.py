@@ -17,17 +17,17 @@ from uuid import UUID
 import msgspec
 from eventsourcing.persistence import TrackingRecorder
 
-from projections.status.rows import fold
-from schemas.codec import encoder, event_decoder
-from schemas.events import Event
-from schemas.queries import ApprovalView, TimelineEntry
+from approvals.projections.status.rows import fold
+from approvals.schemas.codec import encoder, event_decoder
+from approvals.schemas.events import Event
+from approvals.schemas.queries import ApprovalView, TimelineEntry
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
     from contextlib import AbstractContextManager
 
-    from schemas import queries
-    from schemas.events import AnyEvent
+    from approvals.schemas import queries
+    from approvals.schemas.events import AnyEvent
 
 Projected = tuple[int, "AnyEvent", bytes]  # notification id, event, the event's JSON as stored
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from uuid import UUID
 
-    from schemas.queries import ApprovalView
+    from approvals.schemas.queries import ApprovalView
 
 
 class Waiters:

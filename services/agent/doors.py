@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 import httpx
 import msgspec
 
-from schemas import subjects
-from schemas.codec import encoder
-from schemas.commands import Via
+from approvals.schemas import subjects
+from approvals.schemas.codec import encoder
+from approvals.schemas.commands import Via
 
 if TYPE_CHECKING:
-    from services.client import ApprovalsClient
+    from approvals.services.client import ApprovalsClient
 
 MCP_VIA = Via(channel="mcp", auth="nats")  # the bus connection's credentials vouch for it
 

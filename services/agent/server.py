@@ -18,15 +18,15 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 from typing_extensions import TypedDict
 
-from schemas.commands import Action
-from schemas.types import ActionKind, Mode, RiskLevel, Status
-from schemas.wording import in_words
-from services.approvals.digest import action_digest
+from approvals.schemas.commands import Action
+from approvals.schemas.types import ActionKind, Mode, RiskLevel, Status
+from approvals.schemas.wording import in_words
+from approvals.services.approvals.digest import action_digest
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from services.agent.doors import Door
+    from approvals.services.agent.doors import Door
 
 INSTRUCTIONS = """\
 Approvals puts a person's decision in front of actions that spend money or write to the outside

@@ -12,9 +12,9 @@ from uuid import UUID, uuid4, uuid5
 
 import msgspec
 
-from schemas import commands, events
-from services.approvals.errors import Conflict, Forbidden, NotFound
-from services.approvals.governance import Workspace, require_role
+from approvals.schemas import commands, events
+from approvals.services.approvals.errors import Conflict, Forbidden, NotFound
+from approvals.services.approvals.governance import Workspace, require_role
 
 API_KEY_NAMESPACE = UUID("9a4c1e07-2d3b-4f68-8e15-7b6a0c9d2f34")
 

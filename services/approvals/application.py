@@ -20,25 +20,25 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import get_topic
 
-from schemas import chain, codec, commands, events
-from schemas.replies import PolicyInfo
-from services.approvals import apikeys, budget, domain, governance, policy
-from services.approvals.errors import (
+from approvals.schemas import chain, codec, commands, events
+from approvals.schemas.replies import PolicyInfo
+from approvals.services.approvals import apikeys, budget, domain, governance, policy
+from approvals.services.approvals.errors import (
     ApprovalError,
     Conflict,
     NotFound,
     SpendCapExceeded,
     Unavailable,
 )
-from services.approvals.receipts import Signer
-from services.approvals.store import MsgspecMapper
+from approvals.services.approvals.receipts import Signer
+from approvals.services.approvals.store import MsgspecMapper, stored_topic
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from eventsourcing.persistence import Notification, Recording
 
-    from schemas.workspace import Change
+    from approvals.schemas.workspace import Change
 
 log = logging.getLogger(__name__)
 
@@ -443,7 +443,7 @@ class Approvals(Application[UUID]):
 
     def configured_workspaces(self, after: int) -> tuple[set[str], int]:
         """Workspaces configured after notification ``after``, and the last notification read."""
-        topic = get_topic(events.WorkspaceConfigured)
+        topic = stored_topic(events.WorkspaceConfigured)
         found: set[str] = set()
         last = after
         while True:

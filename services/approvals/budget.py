@@ -14,13 +14,13 @@ from uuid import UUID, uuid4, uuid5
 
 import msgspec
 
-from schemas import events
-from services.approvals.errors import SpendCapExceeded
+from approvals.schemas import events
+from approvals.services.approvals.errors import SpendCapExceeded
 
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from schemas.workspace import Budget as BudgetSettings
+    from approvals.schemas.workspace import Budget as BudgetSettings
 
 ADJECTIVE = {"day": "daily", "week": "weekly", "month": "monthly"}
 BUDGET_NAMESPACE = UUID("5d2f8c1a-9e4b-4a7c-8b3d-6f1e2a3c4d5e")

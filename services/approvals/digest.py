@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any
 
-from schemas.codec import canonical_encoder
+from approvals.schemas.codec import canonical_encoder
 
 if TYPE_CHECKING:
-    from schemas.commands import Action
+    from approvals.schemas.commands import Action
 
 
 def action_digest(action: Action, proposed_payload: Any) -> str:

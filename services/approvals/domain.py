@@ -13,13 +13,13 @@ from uuid import UUID, uuid4
 
 import msgspec
 
-from schemas import events
-from schemas.receipts import Receipt
-from schemas.replies import Delivery
-from schemas.types import TERMINAL_STATUSES, Status
-from services.approvals import governance
-from services.approvals.digest import action_differences, action_digest, payload_differs
-from services.approvals.errors import (
+from approvals.schemas import events
+from approvals.schemas.receipts import Receipt
+from approvals.schemas.replies import Delivery
+from approvals.schemas.types import TERMINAL_STATUSES, Status
+from approvals.services.approvals import governance
+from approvals.services.approvals.digest import action_differences, action_digest, payload_differs
+from approvals.services.approvals.errors import (
     AlreadyDecided,
     AlreadyRedeemed,
     Conflict,
@@ -31,9 +31,9 @@ from services.approvals.errors import (
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from schemas import commands
-    from schemas.workspace import Reminders
-    from services.approvals.budget import Verdict
+    from approvals.schemas import commands
+    from approvals.schemas.workspace import Reminders
+    from approvals.services.approvals.budget import Verdict
 
 
 E = TypeVar("E", bound=events.Event)

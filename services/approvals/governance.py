@@ -12,14 +12,19 @@ from uuid import UUID, uuid4, uuid5
 
 import msgspec
 
-from schemas import events
-from schemas.workspace import WorkspaceFileError, WorkspaceSettings, check_consistency, diff
-from services.approvals.errors import Forbidden, Invalid, NotFound
+from approvals.schemas import events
+from approvals.schemas.workspace import (
+    WorkspaceFileError,
+    WorkspaceSettings,
+    check_consistency,
+    diff,
+)
+from approvals.services.approvals.errors import Forbidden, Invalid, NotFound
 
 if TYPE_CHECKING:
-    from schemas import commands
-    from schemas.types import RiskLevel
-    from schemas.workspace import Role, StandingPermission
+    from approvals.schemas import commands
+    from approvals.schemas.types import RiskLevel
+    from approvals.schemas.workspace import Role, StandingPermission
 
 WORKSPACE_NAMESPACE = UUID("0b7e4a52-6c1f-4f0e-9a77-3c2d8e5f1a90")
 

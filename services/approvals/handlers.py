@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from schemas import codec, subjects
-from schemas.codec import command_decoders, encoder
-from schemas.receipts import KeysReply
-from schemas.replies import (
+from approvals.schemas import codec, subjects
+from approvals.schemas.codec import command_decoders, encoder
+from approvals.schemas.receipts import KeysReply
+from approvals.schemas.replies import (
     ApiKeyReply,
     ApiKeyState,
     BudgetReply,
@@ -31,12 +31,12 @@ from schemas.replies import (
     Reply,
     WorkspaceReply,
 )
-from schemas.wording import WORDS, in_words
-from services.approvals import governance
-from services.approvals.budget import period_of
-from services.approvals.errors import ApprovalError, Invalid, NotFound, TooLarge
-from services.approvals.views import approval_state, workspace_state
-from services.ops import counted
+from approvals.schemas.wording import WORDS, in_words
+from approvals.services.approvals import governance
+from approvals.services.approvals.budget import period_of
+from approvals.services.approvals.errors import ApprovalError, Invalid, NotFound, TooLarge
+from approvals.services.approvals.views import approval_state, workspace_state
+from approvals.services.runtime.ops import counted
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -45,9 +45,9 @@ if TYPE_CHECKING:
     from nats.aio.msg import Msg
     from nats.aio.subscription import Subscription
 
-    from schemas.commands import Command
-    from services.approvals.application import Approvals, Result
-    from services.settings import Settings
+    from approvals.schemas.commands import Command
+    from approvals.services.approvals.application import Approvals, Result
+    from approvals.services.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 

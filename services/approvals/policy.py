@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from services.approvals.errors import CreditCeilingRequired
+from approvals.services.approvals.errors import CreditCeilingRequired
 
 if TYPE_CHECKING:
-    from schemas.commands import Action
-    from schemas.types import ActionKind
+    from approvals.schemas.commands import Action
+    from approvals.schemas.types import ActionKind
 
 WRITES: frozenset[str] = frozenset(
     {"crm_write", "outbound_enrollment", "linkedin_action", "campaign_sync", "publish", "other"}

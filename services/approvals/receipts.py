@@ -19,14 +19,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from schemas.codec import encoder
-from schemas.receipts import PublicKey, Receipt, ReceiptBody
+from approvals.schemas.codec import encoder
+from approvals.schemas.receipts import PublicKey, Receipt, ReceiptBody
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from schemas import events
-    from services.approvals.domain import Approval
+    from approvals.schemas import events
+    from approvals.services.approvals.domain import Approval
 
 log = logging.getLogger(__name__)
 

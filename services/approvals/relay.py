@@ -8,7 +8,8 @@ publish fails half-way or a second relay runs. On any failure the relay re-reads
 the stream and carries on from there. A crash between commit and publish loses nothing: the next
 start reads the position from the stream and publishes what is missing.
 
-With a lease (``services.lease``), only the instance holding it publishes: any number of command
+With a lease (``approvals.services.runtime.lease``), only the instance holding it publishes: any
+number of command
 service instances may run, and when the holder dies another takes over within the lease's
 length, re-reading the position from the stream first. An instance that commits without the
 lease tells the holder on ``approvals.relay.nudge`` (core NATS), so its events go out at once
@@ -25,10 +26,10 @@ from typing import TYPE_CHECKING
 from nats.errors import Error as NatsError
 from nats.js import api
 
-from schemas.codec import envelope_decoder
-from schemas.subjects import MSG_ID_HEADER, NOTIFICATION_ID_HEADER, RELAY_NUDGE, STREAM
-from services.approvals.publisher import PipelinedPublisher
-from services.bus import ensure_events_stream
+from approvals.schemas.codec import envelope_decoder
+from approvals.schemas.subjects import MSG_ID_HEADER, NOTIFICATION_ID_HEADER, RELAY_NUDGE, STREAM
+from approvals.services.approvals.publisher import PipelinedPublisher
+from approvals.services.runtime.bus import ensure_events_stream
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -38,8 +39,8 @@ if TYPE_CHECKING:
     from nats.aio.msg import Msg
     from nats.aio.subscription import Subscription
 
-    from services.approvals.application import Approvals
-    from services.lease import Lease
+    from approvals.services.approvals.application import Approvals
+    from approvals.services.runtime.lease import Lease
 
 log = logging.getLogger(__name__)
 

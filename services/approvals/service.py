@@ -6,18 +6,18 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from services import bus
-from services.approvals.application import Approvals
-from services.approvals.handlers import CommandHandlers
-from services.approvals.receipts import Signer
-from services.approvals.relay import Relay
-from services.approvals.store import store_env
-from services.audit.checkpoints import Checkpointer
-from services.lease import Lease
-from services.ops import LEASE_HELD, RELAY_LAG
+from approvals.services.approvals.application import Approvals
+from approvals.services.approvals.handlers import CommandHandlers
+from approvals.services.approvals.receipts import Signer
+from approvals.services.approvals.relay import Relay
+from approvals.services.approvals.store import store_env
+from approvals.services.audit.checkpoints import Checkpointer
+from approvals.services.runtime import bus
+from approvals.services.runtime.lease import Lease
+from approvals.services.runtime.ops import LEASE_HELD, RELAY_LAG
 
 if TYPE_CHECKING:
-    from services.settings import Settings
+    from approvals.services.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from eventsourcing.postgres import PostgresFactory
 from eventsourcing.sqlite import SQLiteConnection, SQLiteConnectionPool, SQLiteFactory
 from eventsourcing.utils import get_topic
 
-from schemas.codec import encoder, event_decoder
+from approvals.schemas.codec import encoder, event_decoder
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -21,7 +21,18 @@ if TYPE_CHECKING:
     from eventsourcing.utils import Environment, EnvType
     from psycopg import Connection
 
-    from services.settings import Settings
+    from approvals.services.runtime.settings import Settings
+
+
+ROOT = "approvals."
+
+
+def stored_topic(cls: type) -> str:
+    """The topic an event class is stored under: its module path without the import root, so
+    the stored topics did not change when the folders were installed under ``approvals``
+    (``schemas.events:Approved`` then and now). Reading never resolves a topic: the state is the
+    tagged JSON the bus carries, decoded by its ``type``."""
+    return get_topic(cls).removeprefix(ROOT)
 
 
 class MsgspecMapper(Mapper[Any]):
@@ -34,7 +45,7 @@ class MsgspecMapper(Mapper[Any]):
         return StoredEvent(
             originator_id=domain_event.originator_id,
             originator_version=domain_event.originator_version,
-            topic=get_topic(type(domain_event)),
+            topic=stored_topic(type(domain_event)),
             state=encoder.encode(domain_event),
         )
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from schemas.replies import ApprovalState, DelegationState, WorkspaceState
+from approvals.schemas.replies import ApprovalState, DelegationState, WorkspaceState
 
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from services.approvals.domain import Approval
-    from services.approvals.governance import Workspace
+    from approvals.services.approvals.domain import Approval
+    from approvals.services.approvals.governance import Workspace
 
 
 def web_url(base: str, workspace_id: str, approval_id: str) -> str:

@@ -21,23 +21,23 @@ from nats.errors import Error as NatsError
 from nats.js import api
 from nats.js.errors import NotFoundError
 
-from schemas import chain
-from schemas.audit import Checkpoint, CheckpointBody
-from schemas.codec import canonical_encoder, encoder
-from schemas.subjects import CHECKPOINT_STREAM, CHECKPOINTS, MSG_ID_HEADER
-from services.approvals.receipts import ReceiptInvalid, check_signature
-from services.audit.source import store_sections
-from services.bus import ensure_checkpoint_stream
+from approvals.schemas import chain
+from approvals.schemas.audit import Checkpoint, CheckpointBody
+from approvals.schemas.codec import canonical_encoder, encoder
+from approvals.schemas.subjects import CHECKPOINT_STREAM, CHECKPOINTS, MSG_ID_HEADER
+from approvals.services.approvals.receipts import ReceiptInvalid, check_signature
+from approvals.services.audit.source import store_sections
+from approvals.services.runtime.bus import ensure_checkpoint_stream
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
     from nats.aio.msg import Msg
     from nats.js import JetStreamContext
 
-    from schemas.receipts import PublicKey
-    from services.approvals.application import Approvals
-    from services.approvals.receipts import Signer
-    from services.lease import Lease
+    from approvals.schemas.receipts import PublicKey
+    from approvals.services.approvals.application import Approvals
+    from approvals.services.approvals.receipts import Signer
+    from approvals.services.runtime.lease import Lease
 
 log = logging.getLogger(__name__)
 checkpoint_decoder = msgspec.json.Decoder(Checkpoint)

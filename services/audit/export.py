@@ -11,7 +11,7 @@ import msgspec
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
-    from services.audit.source import Record
+    from approvals.services.audit.source import Record
 
 
 class _Envelope(msgspec.Struct):

@@ -7,17 +7,17 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from schemas import events
-from schemas.audit import History, HistoryEntry
-from schemas.codec import event_decoder
-from services.approvals import budget, governance
-from services.audit.source import aggregate_records
+from approvals.schemas import events
+from approvals.schemas.audit import History, HistoryEntry
+from approvals.schemas.codec import event_decoder
+from approvals.services.approvals import budget, governance
+from approvals.services.audit.source import aggregate_records
 
 if TYPE_CHECKING:
     from uuid import UUID
 
-    from services.approvals.application import Approvals
-    from services.audit.source import Record
+    from approvals.services.approvals.application import Approvals
+    from approvals.services.audit.source import Record
 
 
 def history(app: Approvals, approval_id: UUID) -> History | None:

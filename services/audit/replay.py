@@ -1,6 +1,7 @@
 """Rebuilding state from the log, up to a position or a point in time.
 
-The same evolution the command service uses (``services.approvals.application.evolve``) folds
+The same evolution the command service uses
+(``approvals.services.approvals.application.evolve``) folds
 each event into its aggregate: approvals, budgets, workspaces' settings, allowances, API keys.
 """
 
@@ -9,18 +10,18 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Literal
 
-from schemas.audit import ApprovalState, BudgetState, Replayed, WorkspaceState
-from schemas.codec import event_decoder
-from services.approvals import budget, domain
-from services.approvals.application import EVOLVERS
-from services.audit.source import bulk
+from approvals.schemas.audit import ApprovalState, BudgetState, Replayed, WorkspaceState
+from approvals.schemas.codec import event_decoder
+from approvals.services.approvals import budget, domain
+from approvals.services.approvals.application import EVOLVERS
+from approvals.services.audit.source import bulk
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
     from datetime import datetime
     from uuid import UUID
 
-    from services.audit.source import Record
+    from approvals.services.audit.source import Record
 
 
 class Replay:

@@ -7,10 +7,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from schemas import events
-from schemas.audit import Report, ReportRow
-from schemas.codec import event_decoder
-from services.approvals.budget import period_of
+from approvals.schemas import events
+from approvals.schemas.audit import Report, ReportRow
+from approvals.schemas.codec import event_decoder
+from approvals.services.approvals.budget import period_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from uuid import UUID
 
-    from services.audit.source import Record
+    from approvals.services.audit.source import Record
 
 Period = Literal["day", "week", "month"]
 OUTCOMES = ("approved", "rejected", "expired", "cancelled")

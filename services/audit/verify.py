@@ -7,14 +7,14 @@ from uuid import UUID
 
 import msgspec
 
-from schemas import chain
-from schemas.audit import Checkpoint, Problem, Verification
-from schemas.codec import canonical_encoder
+from approvals.schemas import chain
+from approvals.schemas.audit import Checkpoint, Problem, Verification
+from approvals.schemas.codec import canonical_encoder
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from services.audit.source import Record
+    from approvals.services.audit.source import Record
 
 
 class Verifier:

@@ -11,20 +11,20 @@ import msgspec
 from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 
-from schemas.codec import encoder
-from schemas.commands import Via
-from schemas.subjects import IllegalToken
-from services import console
-from services.cli.params import WORKSPACE
-from services.client import ApprovalsClient, ApprovalsError
-from services.dev import DEFAULT_NATS_PORT
-from services.refusals import Refusals
+from approvals.schemas.codec import encoder
+from approvals.schemas.commands import Via
+from approvals.schemas.subjects import IllegalToken
+from approvals.services.cli import console
+from approvals.services.cli.params import WORKSPACE
+from approvals.services.client import ApprovalsClient, ApprovalsError
+from approvals.services.dev import DEFAULT_NATS_PORT
+from approvals.services.refusals import Refusals
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from schemas.replies import AnyReply
-    from schemas.subjects import CommandVerb
+    from approvals.schemas.replies import AnyReply
+    from approvals.schemas.subjects import CommandVerb
 
 DEFAULT_NATS_URL = f"nats://127.0.0.1:{DEFAULT_NATS_PORT}"
 CLI_VIA = Via(channel="cli", auth="nats")  # recorded on the events of the CLI's commands
@@ -76,8 +76,8 @@ class Context(msgspec.Struct):
 
     def bus_options(self) -> dict[str, Any]:
         """Credentials and TLS from the environment (APPROVALS_NATS_*), as for the services."""
-        from services.bus import connect_options
-        from services.settings import Settings
+        from approvals.services.runtime.bus import connect_options
+        from approvals.services.runtime.settings import Settings
 
         return connect_options(Settings.from_env())
 
@@ -150,7 +150,7 @@ def main() -> None:
 
 
 # The commands register themselves on the group when imported.
-from services.cli import (  # noqa: E402, F401
+from approvals.services.cli import (  # noqa: E402, F401
     agent,
     audit,
     commands,

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 
 import click
 
-from services.cli import Context, cli
+from approvals.services.cli import Context, cli
 
 if TYPE_CHECKING:
-    from services.agent.doors import Door
+    from approvals.services.agent.doors import Door
 
 
 @cli.command()
@@ -34,10 +34,10 @@ def mcp(
     or over the gateway's HTTP API with an API key of ACTOR (--api-url, APPROVALS_MCP_API_KEY)."""
     import os
 
-    from services.agent.doors import ApiDoor, BusDoor
-    from services.agent.server import build
-    from services.client import ApprovalsClient
-    from services.settings import Settings
+    from approvals.services.agent.doors import ApiDoor, BusDoor
+    from approvals.services.agent.server import build
+    from approvals.services.client import ApprovalsClient
+    from approvals.services.runtime.settings import Settings
 
     api_key = os.environ.get("APPROVALS_MCP_API_KEY")
     if api_url and not api_key:
@@ -47,7 +47,7 @@ def mcp(
         if api_url:
             assert api_key is not None
             return ApiDoor(api_url, obj.workspace, api_key, timeout_s=obj.timeout)
-        from services.bus import connect_options
+        from approvals.services.runtime.bus import connect_options
 
         client = await ApprovalsClient.connect(
             obj.nats_url, obj.workspace, obj.timeout,

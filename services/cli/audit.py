@@ -19,37 +19,47 @@ import click
 import msgspec
 import nats
 
-from schemas.audit import Checkpoint, Comparison, Difference, Replayed, Report, Verification
-from schemas.codec import encoder
-from schemas.queries import ListReply
-from services import console
-from services.audit import export as exporting
-from services.audit import report as reporting
-from services.audit.checkpoints import all_checkpoints, check_checkpoints, checkpoint_decoder
-from services.audit.history import history as approval_history
-from services.audit.replay import Replay, approval_state
-from services.audit.source import (
+from approvals.schemas.audit import (
+    Checkpoint,
+    Comparison,
+    Difference,
+    Replayed,
+    Report,
+    Verification,
+)
+from approvals.schemas.codec import encoder
+from approvals.schemas.queries import ListReply
+from approvals.services.audit import export as exporting
+from approvals.services.audit import report as reporting
+from approvals.services.audit.checkpoints import (
+    all_checkpoints,
+    check_checkpoints,
+    checkpoint_decoder,
+)
+from approvals.services.audit.history import history as approval_history
+from approvals.services.audit.replay import Replay, approval_state
+from approvals.services.audit.source import (
     bulk,
     export_sections,
     store_sections,
     stream_sections,
 )
-from services.audit.verify import Verifier
-from services.cli import Context, cli
-from services.cli.params import WORKSPACE
-from services.cli.receipts import _offline_keys
-from services.client import ApprovalsError, connect_once
-from services.refusals import Refusals
-from services.settings import Settings
+from approvals.services.audit.verify import Verifier
+from approvals.services.cli import Context, cli, console
+from approvals.services.cli.params import WORKSPACE
+from approvals.services.cli.receipts import _offline_keys
+from approvals.services.client import ApprovalsError, connect_once
+from approvals.services.refusals import Refusals
+from approvals.services.runtime.settings import Settings
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
     from click._termui_impl import ProgressBar
 
-    from services.approvals.application import Approvals
-    from services.audit.source import Record
-    from services.client import ApprovalsClient
+    from approvals.services.approvals.application import Approvals
+    from approvals.services.audit.source import Record
+    from approvals.services.client import ApprovalsClient
 
 
 class Refused(Exception):
@@ -77,8 +87,8 @@ def _when(value: str | None, name: str) -> datetime | None:
 
 @contextlib.contextmanager
 def _store() -> Iterator[Approvals]:
-    from services.approvals.application import Approvals
-    from services.approvals.store import store_env
+    from approvals.services.approvals.application import Approvals
+    from approvals.services.approvals.store import store_env
 
     settings = Settings.from_env()
     if settings.store == "sqlite" and not settings.sqlite_path.is_file():
@@ -613,7 +623,7 @@ def verify_command(
                         verifier.feed(section)
         result = verifier.finish("export" if export_file else "store")
         if refused:
-            from schemas.audit import Problem
+            from approvals.schemas.audit import Problem
 
             first_bad = Problem(
                 code="checkpoint_invalid",

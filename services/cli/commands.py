@@ -6,13 +6,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from services.cli import Context, cli
-from services.cli.params import ACTOR, APPROVAL_ID, DIGEST, PERSON
-from services.cli.request_options import request_body, request_options
+from approvals.services.cli import Context, cli
+from approvals.services.cli.params import ACTOR, APPROVAL_ID, DIGEST, PERSON
+from approvals.services.cli.request_options import request_body, request_options
 
 if TYPE_CHECKING:
-    from schemas.subjects import CommandVerb
-    from services.client import ApprovalsClient
+    from approvals.schemas.subjects import CommandVerb
+    from approvals.services.client import ApprovalsClient
 
 
 @cli.command()

@@ -8,14 +8,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from schemas.codec import encoder
-from services import console
-from services.cli import Context, cli
-from services.dev import DEFAULT_NATS_PORT
-from services.settings import Settings
+from approvals.schemas.codec import encoder
+from approvals.services.cli import Context, cli, console
+from approvals.services.dev import DEFAULT_NATS_PORT
+from approvals.services.runtime.settings import Settings
 
 if TYPE_CHECKING:
-    from projections.status.view import StatusView
+    from approvals.projections.status.view import StatusView
 
 
 @cli.command()
@@ -31,7 +30,7 @@ if TYPE_CHECKING:
 def dev(data_dir: Path, nats_port: int) -> None:
     """Run everything on the embedded default: nats-server, SQLite, every service."""
     try:
-        from services.dev import run_dev
+        from approvals.services.dev import run_dev
 
         run_dev(data_dir, nats_port)
     except KeyboardInterrupt:
@@ -50,12 +49,12 @@ def dev(data_dir: Path, nats_port: int) -> None:
 @click.pass_obj
 def serve(obj: Context, only: str | None) -> None:
     """Run the services against NATS_URL and the configured store."""
-    from projections.status.service import ProjectionService
-    from services.approvals.service import CommandService
-    from services.delivery.service import DeliveryService
-    from services.dev import Service, run_until_stopped
-    from services.gateway.app import GatewayService
-    from services.spendcap.service import SpendCapService
+    from approvals.projections.status.service import ProjectionService
+    from approvals.services.approvals.service import CommandService
+    from approvals.services.delivery.service import DeliveryService
+    from approvals.services.dev import Service, run_until_stopped
+    from approvals.services.gateway.app import GatewayService
+    from approvals.services.spendcap.service import SpendCapService
 
     settings = Settings.from_env(nats_url=obj.nats_url)
     services: list[Service] = []
@@ -69,7 +68,7 @@ def serve(obj: Context, only: str | None) -> None:
         services.append(DeliveryService(settings))
     if only in (None, "gateway"):
         services.append(GatewayService(settings))
-    from services.ops import Ops
+    from approvals.services.runtime.ops import Ops
 
     ops = Ops(settings, services) if settings.ops_port else None
     asyncio.run(run_until_stopped(*services, ops=ops))
@@ -84,7 +83,7 @@ def schema() -> None:
 @click.argument("directory", type=click.Path(path_type=Path))
 def schema_export(directory: Path) -> None:
     """Write one JSON Schema file per message into DIRECTORY."""
-    from schemas.export import export
+    from approvals.schemas.export import export
 
     for path in export(directory):
         click.echo(str(path))
@@ -99,9 +98,9 @@ def projections() -> None:
 @click.pass_obj
 def projections_status(obj: Context) -> None:
     """Lag: the last event in the store against the last one projected."""
-    from projections.status.storage import open_view
-    from services.approvals.application import Approvals
-    from services.approvals.store import store_env
+    from approvals.projections.status.storage import open_view
+    from approvals.services.approvals.application import Approvals
+    from approvals.services.approvals.store import store_env
 
     settings = Settings.from_env()
     app = Approvals(store_env(settings))
@@ -130,7 +129,7 @@ def projections_rebuild(
     """Build a fresh view from the event store or from the stream; print its content hash."""
     import msgspec
 
-    from projections.status.storage import open_view
+    from approvals.projections.status.storage import open_view
 
     settings = Settings.from_env(nats_url=obj.nats_url)
     if settings.store == "postgres":
@@ -157,16 +156,16 @@ def projections_rebuild(
 
 
 def _rebuild(obj: Context, settings: Settings, source: str, view: StatusView, progress: Any) -> int:
-    from projections.status import rebuild
+    from approvals.projections.status import rebuild
 
     if source == "store":
-        from services.approvals.application import Approvals
-        from services.approvals.store import store_env
+        from approvals.services.approvals.application import Approvals
+        from approvals.services.approvals.store import store_env
 
         return rebuild.from_store(Approvals(store_env(settings)), view, progress)
 
     async def from_stream() -> int:
-        from services.client import connect_once
+        from approvals.services.client import connect_once
 
         nc = await connect_once(obj.nats_url, obj.timeout, obj.bus_options())
         try:
@@ -192,12 +191,12 @@ def web() -> None:
 @click.option("--minutes", default=15, show_default=True, help="How long the link is good for.")
 def web_link(member: str, minutes: int) -> None:
     """A one-time sign-in link (needs the gateway's APPROVALS_GATEWAY_SECRET)."""
-    from services.gateway.identity import Identity, person_name
+    from approvals.services.gateway.identity import Identity, person_name
 
     settings = Settings.from_env()
     if not settings.gateway_secret:
         raise click.UsageError("set APPROVALS_GATEWAY_SECRET to the gateway's secret")
-    from services.gateway.app import gateway_secret
+    from approvals.services.gateway.app import gateway_secret
 
     token = Identity(settings, gateway_secret(settings)).link_token(
         person_name(member), ttl_s=minutes * 60
@@ -217,8 +216,8 @@ def bus_group() -> None:
 def bus_setup(obj: Context, replicas: int) -> None:
     """Create every stream and bucket with REPLICAS copies, or bring existing ones to it
     (run once per cluster, as the admin user, before the services start)."""
-    from services import bus
-    from services.client import connect_once
+    from approvals.services.client import connect_once
+    from approvals.services.runtime import bus
 
     async def work() -> list[tuple[str, str]]:
         nc = await connect_once(obj.nats_url, obj.timeout, obj.bus_options())

@@ -10,8 +10,8 @@ from uuid import UUID
 
 import click
 
-from schemas import subjects
-from schemas.types import ACTOR_PATTERN, ActionKind
+from approvals.schemas import subjects
+from approvals.schemas.types import ACTOR_PATTERN, ActionKind
 
 if TYPE_CHECKING:
     from collections.abc import Callable

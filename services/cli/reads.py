@@ -9,14 +9,13 @@ from typing import TYPE_CHECKING, Any
 import click
 import msgspec
 
-from schemas import queries
-from schemas.replies import BudgetReply, BudgetState
-from services import console
-from services.cli import Context, cli
-from services.cli.params import APPROVAL_ID, GateCommand
+from approvals.schemas import queries
+from approvals.schemas.replies import BudgetReply, BudgetState
+from approvals.services.cli import Context, cli, console
+from approvals.services.cli.params import APPROVAL_ID, GateCommand
 
 if TYPE_CHECKING:
-    from services.client import ApprovalsClient
+    from approvals.services.client import ApprovalsClient
 
 
 class _Outcome(msgspec.Struct):

@@ -12,15 +12,14 @@ import click
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from schemas.codec import encoder
-from schemas.receipts import KeysReply, PublicKey, Receipt
-from services import console
-from services.approvals.receipts import ReceiptInvalid, key_id_of, unb64, verify
-from services.cli import Context, cli
-from services.cli.params import ACTOR, KEY_ID, PERSON
+from approvals.schemas.codec import encoder
+from approvals.schemas.receipts import KeysReply, PublicKey, Receipt
+from approvals.services.approvals.receipts import ReceiptInvalid, key_id_of, unb64, verify
+from approvals.services.cli import Context, cli, console
+from approvals.services.cli.params import ACTOR, KEY_ID, PERSON
 
 if TYPE_CHECKING:
-    from services.client import ApprovalsClient
+    from approvals.services.client import ApprovalsClient
 
 
 @cli.group(invoke_without_command=True)

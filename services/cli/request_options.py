@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from services.cli.params import ACTION_KINDS, ACTOR, JSON, JSON_OBJECT, PERSON
+from approvals.services.cli.params import ACTION_KINDS, ACTOR, JSON, JSON_OBJECT, PERSON
 
 if TYPE_CHECKING:
     from collections.abc import Callable

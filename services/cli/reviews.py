@@ -7,17 +7,17 @@ from typing import TYPE_CHECKING, Any
 import click
 import msgspec
 
-from schemas import queries
-from schemas.codec import encoder
-from schemas.events import SpendPicture
-from services import console, reviews
-from services.cli import Context, cli
-from services.cli.params import ACTOR, APPROVAL_ID
-from services.cli.reads import _query, budget_now
-from services.review_fields import block, requested_event, review_rows, what_to_review
+from approvals.schemas import queries
+from approvals.schemas.codec import encoder
+from approvals.schemas.events import SpendPicture
+from approvals.services import reviews
+from approvals.services.cli import Context, cli, console
+from approvals.services.cli.params import ACTOR, APPROVAL_ID
+from approvals.services.cli.reads import _query, budget_now
+from approvals.services.cli.review_fields import block, requested_event, review_rows, what_to_review
 
 if TYPE_CHECKING:
-    from services.client import ApprovalsClient
+    from approvals.services.client import ApprovalsClient
 
 
 @cli.group("reviews")

@@ -9,16 +9,15 @@ from typing import TYPE_CHECKING
 import click
 import msgspec
 
-from schemas.codec import encoder
-from schemas.replies import BudgetReply, WorkspaceReply
-from schemas.workspace import WorkspaceFileError, parse_workspace
-from services import console
-from services.cli import Context, cli
-from services.cli.params import PERSON, WORKSPACE
-from services.cli.reads import _query
+from approvals.schemas.codec import encoder
+from approvals.schemas.replies import BudgetReply, WorkspaceReply
+from approvals.schemas.workspace import WorkspaceFileError, parse_workspace
+from approvals.services.cli import Context, cli, console
+from approvals.services.cli.params import PERSON, WORKSPACE
+from approvals.services.cli.reads import _query
 
 if TYPE_CHECKING:
-    from services.client import ApprovalsClient
+    from approvals.services.client import ApprovalsClient
 
 
 @cli.group()

@@ -30,21 +30,26 @@ import msgspec
 from nats.errors import Error as NatsError
 from nats.js.errors import KeyNotFoundError
 
-from schemas import events, subjects
-from schemas.codec import encoder
-from schemas.workspace import ChannelConfig, WorkspaceSettings
-from services.bus import ensure_kv
-from services.consumer import ConsumerService, EventConsumers, Unavailable, command
-from services.delivery.adapters import ADAPTERS, DeliveryError
-from services.delivery.notice import Notice, Outcome
-from services.ops import DELIVERIES
+from approvals.schemas import events, subjects
+from approvals.schemas.codec import encoder
+from approvals.schemas.workspace import ChannelConfig, WorkspaceSettings
+from approvals.services.delivery.adapters import ADAPTERS, DeliveryError
+from approvals.services.delivery.notice import Notice, Outcome
+from approvals.services.runtime.bus import ensure_kv
+from approvals.services.runtime.consumer import (
+    ConsumerService,
+    EventConsumers,
+    Unavailable,
+    command,
+)
+from approvals.services.runtime.ops import DELIVERIES
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
     from nats.js.kv import KeyValue
 
-    from services.delivery.adapters import Adapter
-    from services.settings import Settings
+    from approvals.services.delivery.adapters import Adapter
+    from approvals.services.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 

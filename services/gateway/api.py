@@ -12,10 +12,10 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
-from schemas import subjects
-from schemas.commands import Request as RequestCommand
-from schemas.commands import Via
-from schemas.http import (
+from approvals.schemas import subjects
+from approvals.schemas.commands import Request as RequestCommand
+from approvals.schemas.commands import Via
+from approvals.schemas.http import (
     HTTP_STATUS,
     ApproveBody,
     Body,
@@ -24,14 +24,14 @@ from schemas.http import (
     RejectBody,
     ReportBody,
 )
-from schemas.queries import CountReply, HistoryReply, ListReply, ViewReply, WaitReply
-from schemas.replies import AnyReply
-from schemas.types import RiskLevel, Status
-from schemas.wording import WORDS
-from services.gateway.bus import Bus, GatewayError
+from approvals.schemas.queries import CountReply, HistoryReply, ListReply, ViewReply, WaitReply
+from approvals.schemas.replies import AnyReply
+from approvals.schemas.types import RiskLevel, Status
+from approvals.schemas.wording import WORDS
+from approvals.services.gateway.bus import Bus, GatewayError
 
 if TYPE_CHECKING:
-    from schemas.subjects import CommandVerb
+    from approvals.schemas.subjects import CommandVerb
 
 WorkspacePath = FromPath[str]
 ApprovalPath = FromPath[UUID]

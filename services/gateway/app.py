@@ -22,19 +22,19 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
 from litestar.template.config import TemplateConfig
 
-from schemas.codec import encode_error
-from schemas.http import HTTP_STATUS
-from services.bus import connect_options
-from services.gateway import web
-from services.gateway.api import ApprovalsApi
-from services.gateway.bus import Bus, GatewayError
-from services.gateway.discord import discord_interaction
-from services.gateway.identity import ConfirmTokens, Identity, derive
-from services.gateway.slack import slack_interaction
-from services.http import Served
+from approvals.schemas.codec import encode_error
+from approvals.schemas.http import HTTP_STATUS
+from approvals.services.gateway import web
+from approvals.services.gateway.api import ApprovalsApi
+from approvals.services.gateway.bus import Bus, GatewayError
+from approvals.services.gateway.discord import discord_interaction
+from approvals.services.gateway.identity import ConfirmTokens, Identity, derive
+from approvals.services.gateway.slack import slack_interaction
+from approvals.services.runtime.bus import connect_options
+from approvals.services.runtime.http import Served
 
 if TYPE_CHECKING:
-    from services.settings import Settings
+    from approvals.services.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -12,16 +12,16 @@ import msgspec
 from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 
-from schemas import subjects
-from schemas.codec import encoder
-from schemas.replies import ApiKeyReply, ApiKeyState, MembershipsReply, WorkspaceReply
+from approvals.schemas import subjects
+from approvals.schemas.codec import encoder
+from approvals.schemas.replies import ApiKeyReply, ApiKeyState, MembershipsReply, WorkspaceReply
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
 
-    from schemas.replies import WorkspaceState
-    from schemas.subjects import CommandVerb
-    from schemas.workspace import ChannelConfig
+    from approvals.schemas.replies import WorkspaceState
+    from approvals.schemas.subjects import CommandVerb
+    from approvals.schemas.workspace import ChannelConfig
 
 CACHE_S = 10.0  # settings, memberships and keys: a revocation or change is seen within this
 

@@ -18,20 +18,20 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from litestar import MediaType, Request, Response, post
 
-from schemas import subjects
-from services.delivery.adapters.discord import (
+from approvals.schemas import subjects
+from approvals.services.delivery.adapters.discord import (
     APPROVE,
     CONTENT,
     REJECT,
     outcome_message,
     parse_custom_id,
 )
-from services.delivery.fitting import fit
-from services.delivery.notice import Outcome
-from services.gateway.bus import Bus, GatewayError
+from approvals.services.delivery.fitting import fit
+from approvals.services.delivery.notice import Outcome
+from approvals.services.gateway.bus import Bus, GatewayError
 
 if TYPE_CHECKING:
-    from schemas.subjects import CommandVerb
+    from approvals.schemas.subjects import CommandVerb
 
 PONG, UPDATE_MESSAGE, MESSAGE = 1, 7, 4
 EPHEMERAL = 64

@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from nats.js.errors import KeyWrongLastSequenceError
 
-from services.bus import ensure_kv
+from approvals.services.runtime.bus import ensure_kv
 
 if TYPE_CHECKING:
     from litestar import Request
     from nats.js import JetStreamContext
     from nats.js.kv import KeyValue
 
-    from services.settings import Settings
+    from approvals.services.runtime.settings import Settings
 
 LINKS_BUCKET = "approvals_sign_in_links"
 LINK_TTL_S = 15 * 60

@@ -19,11 +19,11 @@ from urllib.parse import parse_qs
 from litestar import MediaType, Request, Response, post
 from slack_sdk.signature import SignatureVerifier
 
-from schemas import subjects
-from services.delivery.adapters.base import DeliveryError
-from services.delivery.adapters.slack import update
-from services.delivery.notice import Outcome
-from services.gateway.bus import Bus, GatewayError, ok
+from approvals.schemas import subjects
+from approvals.services.delivery.adapters.base import DeliveryError
+from approvals.services.delivery.adapters.slack import update
+from approvals.services.delivery.notice import Outcome
+from approvals.services.gateway.bus import Bus, GatewayError, ok
 
 DECISIONS = {"approve": "approve", "reject": "reject"}
 

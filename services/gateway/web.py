@@ -22,13 +22,13 @@ from litestar.params import Body, FromPath, FromQuery
 from litestar.response import Redirect, ServerSentEvent, Template
 from litestar.response.sse import ServerSentEventMessage
 
-from schemas import subjects
-from schemas.codec import event_decoder
-from schemas.events import Event
-from schemas.upcasting import UnknownSchemaVersion
-from services import reviews
-from services.gateway.bus import Bus, GatewayError, ok
-from services.gateway.identity import (
+from approvals.schemas import subjects
+from approvals.schemas.codec import event_decoder
+from approvals.schemas.events import Event
+from approvals.schemas.upcasting import UnknownSchemaVersion
+from approvals.services import reviews
+from approvals.services.gateway.bus import Bus, GatewayError, ok
+from approvals.services.gateway.identity import (
     METHOD_KEY,
     SESSION_KEY,
     ConfirmTokens,

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
     from nats.aio.client import Client
 
-    from projections.status.view import StatusView
+    from approvals.projections.status.view import StatusView
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

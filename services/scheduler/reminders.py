@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from nats.errors import Error as NatsError
 
-from schemas import subjects
-from schemas.codec import encoder
-from schemas.workspace import Reminders, WorkspaceSettings
-from services.scheduler import Ticker
+from approvals.schemas import subjects
+from approvals.schemas.codec import encoder
+from approvals.schemas.workspace import Reminders, WorkspaceSettings
+from approvals.services.scheduler import Ticker
 
 if TYPE_CHECKING:
-    from schemas.queries import ApprovalView
-    from schemas.subjects import CommandVerb
+    from approvals.schemas.queries import ApprovalView
+    from approvals.schemas.subjects import CommandVerb
 
 log = logging.getLogger(__name__)
 

@@ -27,10 +27,10 @@ import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from schemas import events, subjects
-from schemas.alerts import BudgetAlert
-from schemas.codec import encoder
-from services.consumer import ConsumerService, EventConsumers, command
+from approvals.schemas import events, subjects
+from approvals.schemas.alerts import BudgetAlert
+from approvals.schemas.codec import encoder
+from approvals.services.runtime.consumer import ConsumerService, EventConsumers, command
 
 if TYPE_CHECKING:
     from nats.aio.client import Client

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import pytest
 
-from projections.status.service import ProjectionService
-from services.approvals.receipts import ReceiptInvalid, Signer
-from services.approvals.service import CommandService
-from services.client import (
+from approvals.projections.status.service import ProjectionService
+from approvals.services.approvals.receipts import ReceiptInvalid, Signer
+from approvals.services.approvals.service import CommandService
+from approvals.services.client import (
     ApprovalDenied,
     ApprovalPending,
     ApprovalsClient,
@@ -26,15 +26,15 @@ from services.client import (
     require_approval,
     verify_receipt,
 )
-from services.dev import bootstrap_workspace
-from services.settings import Settings
-from services.spendcap.service import SpendCapService
+from approvals.services.dev import bootstrap_workspace
+from approvals.services.runtime.settings import Settings
+from approvals.services.spendcap.service import SpendCapService
 from tests.helpers import eventually, send
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from services.natsserver import NatsServer
+    from approvals.services.runtime.natsserver import NatsServer
 
 README = Path(__file__).parents[2] / "README.md"
 APPROVALS = str(Path(sys.executable).parent / "approvals")

@@ -20,19 +20,19 @@ import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
-from projections.status.service import ProjectionService
-from services.approvals.service import CommandService
-from services.client import ApprovalsClient
-from services.gateway.app import GatewayService
-from services.natsserver import free_port
-from services.settings import Settings
+from approvals.projections.status.service import ProjectionService
+from approvals.services.approvals.service import CommandService
+from approvals.services.client import ApprovalsClient
+from approvals.services.gateway.app import GatewayService
+from approvals.services.runtime.natsserver import free_port
+from approvals.services.runtime.settings import Settings
 from tests.helpers import eventually, send
 from tests.workspaces import ADMIN, configure_over_nats
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
-    from services.natsserver import NatsServer
+    from approvals.services.runtime.natsserver import NatsServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 README = Path(__file__).parents[2] / "README.md"

@@ -8,15 +8,15 @@ from typing import TYPE_CHECKING
 import msgspec
 import pytest
 
-from services.approvals.service import CommandService
-from services.client import ApprovalsClient
+from approvals.services.approvals.service import CommandService
+from approvals.services.client import ApprovalsClient
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
     from contextlib import AbstractAsyncContextManager
 
-    from services.natsserver import NatsServer
-    from services.settings import Settings
+    from approvals.services.runtime.natsserver import NatsServer
+    from approvals.services.runtime.settings import Settings
 
 from tests.workspaces import configure_over_nats
 

@@ -19,17 +19,17 @@ from uuid import UUID, uuid4
 import msgspec
 import pytest
 
-from projections.status.service import ProjectionService
-from schemas import chain, events
-from schemas.audit import Checkpoint, CheckpointBody
-from schemas.codec import encoder
-from schemas.subjects import CHECKPOINTS, NOTIFICATION_ID_HEADER
-from schemas.workspace import Budget
-from services.approvals.receipts import Signer
-from services.approvals.service import CommandService
-from services.audit.checkpoints import all_checkpoints
-from services.audit.source import aggregate_records
-from services.client import ApprovalsClient
+from approvals.projections.status.service import ProjectionService
+from approvals.schemas import chain, events
+from approvals.schemas.audit import Checkpoint, CheckpointBody
+from approvals.schemas.codec import encoder
+from approvals.schemas.subjects import CHECKPOINTS, NOTIFICATION_ID_HEADER
+from approvals.schemas.workspace import Budget
+from approvals.services.approvals.receipts import Signer
+from approvals.services.approvals.service import CommandService
+from approvals.services.audit.checkpoints import all_checkpoints
+from approvals.services.audit.source import aggregate_records
+from approvals.services.client import ApprovalsClient
 from tests.e2e.devserver import free_port
 from tests.helpers import eventually
 from tests.workspaces import ADMIN, SETTINGS, configure_over_nats
@@ -37,9 +37,9 @@ from tests.workspaces import ADMIN, SETTINGS, configure_over_nats
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from services.approvals.application import Approvals
-    from services.natsserver import NatsServer
-    from services.settings import Settings
+    from approvals.services.approvals.application import Approvals
+    from approvals.services.runtime.natsserver import NatsServer
+    from approvals.services.runtime.settings import Settings
 
 APPROVALS = str(Path(sys.executable).parent / "approvals")
 WORKSPACE = "audited"

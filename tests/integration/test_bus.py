@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 
 import nats
 
-from services import bus
+from approvals.services.runtime import bus
 
 if TYPE_CHECKING:
-    from services.natsserver import NatsServer
+    from approvals.services.runtime.natsserver import NatsServer
 
 APPROVALS = str(Path(sys.executable).parent / "approvals")
 

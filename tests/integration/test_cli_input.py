@@ -12,14 +12,14 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from services.cli import cli
+from approvals.services.cli import cli
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from click.testing import Result
 
-    from services.natsserver import NatsServer
+    from approvals.services.runtime.natsserver import NatsServer
 
 Invoke: TypeAlias = "Callable[[list[str], bool], Result]"
 ILLEGAL_TOKENS = ["a.b", "a b", "a*", "a>", "a$b"]

@@ -14,19 +14,19 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import pytest
 
-from projections.status.service import ProjectionService
-from schemas import commands
-from schemas.workspace import Budget
-from services.approvals.service import CommandService
-from services.client import ApprovalsClient
-from services.spendcap.service import SpendCapService
+from approvals.projections.status.service import ProjectionService
+from approvals.schemas import commands
+from approvals.schemas.workspace import Budget
+from approvals.services.approvals.service import CommandService
+from approvals.services.client import ApprovalsClient
+from approvals.services.spendcap.service import SpendCapService
 from tests.workspaces import ADMIN, SETTINGS, configure_over_nats
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from services.natsserver import NatsServer
-    from services.settings import Settings
+    from approvals.services.runtime.natsserver import NatsServer
+    from approvals.services.runtime.settings import Settings
 
 APPROVALS = str(Path(sys.executable).parent / "approvals")
 SCOPED = [

@@ -13,15 +13,15 @@ import nats
 import pytest
 from nats.errors import Error as NatsError
 
-from projections.status.service import ProjectionService
-from schemas.codec import encoder, event_decoder
-from schemas.subjects import STREAM
-from services import bus
-from services.approvals.service import CommandService
-from services.delivery.service import DeliveryService
-from services.natsserver import NatsCluster
-from services.settings import Settings
-from services.spendcap.service import SpendCapService
+from approvals.projections.status.service import ProjectionService
+from approvals.schemas.codec import encoder, event_decoder
+from approvals.schemas.subjects import STREAM
+from approvals.services.approvals.service import CommandService
+from approvals.services.delivery.service import DeliveryService
+from approvals.services.runtime import bus
+from approvals.services.runtime.natsserver import NatsCluster
+from approvals.services.runtime.settings import Settings
+from approvals.services.spendcap.service import SpendCapService
 from tests.helpers import eventually
 from tests.integration.test_relay import assert_stream_is_the_log
 from tests.workspaces import configure_over_nats

@@ -11,13 +11,13 @@ import msgspec
 import pytest
 from nats.js.errors import NotFoundError
 
-from schemas import commands, subjects
-from schemas.codec import encoder, event_decoder
-from schemas.events import Rejected
-from services.approvals.application import Approvals
-from services.approvals.digest import action_digest
-from services.approvals.store import store_env
-from services.client import ApprovalsClient
+from approvals.schemas import commands, subjects
+from approvals.schemas.codec import encoder, event_decoder
+from approvals.schemas.events import Rejected
+from approvals.services.approvals.application import Approvals
+from approvals.services.approvals.digest import action_digest
+from approvals.services.approvals.store import store_env
+from approvals.services.client import ApprovalsClient
 from tests.helpers import assert_error, eventually, send
 from tests.workspaces import approval_notifications
 
@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from eventsourcing.persistence import Notification
     from nats.js.api import RawStreamMsg
 
-    from services.approvals.service import CommandService
-    from services.settings import Settings
+    from approvals.services.approvals.service import CommandService
+    from approvals.services.runtime.settings import Settings
 
     Started = tuple[CommandService, ApprovalsClient]
 

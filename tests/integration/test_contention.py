@@ -17,12 +17,12 @@ from uuid import UUID
 import httpx
 import pytest
 
-from schemas import commands, events
-from schemas.workspace import Budget, WorkspaceSettings
-from services.approvals import budget
-from services.approvals.application import Result
-from services.approvals.errors import Conflict
-from services.natsserver import free_port
+from approvals.schemas import commands, events
+from approvals.schemas.workspace import Budget, WorkspaceSettings
+from approvals.services.approvals import budget
+from approvals.services.approvals.application import Result
+from approvals.services.approvals.errors import Conflict
+from approvals.services.runtime.natsserver import free_port
 from tests.helpers import eventually, send
 from tests.integration.test_spend import REQUEST, SPEND, approve, workspace
 from tests.integration.test_store import a_request, an_approve, open_app, requested
@@ -31,10 +31,10 @@ from tests.workspaces import ADMIN, SETTINGS
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-    from services.approvals.application import Approvals
-    from services.approvals.service import CommandService
-    from services.client import ApprovalsClient
-    from services.settings import Settings
+    from approvals.services.approvals.application import Approvals
+    from approvals.services.approvals.service import CommandService
+    from approvals.services.client import ApprovalsClient
+    from approvals.services.runtime.settings import Settings
 
     Started = tuple[CommandService, ApprovalsClient]
 

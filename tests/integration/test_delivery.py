@@ -32,10 +32,10 @@ from nats.js.errors import NotFoundError
 from prometheus_client import REGISTRY
 from standardwebhooks.webhooks import Webhook
 
-from projections.status.service import ProjectionService, view_lease
-from schemas.codec import event_decoder
-from schemas.commands import Via
-from schemas.events import (
+from approvals.projections.status.service import ProjectionService, view_lease
+from approvals.schemas.codec import event_decoder
+from approvals.schemas.commands import Via
+from approvals.schemas.events import (
     Approved,
     Delivered,
     DeliveryFailed,
@@ -43,16 +43,16 @@ from schemas.events import (
     Reminded,
     Requested,
 )
-from schemas.subjects import STREAM
-from schemas.workspace import ChannelConfig, Member, Reminders, WorkspaceSettings
-from services.approvals.service import CommandService
-from services.bus import ensure_kv
-from services.client import ApprovalsClient
-from services.delivery.service import DeliveryService
-from services.gateway.app import GatewayService
-from services.lease import BUCKET as LEASES
-from services.settings import Settings
-from services.spendcap.service import SpendCapService
+from approvals.schemas.subjects import STREAM
+from approvals.schemas.workspace import ChannelConfig, Member, Reminders, WorkspaceSettings
+from approvals.services.approvals.service import CommandService
+from approvals.services.client import ApprovalsClient
+from approvals.services.delivery.service import DeliveryService
+from approvals.services.gateway.app import GatewayService
+from approvals.services.runtime.bus import ensure_kv
+from approvals.services.runtime.lease import BUCKET as LEASES
+from approvals.services.runtime.settings import Settings
+from approvals.services.spendcap.service import SpendCapService
 from tests.e2e.devserver import free_port
 from tests.helpers import eventually, send
 
@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
     from pathlib import Path
 
-    from services.natsserver import NatsServer
+    from approvals.services.runtime.natsserver import NatsServer
 
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # base64 of 24 bytes, the spec's form
 ADMIN = "user:admin"

@@ -13,13 +13,13 @@ import pytest
 from eventsourcing.persistence import IntegrityError
 from prometheus_client import REGISTRY
 
-from projections.status.service import ProjectionService, view_lease
-from schemas.subjects import STREAM
-from services.approvals.service import CommandService
-from services.bus import ensure_kv
-from services.client import ApprovalsClient
-from services.lease import BUCKET as LEASES
-from services.settings import Settings
+from approvals.projections.status.service import ProjectionService, view_lease
+from approvals.schemas.subjects import STREAM
+from approvals.services.approvals.service import CommandService
+from approvals.services.client import ApprovalsClient
+from approvals.services.runtime.bus import ensure_kv
+from approvals.services.runtime.lease import BUCKET as LEASES
+from approvals.services.runtime.settings import Settings
 from tests.conftest import POSTGRES_DSN
 from tests.helpers import eventually
 from tests.integration.test_audit import APPROVALS
@@ -27,8 +27,8 @@ from tests.integration.test_permissions import request_body
 from tests.workspaces import configure_over_nats
 
 if TYPE_CHECKING:
-    from services.approvals.application import Approvals
-    from services.natsserver import NatsServer
+    from approvals.services.approvals.application import Approvals
+    from approvals.services.runtime.natsserver import NatsServer
 
 pytestmark = pytest.mark.postgres
 

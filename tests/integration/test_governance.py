@@ -10,16 +10,16 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import pytest
 
-from schemas.codec import encoder, event_decoder
-from schemas.events import WorkspaceConfigured
-from schemas.workspace import Member, StandingPermission, WorkspaceSettings
-from services.client import ApprovalsClient
+from approvals.schemas.codec import encoder, event_decoder
+from approvals.schemas.events import WorkspaceConfigured
+from approvals.schemas.workspace import Member, StandingPermission, WorkspaceSettings
+from approvals.services.client import ApprovalsClient
 from tests.helpers import assert_error, send
 from tests.workspaces import approval_notifications
 
 if TYPE_CHECKING:
-    from services.approvals.service import CommandService
-    from services.settings import Settings
+    from approvals.services.approvals.service import CommandService
+    from approvals.services.runtime.settings import Settings
 
     Started = tuple[CommandService, ApprovalsClient]
 

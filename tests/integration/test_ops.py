@@ -15,7 +15,7 @@ import nats
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.natsserver import NatsServer, free_port
+from approvals.services.runtime.natsserver import NatsServer, free_port
 from tests.helpers import eventually
 from tests.integration.test_commands import REQUEST, approve_body
 from tests.workspaces import configure_over_nats

@@ -26,17 +26,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from nats.errors import TimeoutError as NatsTimeout
 
-from projections.status.service import ProjectionService
-from schemas.subjects import STREAM
-from services.approvals.service import CommandService
-from services.bus import connect_options
-from services.client import ApprovalsClient
-from services.delivery.service import DeliveryService
-from services.gateway.app import GatewayService
-from services.natsserver import NatsServer
-from services.ops import Ops
-from services.settings import Settings
-from services.spendcap.service import SpendCapService
+from approvals.projections.status.service import ProjectionService
+from approvals.schemas.subjects import STREAM
+from approvals.services.approvals.service import CommandService
+from approvals.services.client import ApprovalsClient
+from approvals.services.delivery.service import DeliveryService
+from approvals.services.gateway.app import GatewayService
+from approvals.services.runtime.bus import connect_options
+from approvals.services.runtime.natsserver import NatsServer
+from approvals.services.runtime.ops import Ops
+from approvals.services.runtime.settings import Settings
+from approvals.services.spendcap.service import SpendCapService
 from tests.e2e.devserver import free_port
 from tests.helpers import eventually
 from tests.integration.test_audit import APPROVALS

@@ -16,16 +16,16 @@ import nats
 import pytest
 from eventsourcing.sqlite import SQLiteFactory
 
-from projections.status import rebuild
-from projections.status.projector import DURABLE, Projector
-from projections.status.sqlite import SQLiteStatusView
-from projections.status.storage import open_view
-from schemas import commands
-from schemas.subjects import STREAM
-from services.approvals.application import Approvals
-from services.approvals.relay import Relay
-from services.approvals.store import store_env
-from services.settings import Settings
+from approvals.projections.status import rebuild
+from approvals.projections.status.projector import DURABLE, Projector
+from approvals.projections.status.sqlite import SQLiteStatusView
+from approvals.projections.status.storage import open_view
+from approvals.schemas import commands
+from approvals.schemas.subjects import STREAM
+from approvals.services.approvals.application import Approvals
+from approvals.services.approvals.relay import Relay
+from approvals.services.approvals.store import store_env
+from approvals.services.runtime.settings import Settings
 from tests.workspaces import configure
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from nats.aio.client import Client
     from nats.js import JetStreamContext
 
-    from services.natsserver import NatsServer
+    from approvals.services.runtime.natsserver import NatsServer
 
 
 def a_request(i: int) -> commands.Request:
@@ -278,7 +278,7 @@ def serve_projection(url: str, settings: Settings) -> subprocess.Popen[bytes]:
 async def test_two_instances_of_one_view_both_answer_and_the_survivor_projects(
     nats_server: NatsServer, settings: Settings, tmp_path: Path
 ) -> None:
-    from projections.status.service import ProjectionService
+    from approvals.projections.status.service import ProjectionService
 
     settings = msgspec.structs.replace(settings, nats_url=nats_server.url, lease_ttl_s=2.0,
                                        view_sqlite_path=tmp_path / "status.db")  # fmt: skip

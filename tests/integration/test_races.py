@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from schemas.codec import event_decoder
-from services.approvals.service import CommandService
+from approvals.schemas.codec import event_decoder
+from approvals.services.approvals.service import CommandService
 from tests.helpers import send
 from tests.workspaces import approval_notifications
 
 if TYPE_CHECKING:
-    from services.client import ApprovalsClient
-    from services.settings import Settings
+    from approvals.services.client import ApprovalsClient
+    from approvals.services.runtime.settings import Settings
 
     Started = tuple[CommandService, ApprovalsClient]
 

@@ -18,15 +18,15 @@ import nats
 import pytest
 from nats.errors import NoRespondersError
 
-from schemas import commands
-from schemas.codec import encoder
-from schemas.subjects import MSG_ID_HEADER, NOTIFICATION_ID_HEADER, STREAM
-from services.approvals.application import Approvals
-from services.approvals.relay import Relay, RelayInterrupted
-from services.approvals.service import CommandService
-from services.approvals.store import store_env
-from services.lease import Lease
-from services.settings import Settings
+from approvals.schemas import commands
+from approvals.schemas.codec import encoder
+from approvals.schemas.subjects import MSG_ID_HEADER, NOTIFICATION_ID_HEADER, STREAM
+from approvals.services.approvals.application import Approvals
+from approvals.services.approvals.relay import Relay, RelayInterrupted
+from approvals.services.approvals.service import CommandService
+from approvals.services.approvals.store import store_env
+from approvals.services.runtime.lease import Lease
+from approvals.services.runtime.settings import Settings
 from tests.helpers import eventually
 from tests.workspaces import approval_notifications, configure
 
@@ -37,8 +37,8 @@ if TYPE_CHECKING:
     from nats.js import JetStreamContext
     from nats.js.api import RawStreamMsg
 
-    from services.client import ApprovalsClient
-    from services.natsserver import NatsServer
+    from approvals.services.client import ApprovalsClient
+    from approvals.services.runtime.natsserver import NatsServer
 
     Started = tuple[CommandService, ApprovalsClient]
     StartRelay = Callable[..., Awaitable[Relay]]

@@ -11,16 +11,16 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import pytest
 
-from schemas.codec import event_decoder
-from schemas.events import CreditsReserved, CreditsSettled, Requested
-from schemas.workspace import Budget, Member, WorkspaceSettings
-from services.approvals import budget
-from services.approvals.service import CommandService
-from services.client import ApprovalsClient, ApprovalsError
+from approvals.schemas.codec import event_decoder
+from approvals.schemas.events import CreditsReserved, CreditsSettled, Requested
+from approvals.schemas.workspace import Budget, Member, WorkspaceSettings
+from approvals.services.approvals import budget
+from approvals.services.approvals.service import CommandService
+from approvals.services.client import ApprovalsClient, ApprovalsError
 from tests.helpers import assert_error, eventually, send
 
 if TYPE_CHECKING:
-    from services.settings import Settings
+    from approvals.services.runtime.settings import Settings
 
     Started = tuple[CommandService, ApprovalsClient]
 

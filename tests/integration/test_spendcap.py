@@ -14,19 +14,19 @@ from uuid import UUID
 import msgspec
 import pytest
 
-from schemas.codec import event_decoder
-from schemas.events import CreditsReleased, SpendChecked
-from schemas.workspace import Budget
-from services.spendcap.service import DEADLINES, SpendCap, crossed
+from approvals.schemas.codec import event_decoder
+from approvals.schemas.events import CreditsReleased, SpendChecked
+from approvals.schemas.workspace import Budget
+from approvals.services.spendcap.service import DEADLINES, SpendCap, crossed
 from tests.helpers import eventually, send
 from tests.integration.test_spend import REQUEST, SPEND, approve, ask, redeem, workspace
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from services.approvals.service import CommandService
-    from services.client import ApprovalsClient
-    from services.settings import Settings
+    from approvals.services.approvals.service import CommandService
+    from approvals.services.client import ApprovalsClient
+    from approvals.services.runtime.settings import Settings
 
     Started = tuple[CommandService, ApprovalsClient]
 

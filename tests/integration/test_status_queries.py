@@ -11,19 +11,19 @@ import msgspec
 import nats
 import pytest
 
-from projections.status import rebuild
-from projections.status.service import ProjectionService
-from projections.status.storage import open_view
-from services.approvals.service import CommandService
-from services.client import ApprovalsClient
+from approvals.projections.status import rebuild
+from approvals.projections.status.service import ProjectionService
+from approvals.projections.status.storage import open_view
+from approvals.services.approvals.service import CommandService
+from approvals.services.client import ApprovalsClient
 from tests.helpers import eventually
 from tests.workspaces import configure_over_nats
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-    from services.natsserver import NatsServer
-    from services.settings import Settings
+    from approvals.services.runtime.natsserver import NatsServer
+    from approvals.services.runtime.settings import Settings
 
 REQUEST = {
     "requested_by": "service:enricher",

@@ -8,17 +8,17 @@ from typing import TYPE_CHECKING
 import msgspec
 import pytest
 
-from projections.status.storage import open_view
-from projections.status.view import ADDED_COLUMNS, StatusView
-from schemas import commands, queries
-from schemas.codec import event_decoder
-from schemas.workspace import WorkspaceSettings
-from services.approvals.application import Approvals
-from services.approvals.store import store_env
+from approvals.projections.status.storage import open_view
+from approvals.projections.status.view import ADDED_COLUMNS, StatusView
+from approvals.schemas import commands, queries
+from approvals.schemas.codec import event_decoder
+from approvals.schemas.workspace import WorkspaceSettings
+from approvals.services.approvals.application import Approvals
+from approvals.services.approvals.store import store_env
 
 if TYPE_CHECKING:
-    from projections.status.view import Projected
-    from services.settings import Settings
+    from approvals.projections.status.view import Projected
+    from approvals.services.runtime.settings import Settings
 from tests.workspaces import ADMIN, SETTINGS, configure
 
 

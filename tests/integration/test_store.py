@@ -9,19 +9,19 @@ from uuid import UUID, uuid4, uuid5
 
 import pytest
 
-from schemas import commands
-from services.approvals.application import IDEMPOTENCY_NAMESPACE, Approvals, Result, State
-from services.approvals.digest import action_digest
-from services.approvals.errors import AlreadyDecided, ApprovalError, Conflict, NotFound
-from services.approvals.store import store_env
-from services.settings import Settings
+from approvals.schemas import commands
+from approvals.services.approvals.application import IDEMPOTENCY_NAMESPACE, Approvals, Result, State
+from approvals.services.approvals.digest import action_digest
+from approvals.services.approvals.errors import AlreadyDecided, ApprovalError, Conflict, NotFound
+from approvals.services.approvals.store import store_env
+from approvals.services.runtime.settings import Settings
 from tests.workspaces import approval_notifications, configure
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
-    from services.approvals.domain import Approval
+    from approvals.services.approvals.domain import Approval
 
 ACTION = commands.Action(kind="crm_write", mode="live", max_credits=40.0)
 
@@ -97,6 +97,22 @@ def test_round_trip_reloads_the_same_state_in_a_new_instance(
     reloaded = open_app().get(approval.id, "acme")
     assert reloaded == approved.approval
     assert app.get(approval.id) == reloaded
+
+
+def test_stored_topics_keep_their_names_from_before_the_import_root(
+    app: Approvals, open_app: Callable[[], Approvals]
+) -> None:
+    """Events are stored as ``schemas.events:<Class>`` as they were before the folders were
+    installed under ``approvals``, so a store written by an earlier release and one written now
+    hold one set of topics (and a filter by topic finds both)."""
+    approval = requested(app.handle("acme", a_request()))
+    app.handle("acme", an_approve(approval))
+    topics = [n.topic for n in app.notifications(1, 1_000_000)]
+    assert topics[-2:] == ["schemas.events:Requested", "schemas.events:Approved"]
+    # Check: the workspace's settings, found by their stored topic, still govern a new instance.
+    assert open_app().handle("acme", a_request(skill_execution_id="again")).outcome == (
+        "approval_required"
+    )
 
 
 def test_a_batch_of_50_requests_writes_50_consecutive_notifications_in_one_save(
@@ -299,7 +315,7 @@ def test_instances_starting_together_on_a_new_postgresql_schema_all_start(
 ) -> None:
     """Replicas of a Deployment start at once: every one creates the schema, the store's tables
     and the view's, and none fails in PostgreSQL's racy CREATE ... IF NOT EXISTS."""
-    from projections.status.storage import open_view
+    from approvals.projections.status.storage import open_view
     from tests.conftest import POSTGRES_DSN
 
     assert POSTGRES_DSN is not None

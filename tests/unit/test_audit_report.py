@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from schemas.events import SCHEMA_VERSION
-from services.audit.report import Summary, summarize
-from services.audit.source import export_sections
+from approvals.schemas.events import SCHEMA_VERSION
+from approvals.services.audit.report import Summary, summarize
+from approvals.services.audit.source import export_sections
 
 LOG = Path(__file__).parents[1] / "fixtures" / "events" / f"v{SCHEMA_VERSION}" / "log.jsonl"
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)  # the story's clock (see make.py)

@@ -29,8 +29,8 @@ import yaml
 from dockerfile_parse import DockerfileParser
 from kubernetes_validate.utils import latest_version
 
-from services.cli.operate import serve
-from services.settings import _ENV_VARS
+from approvals.services.cli.operate import serve
+from approvals.services.runtime.settings import _ENV_VARS
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -11,10 +11,10 @@ from uuid import UUID
 import msgspec
 import pytest
 
-from schemas import commands
-from schemas.codec import command_decoders
-from services.approvals import domain
-from services.approvals.digest import action_digest
+from approvals.schemas import commands
+from approvals.schemas.codec import command_decoders
+from approvals.services.approvals import domain
+from approvals.services.approvals.digest import action_digest
 
 SCOPE = commands.Scope(
     table="contacts",

@@ -12,12 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas import commands, events
-from schemas.replies import Delivery
-from schemas.types import TERMINAL_STATUSES
-from services.approvals import domain
-from services.approvals.digest import action_digest
-from services.approvals.errors import (
+from approvals.schemas import commands, events
+from approvals.schemas.replies import Delivery
+from approvals.schemas.types import TERMINAL_STATUSES
+from approvals.services.approvals import domain
+from approvals.services.approvals.digest import action_digest
+from approvals.services.approvals.errors import (
     AlreadyDecided,
     ApprovalError,
     Conflict,
@@ -441,7 +441,7 @@ def test_a_channel_that_took_the_request_is_recorded_after_the_decision(status: 
 
 
 def test_reminders_come_when_due_and_escalation_lets_another_group_decide() -> None:
-    from schemas.workspace import Reminders
+    from approvals.schemas.workspace import Reminders
 
     rules = Reminders(remind_after_s=60, repeat_every_s=600, escalate_after_s=1800,
                       escalate_to="leads")  # fmt: skip
@@ -501,7 +501,7 @@ escalate_to = "night"
 
 
 def test_a_group_that_names_a_member_by_an_alias_lets_that_member_decide() -> None:
-    from schemas.workspace import parse_workspace
+    from approvals.schemas.workspace import parse_workspace
     from tests.workspaces import workspace as workspace_of
 
     settings = parse_workspace(ALIASED_GROUPS)

@@ -12,13 +12,13 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from schemas import chain
-from schemas.codec import encoder, event_decoder
-from schemas.events import SCHEMA_VERSION
-from schemas.upcasting import TAGS, UnknownSchemaVersion
-from services.audit.replay import Replay
-from services.audit.source import export_sections
-from services.audit.verify import Verifier
+from approvals.schemas import chain
+from approvals.schemas.codec import encoder, event_decoder
+from approvals.schemas.events import SCHEMA_VERSION
+from approvals.schemas.upcasting import TAGS, UnknownSchemaVersion
+from approvals.services.audit.replay import Replay
+from approvals.services.audit.source import export_sections
+from approvals.services.audit.verify import Verifier
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "events"
 VERSIONS = sorted(int(p.name[1:]) for p in FIXTURES.glob("v*") if p.is_dir())

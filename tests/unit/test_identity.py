@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from services.gateway.identity import Identity, LinkInvalid, person_name
-from services.settings import Settings
+from approvals.services.gateway.identity import Identity, LinkInvalid, person_name
+from approvals.services.runtime.settings import Settings
 
 SETTINGS = Settings(trusted_header="X-Forwarded-User", trusted_proxies="10.0.0.0/8, 127.0.0.1")
 

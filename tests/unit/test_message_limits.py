@@ -20,13 +20,13 @@ import msgspec
 import pytest
 from slack_sdk.models.blocks import Block
 
-from schemas import commands
-from services.approvals.views import web_url
-from services.delivery.adapters import discord, email, slack
-from services.delivery.fitting import fit
-from services.delivery.notice import Notice, Outcome
-from services.delivery.service import Delivery
-from services.settings import Settings
+from approvals.schemas import commands
+from approvals.services.approvals.views import web_url
+from approvals.services.delivery.adapters import discord, email, slack
+from approvals.services.delivery.fitting import fit
+from approvals.services.delivery.notice import Notice, Outcome
+from approvals.services.delivery.service import Delivery
+from approvals.services.runtime.settings import Settings
 
 # Text with characters of one, two and four UTF-8 bytes (the last two UTF-16 units), markup
 # and a newline: the worst a reviewer's text can hold.

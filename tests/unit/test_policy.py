@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from schemas.commands import Action
-from services.approvals.errors import CreditCeilingRequired
-from services.approvals.policy import evaluate
+from approvals.schemas.commands import Action
+from approvals.services.approvals.errors import CreditCeilingRequired
+from approvals.services.approvals.policy import evaluate
 
 
 def live(kind: str, **fields: Any) -> Action:

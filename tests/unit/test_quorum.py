@@ -11,10 +11,10 @@ from uuid import UUID
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from schemas import commands, events
-from schemas.workspace import Member, WorkspaceSettings
-from services.approvals import domain, governance
-from services.approvals.errors import ApprovalError
+from approvals.schemas import commands, events
+from approvals.schemas.workspace import Member, WorkspaceSettings
+from approvals.services.approvals import domain, governance
+from approvals.services.approvals.errors import ApprovalError
 from tests.workspaces import workspace
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)

@@ -6,8 +6,8 @@ from typing import Any
 
 import msgspec
 
-from schemas.workspace import Member, WorkspaceSettings
-from services.reviews import may_review
+from approvals.schemas.workspace import Member, WorkspaceSettings
+from approvals.services.reviews import may_review
 
 SETTINGS = WorkspaceSettings(
     members={

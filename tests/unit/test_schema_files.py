@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-import schemas
-from schemas.export import schemas as generated_schemas
+from approvals import schemas
+from approvals.schemas.export import schemas as generated_schemas
 
 COMMITTED = Path(schemas.__file__).parent / "json"
 GENERATED = generated_schemas()

@@ -11,10 +11,10 @@ from uuid import UUID
 import msgspec
 import pytest
 
-from schemas import codec, commands, events, subjects
-from schemas.codec import command_decoders
-from schemas.wording import WORDS, in_words
-from schemas.workspace import Change, Member, WorkspaceSettings
+from approvals.schemas import codec, commands, events, subjects
+from approvals.schemas.codec import command_decoders
+from approvals.schemas.wording import WORDS, in_words
+from approvals.schemas.workspace import Change, Member, WorkspaceSettings
 
 APPROVAL_ID = UUID("0b8f5a52-7c1e-4d7a-9a51-1f2a3b4c5d6e")
 WHEN = datetime(2030, 1, 1, 12, 30, 15, 123456, tzinfo=UTC)
@@ -420,7 +420,7 @@ def patterns_in(kind: msgspec.inspect.Type, seen: set[type]) -> set[str]:
 
 def test_every_pattern_a_person_can_break_is_said_in_words() -> None:
     """A command or workspace file that breaks a pattern is told what was expected in words:
-    each pattern the wire contract holds has its words in ``schemas.wording``."""
+    each pattern the wire contract holds has its words in ``approvals.schemas.wording``."""
     roots = [*commands.COMMANDS.values(), WorkspaceSettings]
     found = set().union(*(patterns_in(msgspec.inspect.type_info(r), set()) for r in roots))
     assert found, "no pattern found: the walk is broken"

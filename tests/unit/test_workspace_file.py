@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas.workspace import WorkspaceFileError, diff, parse_workspace
+from approvals.schemas.workspace import WorkspaceFileError, diff, parse_workspace
 
 ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "schemas" / "examples" / "workspace.toml"
@@ -56,7 +56,7 @@ def test_the_diff_names_each_changed_leaf() -> None:
 def test_the_readmes_channel_example_is_a_valid_workspace_setting() -> None:
     import tomllib
 
-    from schemas.workspace import settings_from_builtins
+    from approvals.schemas.workspace import settings_from_builtins
 
     readme = (ROOT / "README.md").read_text()
     [snippet] = re.findall(r"Channels are named in the workspace file.*?```toml\n(.*?)```", readme,

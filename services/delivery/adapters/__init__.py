@@ -3,12 +3,12 @@ module and a line in ``ADAPTERS``; nothing else changes."""
 
 from __future__ import annotations
 
-from services.delivery.adapters.base import Adapter, DeliveryError
-from services.delivery.adapters.discord import DiscordAdapter
-from services.delivery.adapters.email import EmailAdapter
-from services.delivery.adapters.inbox import InboxAdapter
-from services.delivery.adapters.slack import SlackAdapter
-from services.delivery.adapters.webhook import WebhookAdapter
+from approvals.services.delivery.adapters.base import Adapter, DeliveryError
+from approvals.services.delivery.adapters.discord import DiscordAdapter
+from approvals.services.delivery.adapters.email import EmailAdapter
+from approvals.services.delivery.adapters.inbox import InboxAdapter
+from approvals.services.delivery.adapters.slack import SlackAdapter
+from approvals.services.delivery.adapters.webhook import WebhookAdapter
 
 ADAPTERS: dict[str, type[Adapter]] = {
     InboxAdapter.kind: InboxAdapter,

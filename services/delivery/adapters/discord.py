@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
 
-from services.delivery.adapters.base import DeliveryError, secret_of
-from services.delivery.fitting import fit, one_line, units
+from approvals.services.delivery.adapters.base import DeliveryError, secret_of
+from approvals.services.delivery.fitting import fit, one_line, units
 
 if TYPE_CHECKING:
-    from schemas.workspace import ChannelConfig
-    from services.delivery.notice import Notice, Outcome
-    from services.settings import Settings
+    from approvals.schemas.workspace import ChannelConfig
+    from approvals.services.delivery.notice import Notice, Outcome
+    from approvals.services.runtime.settings import Settings
 
 APPROVE, REJECT = "approve", "reject"
 SHORT = {"a": APPROVE, "r": REJECT}  # what a button says, so a 64-character workspace fits

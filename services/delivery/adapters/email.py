@@ -13,14 +13,14 @@ from urllib.parse import urlencode
 
 import aiosmtplib
 
-from services.delivery.adapters.base import DeliveryError
-from services.delivery.fitting import fit, one_line
-from services.gateway.identity import ConfirmTokens
+from approvals.services.delivery.adapters.base import DeliveryError
+from approvals.services.delivery.fitting import fit, one_line
+from approvals.services.gateway.identity import ConfirmTokens
 
 if TYPE_CHECKING:
-    from schemas.workspace import ChannelConfig
-    from services.delivery.notice import Notice, Outcome
-    from services.settings import Settings
+    from approvals.schemas.workspace import ChannelConfig
+    from approvals.services.delivery.notice import Notice, Outcome
+    from approvals.services.runtime.settings import Settings
 
 
 SUBJECT = 200  # a subject a mail client shows whole on one line

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
-    from schemas.workspace import ChannelConfig
-    from services.delivery.notice import Notice, Outcome
-    from services.settings import Settings
+    from approvals.schemas.workspace import ChannelConfig
+    from approvals.services.delivery.notice import Notice, Outcome
+    from approvals.services.runtime.settings import Settings
 
 
 class InboxAdapter:

@@ -19,13 +19,13 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from services.delivery.adapters.base import DeliveryError, secret_of
-from services.delivery.fitting import fit, one_line
+from approvals.services.delivery.adapters.base import DeliveryError, secret_of
+from approvals.services.delivery.fitting import fit, one_line
 
 if TYPE_CHECKING:
-    from schemas.workspace import ChannelConfig
-    from services.delivery.notice import Notice, Outcome
-    from services.settings import Settings
+    from approvals.schemas.workspace import ChannelConfig
+    from approvals.services.delivery.notice import Notice, Outcome
+    from approvals.services.runtime.settings import Settings
 
 # Slack's limits (docs.slack.dev/reference/block-kit/blocks): a header's text, a section's text,
 # each of a section's fields and their count.

@@ -15,13 +15,13 @@ from urllib.parse import urlsplit
 import httpx
 from standardwebhooks.webhooks import Webhook
 
-from schemas.codec import encoder
-from services.delivery.adapters.base import DeliveryError, secret_of
+from approvals.schemas.codec import encoder
+from approvals.services.delivery.adapters.base import DeliveryError, secret_of
 
 if TYPE_CHECKING:
-    from schemas.workspace import ChannelConfig
-    from services.delivery.notice import Notice, Outcome
-    from services.settings import Settings
+    from approvals.schemas.workspace import ChannelConfig
+    from approvals.services.delivery.notice import Notice, Outcome
+    from approvals.services.runtime.settings import Settings
 
 EVENT_TYPE = "approval.requested"
 

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any, Protocol, Self
 from nats.errors import Error as NatsError
 from nats.js import api
 
-from schemas import subjects
-from schemas.codec import encoder, event_decoder, reply_decoder
-from schemas.upcasting import UnknownSchemaVersion
-from services import bus
-from services.bus import ensure_events_stream
-from services.ops import CONSUMED, CONSUMER_LAG, lag_of
+from approvals.schemas import subjects
+from approvals.schemas.codec import encoder, event_decoder, reply_decoder
+from approvals.schemas.upcasting import UnknownSchemaVersion
+from approvals.services.runtime import bus
+from approvals.services.runtime.bus import ensure_events_stream
+from approvals.services.runtime.ops import CONSUMED, CONSUMER_LAG, lag_of
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -32,8 +32,8 @@ if TYPE_CHECKING:
     from nats.aio.msg import Msg
     from nats.aio.subscription import Subscription
 
-    from schemas.events import AnyEvent
-    from services.settings import Settings
+    from approvals.schemas.events import AnyEvent
+    from approvals.services.runtime.settings import Settings
 
     Handler = Callable[[AnyEvent], Awaitable[float | None]]
 

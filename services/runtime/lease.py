@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from nats.errors import Error as NatsError
 from nats.js.errors import KeyWrongLastSequenceError
 
-from services.bus import ensure_kv
+from approvals.services.runtime.bus import ensure_kv
 
 if TYPE_CHECKING:
     from nats.aio.client import Client

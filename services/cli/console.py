@@ -7,16 +7,16 @@ from typing import TYPE_CHECKING, Any
 import click
 import msgspec
 
-from schemas.codec import encode_error, encoder
-from services.review_fields import block, requested_event, review_rows, what_to_review
+from approvals.schemas.codec import encode_error, encoder
+from approvals.services.cli.review_fields import block, requested_event, review_rows, what_to_review
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from schemas.events import Event, WorkspaceEvent
-    from schemas.queries import ApprovalView, ListReply, TimelineEntry, WaitReply
-    from schemas.replies import AnyReply, ApprovalState, BudgetState, WorkspaceReply
-    from schemas.workspace import Change
+    from approvals.schemas.events import Event, WorkspaceEvent
+    from approvals.schemas.queries import ApprovalView, ListReply, TimelineEntry, WaitReply
+    from approvals.schemas.replies import AnyReply, ApprovalState, BudgetState, WorkspaceReply
+    from approvals.schemas.workspace import Change
 
 
 def table(rows: Sequence[tuple[str, Any]]) -> str:

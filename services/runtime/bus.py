@@ -17,7 +17,7 @@ from faststream.nats.security import (
 from nats.js import api
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
-from schemas.subjects import (
+from approvals.schemas.subjects import (
     CHECKPOINT_STREAM,
     CHECKPOINTS,
     EVENTS_WILDCARD,
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from nats.js import JetStreamContext
     from nats.js.kv import KeyValue
 
-    from services.settings import Settings
+    from approvals.services.runtime.settings import Settings
 
 DUPLICATE_WINDOW_S = 120.0
 

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from schemas.events import SpendPicture
-    from schemas.queries import TimelineEntry
-    from schemas.replies import BudgetState
+    from approvals.schemas.events import SpendPicture
+    from approvals.schemas.queries import TimelineEntry
+    from approvals.schemas.replies import BudgetState
 
 
 def requested_event(timeline: Sequence[TimelineEntry]) -> Mapping[str, Any]:

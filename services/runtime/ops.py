@@ -28,13 +28,13 @@ from prometheus_client import (
     generate_latest,
 )
 
-from schemas.codec import encoder
-from services.http import Served
+from approvals.schemas.codec import encoder
+from approvals.services.runtime.http import Served
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from services.settings import Settings
+    from approvals.services.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 
