@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test lint bench setup browser typing-root
+.PHONY: run test lint docs bench setup browser typing-root
 
 setup: $(STAMP)
 
@@ -36,11 +36,16 @@ browser:
 test: $(STAMP) browser
 	$(BIN)/pytest
 
-## lint: ruff and mypy, as CI runs them
-lint: $(STAMP) typing-root
+## lint: ruff and mypy, and the documentation site, as CI runs them
+lint: $(STAMP) typing-root docs
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+## docs: build the documentation site (docs/, mkdocs.yml) into ./site; a broken link fails it.
+## It builds offline. `$(BIN)/mkdocs serve` shows it while you write.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 ## bench: the end-to-end request benchmark, the status projection benchmark, the audit benchmark
 bench: $(STAMP)

@@ -1,4 +1,4 @@
-"""The Python client against every service on a real nats-server and SQLite: the README's worked
+"""The Python client against every service on a real nats-server and SQLite: the docs' worked
 example as written, receipts that verify offline (and tampered ones that do not), and the gate
 and decorator resumed from another connection after a person decided."""
 
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from approvals.services.runtime.natsserver import NatsServer
 
-README = Path(__file__).parents[2] / "README.md"
+CLIENT_PAGE = Path(__file__).parents[2] / "docs" / "client.md"
 APPROVALS = str(Path(sys.executable).parent / "approvals")
 AGENT = "service:agent"
 LIVE = {"kind": "provider_call", "mode": "live", "provider": "clearbit", "max_credits": 40}
@@ -82,18 +82,18 @@ async def approve_what_waits(client: ApprovalsClient) -> None:
     await eventually(approved_some)
 
 
-def readme_example() -> str:
-    text = README.read_text(encoding="utf-8")
+def docs_example() -> str:
+    text = CLIENT_PAGE.read_text(encoding="utf-8")
     found = re.search(r"<!-- example: client -->\n```python\n(.*?)```", text, re.DOTALL)
-    assert found, "the README has no client example"
+    assert found, "docs/client.md has no client example"
     return found.group(1)
 
 
 @pytest.mark.timeout(120)
-async def test_the_readme_client_example_runs_as_written(stack: ApprovalsClient) -> None:
+async def test_the_docs_client_example_runs_as_written(stack: ApprovalsClient) -> None:
     env = {**os.environ, "NATS_URL": stack.nc.connected_url.geturl()}  # type: ignore[union-attr]
     example = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", readme_example(), env=env,
+        sys.executable, "-c", docs_example(), env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     approved = 0

@@ -1,4 +1,4 @@
-"""`approvals mcp` driven by the MCP SDK's own client, over stdio (the README's configuration,
+"""`approvals mcp` driven by the MCP SDK's own client, over stdio (docs/agents.md's configuration,
 as an MCP client launches it) and over streamable HTTP (with an API key, through the gateway):
 the whole flow, clear tool errors, and no tool that decides."""
 
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from approvals.services.runtime.natsserver import NatsServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
-README = Path(__file__).parents[2] / "README.md"
+AGENTS_PAGE = Path(__file__).parents[2] / "docs" / "agents.md"
 BIN = Path(sys.executable).parent
 AGENT = "service:enricher"
 TOOLS = {
@@ -65,11 +65,11 @@ ASK = {
 }
 
 
-def readme_config() -> dict[str, Any]:
-    """The MCP client configuration the README shows (the block after its marker)."""
-    text = README.read_text(encoding="utf-8")
+def docs_config() -> dict[str, Any]:
+    """The MCP client configuration docs/agents.md shows (the block after its marker)."""
+    text = AGENTS_PAGE.read_text(encoding="utf-8")
     block = re.search(r"<!-- mcp-config -->\s*```json\n(.*?)```", text, re.S)
-    assert block, "README.md has no MCP configuration example"
+    assert block, "docs/agents.md has no MCP configuration example"
     config: dict[str, Any] = json.loads(block.group(1))["mcpServers"]["approvals"]
     return config
 
@@ -214,10 +214,10 @@ async def bad_arguments(mcp: Client) -> None:
     assert "approve" in error_text(await mcp.call_tool("approve", {"approval_id": "x"}))
 
 
-async def test_over_stdio_as_the_readme_configures_it(
+async def test_over_stdio_as_the_docs_configure_it(
     stack: ApprovalsClient, nats_server: NatsServer
 ) -> None:
-    config = readme_config()
+    config = docs_config()
     env = {**os.environ, **config["env"], "NATS_URL": nats_server.url}
     server = StdioServerParameters(
         command=str(BIN / config["command"]), args=config["args"], env=env

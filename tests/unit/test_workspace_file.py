@@ -1,4 +1,4 @@
-"""The workspace file: the README's example is the shipped one, and bad files are refused with
+"""The workspace file: the example the docs show is the shipped one, and bad files are refused with
 the key that is wrong."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "schemas" / "examples" / "workspace.toml"
 
 
-def test_the_readme_shows_the_example_file_exactly() -> None:
-    readme = (ROOT / "README.md").read_text()
-    [shown] = re.findall(r"<!-- example: workspace -->\n```toml\n(.*?)```", readme, re.S)
+def test_the_docs_show_the_example_file_exactly() -> None:
+    page = (ROOT / "docs" / "workspace-file.md").read_text()
+    [shown] = re.findall(r"<!-- example: workspace -->\n```toml\n(.*?)```", page, re.S)
     assert shown == EXAMPLE.read_text()
     settings = parse_workspace(shown)
     assert settings.quorum_for("high") == 2
@@ -53,13 +53,13 @@ def test_the_diff_names_each_changed_leaf() -> None:
     assert diff(before, before) == []
 
 
-def test_the_readmes_channel_example_is_a_valid_workspace_setting() -> None:
+def test_the_channels_pages_example_is_a_valid_workspace_setting() -> None:
     import tomllib
 
     from approvals.schemas.workspace import settings_from_builtins
 
-    readme = (ROOT / "README.md").read_text()
-    [snippet] = re.findall(r"Channels are named in the workspace file.*?```toml\n(.*?)```", readme,
+    page = (ROOT / "docs" / "channels.md").read_text()
+    [snippet] = re.findall(r"Channels are named in the workspace file.*?```toml\n(.*?)```", page,
                            re.S)  # fmt: skip
     raw = tomllib.loads(EXAMPLE.read_text())
     raw.update(tomllib.loads(snippet))
