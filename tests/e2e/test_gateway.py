@@ -201,6 +201,9 @@ def test_the_openapi_document_validates(gateway: Gateway) -> None:
     document = httpx.get(f"{gateway.base}/openapi.json", timeout=30).json()
     validate(document)
     assert "/v1/workspaces/{workspace}/approvals/{approval_id}/approve" in document["paths"]
+    # The copy docs/http-api.md renders is the served one (tests/unit/test_docs.py rewrites it).
+    documented = Path(__file__).parents[2] / "docs" / "openapi.json"
+    assert document == json.loads(documented.read_text(encoding="utf-8"))
 
 
 @pytest.mark.timeout(600)
