@@ -39,6 +39,11 @@ def allowance_key(workspace_id: str, rule: str, day: str) -> UUID:
     return uuid5(WORKSPACE_NAMESPACE, f"allowance\x00{workspace_id}\x00{rule}\x00{day}")
 
 
+def allowance_day(now: datetime) -> str:
+    """The day whose allowance a standing permission's use counts against."""
+    return now.date().isoformat()
+
+
 class Delegation(msgspec.Struct, frozen=True, kw_only=True):
     delegator: str
     delegate: str
