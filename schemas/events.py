@@ -14,7 +14,7 @@ was authenticated); version 1 events are read as version 2 with neither recorded
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, get_args
 from uuid import UUID
 
 import msgspec
@@ -27,8 +27,39 @@ from approvals.schemas.workspace import Change, WorkspaceSettings
 SCHEMA_VERSION = 2
 
 
-class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
-    """Fields every event carries."""
+class EventBase(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """What every stored event is, whichever aggregate it belongs to: a Struct tagged by
+    ``type`` and eventsourcing's DomainEventProtocol (``originator_id``, ``originator_version``).
+
+    The two families (``Event`` of an approval, ``WorkspaceEvent`` of a workspace's settings,
+    allowances, budgets and keys) declare their fields themselves, in their wire order: msgspec
+    puts a base's fields before a subclass's, so fields declared here would move each family's
+    id and ``trace_id`` on the wire, in stored JSON and in the published schemas."""
+
+    if TYPE_CHECKING:  # declared by both families, in their own order (see above)
+        event_id: UUID
+        version: int
+        workspace_id: str
+        occurred_at: datetime
+        actor: Actor
+        schema_version: int
+        via: Via | None
+        hash: str
+
+        @property
+        def originator_id(self) -> UUID: ...
+
+    @property
+    def originator_version(self) -> int:
+        return self.version
+
+    @property
+    def event_type(self) -> str:
+        return str(type(self).__struct_config__.tag)
+
+
+class Event(EventBase, frozen=True, kw_only=True):
+    """Fields every event of an approval carries."""
 
     event_id: UUID
     approval_id: UUID
@@ -41,18 +72,9 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     via: Via | None = None  # the door the causing command came in by; None for the services
     hash: str = ""  # SHA-256 chaining this event to the one before it (set when stored)
 
-    # eventsourcing's DomainEventProtocol
     @property
     def originator_id(self) -> UUID:
         return self.approval_id
-
-    @property
-    def originator_version(self) -> int:
-        return self.version
-
-    @property
-    def event_type(self) -> str:
-        return str(type(self).__struct_config__.tag)
 
 
 class Requested(Event, frozen=True, kw_only=True, tag="requested"):
@@ -173,7 +195,7 @@ class Cancelled(Event, frozen=True, kw_only=True, tag="cancelled"):
     reason: str | None = None
 
 
-class WorkspaceEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+class WorkspaceEvent(EventBase, frozen=True, kw_only=True):
     """Fields every event of a workspace's settings carries."""
 
     event_id: UUID
@@ -189,14 +211,6 @@ class WorkspaceEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"
     @property
     def originator_id(self) -> UUID:
         return self.aggregate_id
-
-    @property
-    def originator_version(self) -> int:
-        return self.version
-
-    @property
-    def event_type(self) -> str:
-        return str(type(self).__struct_config__.tag)
 
 
 class WorkspaceConfigured(WorkspaceEvent, frozen=True, kw_only=True, tag="workspace_configured"):
@@ -278,26 +292,6 @@ AnyEvent = (
     ApprovalEvent | WorkspaceConfigured | Delegated | StandingUsed | CreditsReserved
     | CreditsSettled | CreditsReleased | ApiKeyCreated | ApiKeyRevoked
 )  # fmt: skip
-EVENT_TYPES: tuple[type[Event] | type[WorkspaceEvent], ...] = (
-    Requested,
-    SpendChecked,
-    Delivered,
-    DeliveryFailed,
-    Reminded,
-    Escalated,
-    VoteCast,
-    Approved,
-    Rejected,
-    Expired,
-    Cancelled,
-    Redeemed,
-    RunReported,
-    WorkspaceConfigured,
-    Delegated,
-    StandingUsed,
-    CreditsReserved,
-    CreditsSettled,
-    CreditsReleased,
-    ApiKeyCreated,
-    ApiKeyRevoked,
-)
+# Every event type, derived from the union the decoders use (a test checks that it names every
+# subclass of EventBase, so a new event cannot be left out of one of them).
+EVENT_TYPES: tuple[type[EventBase], ...] = get_args(AnyEvent)

@@ -16,7 +16,10 @@ from nats.js.errors import KeyWrongLastSequenceError
 
 from approvals.schemas import subjects
 from approvals.schemas.codec import encoder
+from approvals.schemas.types import RiskLevel
 from approvals.schemas.workspace import WorkspaceSettings
+from approvals.services.approvals import governance
+from approvals.services.approvals.errors import Forbidden
 from approvals.services.runtime.bus import ensure_kv
 
 if TYPE_CHECKING:
@@ -32,21 +35,25 @@ async def leases(nc: Client) -> KeyValue:
     return await ensure_kv(nc.jetstream(), LEASES_BUCKET)
 
 
+class Queued(msgspec.Struct, frozen=True, kw_only=True):
+    """What the rules read of a request in the status view's list (``governance.Asked``)."""
+
+    workspace_id: str = ""
+    requested_by: str
+    on_behalf_of: str | None = None
+    skill_name: str
+    risk_level: RiskLevel
+
+
 def may_review(settings: WorkspaceSettings, member: str, item: dict[str, Any]) -> bool:
-    """Whether the workspace's rules would let ``member`` decide this request (the command
-    service checks again when they do): an approver, allowed for its risk, not a party to it and
-    not the owner of its skill when owners are barred."""
-    entry = settings.members.get(member)
-    if entry is None or "approver" not in entry.roles:
+    """Whether the workspace's rules would let ``member`` approve this request: governance's
+    own check (the command service checks again when they decide)."""
+    queued = msgspec.convert(item, Queued)
+    try:
+        governance.may_approve(settings, queued.workspace_id, member, queued)
+    except Forbidden:
         return False
-    groups = settings.approvers.get(item["risk_level"])
-    if groups is not None and not any(settings.in_group(member, g) for g in groups):
-        return False
-    names = {member, *entry.aliases}
-    if names & {item["requested_by"], item["on_behalf_of"]}:
-        return False
-    owner = settings.skill_owners.get(item["skill_name"])
-    return not (settings.bar_skill_owner and owner in names)
+    return True
 
 
 async def next_review(

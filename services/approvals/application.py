@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
-from uuid import UUID, uuid4, uuid5
+from uuid import UUID
 
 import msgspec
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -21,28 +21,25 @@ from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import get_topic
 
 from approvals.schemas import chain, codec, commands, events
-from approvals.schemas.replies import PolicyInfo
-from approvals.services.approvals import apikeys, budget, domain, governance, policy
-from approvals.services.approvals.errors import (
-    ApprovalError,
-    Conflict,
-    NotFound,
-    SpendCapExceeded,
-    Unavailable,
-)
+from approvals.services.approvals import apikeys, budget, domain, governance
+from approvals.services.approvals.aggregates import EVOLVERS, evolve, project
+from approvals.services.approvals.errors import ApprovalError, Conflict, NotFound, Unavailable
 from approvals.services.approvals.receipts import Signer
 from approvals.services.approvals.store import MsgspecMapper, stored_topic
+from approvals.services.approvals.verbs import IDEMPOTENCY_NAMESPACE, VERBS, Decision
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from eventsourcing.persistence import Notification, Recording
 
+    from approvals.schemas.replies import PolicyInfo
     from approvals.schemas.workspace import Change
+
+__all__ = ["EVOLVERS", "IDEMPOTENCY_NAMESPACE", "Approvals", "Handled", "Result", "State", "evolve"]
 
 log = logging.getLogger(__name__)
 
-IDEMPOTENCY_NAMESPACE = UUID("6f1d7c1e-3a0b-4c55-9d3e-4b8f1f0a9e21")
 DEFAULT_EXPIRY_S = 86400
 # Each lost save means another instance committed, so trying again makes progress. Splitting a
 # batch into one save per command multiplies the saves that can lose (two instances both doing
@@ -71,12 +68,39 @@ Work = tuple[str, commands.Command]  # (workspace id, command)
 
 
 class State(dict[UUID, Any]):
-    """What a batch has loaded or changed (approvals, workspaces, allowances, ...), and the
-    hash chain's last link of each aggregate, where known."""
+    """What a batch has loaded or changed (approvals, workspaces, budgets, allowances, API
+    keys), each read from the store the first time a decision asks for it; and the hash chain's
+    last link of each aggregate, where known. The ``Reads`` the decide-functions take."""
 
-    def __init__(self) -> None:
+    def __init__(self, app: Approvals | None = None) -> None:
         super().__init__()
         self.links: dict[UUID, str] = {}
+        self._app = app
+        self.default_expiry_s = app.default_expiry_s if app else DEFAULT_EXPIRY_S
+
+    def _aggregate(self, key: UUID, approval: bool = False) -> Any:
+        if key not in self:
+            assert self._app is not None, "a state without an application loads nothing"
+            # An approval by its own loader's name (the tests watch it), any other by the same.
+            load = self._app._load if approval else self._app._load_with
+            self[key] = load(key, self)
+        return self[key]
+
+    def approval(self, approval_id: UUID) -> domain.Approval | None:
+        return self._aggregate(approval_id, approval=True)  # type: ignore[no-any-return]
+
+    def workspace(self, workspace_id: str) -> governance.Workspace | None:
+        return self._aggregate(governance.workspace_key(workspace_id))  # type: ignore[no-any-return]
+
+    def budget(self, workspace_id: str, period: str) -> budget.Budget | None:
+        return self._aggregate(budget.budget_key(workspace_id, period))  # type: ignore[no-any-return]
+
+    def allowance(self, workspace_id: str, rule: str, day: str) -> governance.Allowance | None:
+        key = governance.allowance_key(workspace_id, rule, day)
+        return self._aggregate(key)  # type: ignore[no-any-return]
+
+    def api_key(self, workspace_id: str, key_id: str) -> apikeys.ApiKey | None:
+        return self._aggregate(apikeys.api_key_key(workspace_id, key_id))  # type: ignore[no-any-return]
 
 
 class Approvals(Application[UUID]):
@@ -199,247 +223,33 @@ class Approvals(Application[UUID]):
     def _decide_all(
         self, batch: Sequence[Work], now: datetime
     ) -> tuple[list[Result | ApprovalError], list[Any], State]:
-        state = State()
+        """Decide each command against the state the ones before it left; fold each event
+        into that state once (the next command, and this one's reply, read it from there)."""
+        state = State(self)
         results: list[Result | ApprovalError] = []
         new_events: list[Any] = []
         for workspace_id, cmd in batch:
+            decide = VERBS.get(type(cmd))
+            if decide is None:
+                raise TypeError(f"unknown command {type(cmd).__name__}")
             try:
-                result, produced = self._decide(workspace_id, cmd, now, state)
+                decision = decide(state, workspace_id, cmd, now)
             except ApprovalError as error:
                 results.append(error)
                 continue
-            if cmd.via is not None:  # every event the command caused records its door
-                produced = [msgspec.structs.replace(e, via=cmd.via) for e in produced]
-            for event in produced:
+            for event in decision.events:
+                if cmd.via is not None:  # every event the command caused records its door
+                    event = msgspec.structs.replace(event, via=cmd.via)
+                if type(event) is events.Approved:  # signed as the approval stands before it
+                    receipt = self.signer.sign(state[event.approval_id], event)
+                    event = msgspec.structs.replace(event, receipt=receipt)
                 state[event.originator_id] = evolve(state.get(event.originator_id), event)
-            new_events.extend(produced)
-            results.append(result)
+                new_events.append(event)
+            results.append(_result(decision, workspace_id, state))
         return results, new_events, state
 
-    def _decide(
-        self, workspace_id: str, cmd: commands.Command, now: datetime, state: State
-    ) -> tuple[Result, list[Any]]:
-        if isinstance(cmd, commands.Configure):
-            current = self._workspace(workspace_id, state)
-            configured = governance.configure(current, workspace_id, cmd, now)
-            if configured is None:  # already in force
-                return Result("configured", None, workspace=current, changes=()), []
-            configured_ws = governance.evolve_workspace(current, configured)
-            return Result(
-                "configured", None, workspace=configured_ws, changes=configured.changes
-            ), [configured]
-        if isinstance(cmd, commands.Request):  # and Check, its dry twin
-            ws = governance.require_workspace(self._workspace(workspace_id, state), workspace_id)
-            return self._decide_request(ws, cmd, now, state)
-        if isinstance(cmd, commands.CreateApiKey | commands.RevokeApiKey):
-            ws = governance.require_workspace(self._workspace(workspace_id, state), workspace_id)
-            key = apikeys.api_key_key(workspace_id, cmd.key_id)
-            existing = self._api_key(key, state)
-            if isinstance(cmd, commands.CreateApiKey):
-                return Result("api_key_created", None), [apikeys.create(ws, existing, cmd, now)]
-            return Result("api_key_revoked", None), [apikeys.revoke(ws, existing, cmd, now)]
-        if isinstance(cmd, commands.Delegate):
-            ws = governance.require_workspace(self._workspace(workspace_id, state), workspace_id)
-            delegated = governance.delegate(ws, cmd, now)
-            return Result(
-                "delegated", None, workspace=governance.evolve_workspace(ws, delegated)
-            ), [delegated]
-        approval_id: UUID = cmd.approval_id  # type: ignore[attr-defined]
-        approval = self._current(approval_id, state)
-        if approval is None or approval.workspace_id != workspace_id:
-            raise NotFound("no such approval", approval_id=str(approval_id))
-        ws = self._governing(workspace_id, state)
-        produced: list[Any]
-        match cmd:
-            case commands.Approve():
-                produced = domain.approve(approval, cmd, now, ws)
-                if isinstance(produced[-1], events.Approved):
-                    produced = self._grant(ws, approval, produced[-1], now, state)
-            case commands.Reject():
-                produced = [domain.reject(approval, cmd, now, ws)]
-            case commands.Cancel():
-                produced = [domain.cancel(approval, cmd, now, ws)]
-            case commands.Expire():
-                produced = [domain.expire(approval, cmd, now)]
-            case commands.Deliver():
-                produced = [domain.deliver(approval, cmd, now)]
-            case commands.Redeem():
-                governance.require_role(ws, cmd.executor, "requester", "redeem an approval")
-                produced = [domain.redeem(approval, cmd, now)]
-            case commands.Report():
-                governance.require_role(ws, cmd.by, "requester", "report a run")
-                produced = [domain.report(approval, cmd, now)]
-                produced += self._settle(workspace_id, approval, cmd.credits_used, now, state)
-            case commands.Remind():
-                produced = [domain.remind(approval, cmd, now, ws.settings.reminders)]
-            case commands.Escalate():
-                produced = [domain.escalate(approval, cmd, now, ws.settings.reminders)]
-            case commands.CheckSpend():
-                limits = ws.settings.budget
-                held = (
-                    self._budget(
-                        budget.budget_key(workspace_id, budget.period_of(limits.period, now)),
-                        state,
-                    )
-                    if limits is not None
-                    else None
-                )
-                verdict = budget.check(held, limits, approval.request.action.max_credits, now)
-                produced = [domain.check_spend(approval, cmd, now, verdict)]
-            case commands.Release():
-                period = domain.releasable(approval, now)
-                held = self._budget(budget.budget_key(workspace_id, period), state)
-                released = budget.release(held, approval.id, now) if held else None
-                if released is None:
-                    raise Conflict("the approval holds no credits", rule="nothing_held")
-                return Result("released", approval), [released]
-            case _:
-                raise TypeError(f"unknown command {type(cmd).__name__}")
-        after = approval
-        mine = [e for e in produced if isinstance(e, events.Event)]
-        for event in mine:
-            after = domain.mutate(event, after)
-        return Result(mine[-1].event_type, after), produced
-
-    def _grant(
-        self,
-        ws: governance.Workspace,
-        approval: domain.Approval,
-        approved: events.Approved,
-        now: datetime,
-        state: State,
-    ) -> list[Any]:
-        """The approval, signed, with its ceiling reserved against the budget in the same save;
-        raises SpendCapExceeded (nothing stored) when the cap cannot take it."""
-        limits = ws.settings.budget
-        ceiling = approval.request.action.max_credits
-        if limits is None or ceiling is None:
-            return [self._signed(approval, approved)]
-        key = budget.budget_key(ws.workspace_id, budget.period_of(limits.period, now))
-        reserved = budget.reserve(
-            self._budget(key, state), limits, ws.workspace_id, approval.id, ceiling, now
-        )
-        approved = msgspec.structs.replace(approved, budget_period=reserved.period)
-        return [self._signed(approval, approved), reserved]
-
-    def _signed(self, approval: domain.Approval, approved: events.Approved) -> events.Approved:
-        return msgspec.structs.replace(approved, receipt=self.signer.sign(approval, approved))
-
-    def _settle(
-        self,
-        workspace_id: str,
-        approval: domain.Approval,
-        used: float,
-        now: datetime,
-        state: State,
-    ) -> list[Any]:
-        if approval.budget_period is None:
-            return []
-        held = self._budget(budget.budget_key(workspace_id, approval.budget_period), state)
-        settled = budget.settle(held, approval.id, used, now) if held else None
-        return [settled] if settled else []
-
-    def _decide_request(
-        self,
-        ws: governance.Workspace,
-        cmd: commands.Request,
-        now: datetime,
-        state: State,
-    ) -> tuple[Result, list[Any]]:
-        governance.may_request(ws, cmd)
-        answer = policy.evaluate(cmd.action)
-        quorum = ws.settings.quorum_for(cmd.risk_level)
-        rule = governance.standing_rule(ws, cmd) if answer.required else None
-        info = PolicyInfo(
-            required=answer.required,
-            row=answer.row,
-            reason=answer.reason,
-            standing_rule=rule.name if rule else None,
-            quorum=quorum if answer.required else None,
-        )
-        if isinstance(cmd, commands.Check):
-            if answer.required:
-                self._admit(ws, cmd, now, state)
-            outcome = "approval_required" if answer.required else "not_required"
-            return Result(outcome, None, policy=info), []
-        if not answer.required:
-            return Result("not_required", None, policy=info), []
-        if cmd.idempotency_key is None:
-            approval_id = uuid4()
-        else:
-            approval_id = uuid5(
-                IDEMPOTENCY_NAMESPACE, f"{ws.workspace_id}\x00{cmd.idempotency_key}"
-            )
-            existing = self._current(approval_id, state)
-            if existing is not None:
-                domain.request_again(existing, cmd)
-                return Result("approval_required", existing, replayed=True, policy=info), []
-        self._admit(ws, cmd, now, state)
-        requested = domain.request(
-            cmd,
-            approval_id=approval_id,
-            workspace_id=ws.workspace_id,
-            now=now,
-            default_expiry_s=ws.settings.default_expiry_s or self.default_expiry_s,
-            quorum=quorum,
-        )
-        approval = domain.mutate(requested, None)
-        if rule is not None and cmd.action.max_credits is not None:
-            day = now.date().isoformat()
-            key = governance.allowance_key(ws.workspace_id, rule.name, day)
-            allowance = self._allowance(key, state)
-            used = governance.use_allowance(
-                ws, allowance, rule, approval_id, cmd.action.max_credits, day, now
-            )
-            if used is not None:
-                approved = domain.approve_by_policy(approval, rule.name, now, ws)
-                try:
-                    granted = self._grant(ws, approval, approved, now, state)
-                except SpendCapExceeded:
-                    granted = []  # the budget cannot take it: a person decides (against the cap)
-                if granted:
-                    after = domain.mutate(granted[0], approval)
-                    return Result("approved", after, policy=info), [requested, used, *granted]
-            info = msgspec.structs.replace(info, standing_rule=None)
-        return Result("approval_required", approval, policy=info), [requested]
-
-    def _admit(
-        self, ws: governance.Workspace, cmd: commands.Request, now: datetime, state: State
-    ) -> None:
-        """Refuse a ceiling the budget can never take; the period's budget is read only then
-        (it is a fold of the period's reservations: too dear for every request)."""
-        limits, ceiling = ws.settings.budget, cmd.action.max_credits
-        if limits is None or budget.never_fits(limits, ceiling) is None:
-            return
-        key = budget.budget_key(ws.workspace_id, budget.period_of(limits.period, now))
-        budget.admit(self._budget(key, state), limits, ceiling, now)
-
-    def _workspace(self, workspace_id: str, state: State) -> governance.Workspace | None:
-        key = governance.workspace_key(workspace_id)
-        if key not in state:
-            state[key] = self._load_with(key, project_workspace, state)
-        return state[key]  # type: ignore[no-any-return]
-
-    def _governing(self, workspace_id: str, state: State) -> governance.Workspace:
-        return governance.require_workspace(self._workspace(workspace_id, state), workspace_id)
-
-    def _budget(self, key: UUID, state: State) -> budget.Budget | None:
-        if key not in state:
-            state[key] = self._load_with(key, project_budget, state)
-        return state[key]  # type: ignore[no-any-return]
-
-    def _allowance(self, key: UUID, state: State) -> governance.Allowance | None:
-        if key not in state:
-            state[key] = self._load_with(key, project_allowance, state)
-        return state[key]  # type: ignore[no-any-return]
-
-    def _api_key(self, key: UUID, state: State) -> apikeys.ApiKey | None:
-        if key not in state:
-            state[key] = self._load_with(key, project_api_key, state)
-        return state[key]  # type: ignore[no-any-return]
-
     def api_key(self, workspace_id: str, key_id: str) -> apikeys.ApiKey | None:
-        return self._api_key(apikeys.api_key_key(workspace_id, key_id), State())
+        return State(self).api_key(workspace_id, key_id)
 
     def configured_workspaces(self, after: int) -> tuple[set[str], int]:
         """Workspaces configured after notification ``after``, and the last notification read."""
@@ -457,26 +267,22 @@ class Approvals(Application[UUID]):
             last = page[-1].id
 
     def workspace(self, workspace_id: str) -> governance.Workspace | None:
-        return self._workspace(workspace_id, State())
+        return State(self).workspace(workspace_id)
 
     def budget_in(self, workspace_id: str, period: str) -> budget.Budget | None:
         """A period's budget aggregate (None when nothing was reserved in it yet)."""
-        return self._budget(budget.budget_key(workspace_id, period), State())
-
-    def _current(self, approval_id: UUID, state: State) -> domain.Approval | None:
-        if approval_id not in state:
-            state[approval_id] = self._load(approval_id, state)
-        return state[approval_id]  # type: ignore[no-any-return]
+        return State(self).budget(workspace_id, period)
 
     def _load(self, approval_id: UUID, state: State | None = None) -> domain.Approval | None:
-        return self._load_with(approval_id, domain.project, state)  # type: ignore[no-any-return]
+        return self._load_with(approval_id, state)  # type: ignore[no-any-return]
 
-    def _load_with(self, aggregate_id: UUID, projector: Any, state: State | None = None) -> Any:
+    def _load_with(self, aggregate_id: UUID, state: State | None = None) -> Any:
+        """Any aggregate from its stored events (None: none stored), noting its last link."""
         history: list[Any] = []
 
         def fold(initial: Any, stored: Any) -> Any:
             history.extend(stored)
-            return projector(initial, history)
+            return project(initial, history)
 
         try:
             aggregate = self.repository.get(aggregate_id, projector_func=fold)
@@ -487,51 +293,13 @@ class Approvals(Application[UUID]):
         return aggregate
 
 
-def project_workspace(ws: governance.Workspace | None, history: Any) -> governance.Workspace | None:
-    for event in history:
-        ws = governance.evolve_workspace(ws, event)
-    return ws
-
-
-def project_allowance(
-    allowance: governance.Allowance | None, history: Any
-) -> governance.Allowance | None:
-    for event in history:
-        allowance = governance.evolve_allowance(allowance, event)
-    return allowance
-
-
-def project_api_key(key: apikeys.ApiKey | None, history: Any) -> apikeys.ApiKey | None:
-    for event in history:
-        key = apikeys.evolve(key, event)
-    return key
-
-
-def project_budget(held: budget.Budget | None, history: Any) -> budget.Budget | None:
-    for event in history:
-        held = budget.evolve(held, event)
-    return held
-
-
-def evolve(current: Any, event: Any) -> Any:
-    """Any aggregate's next state after one of its events."""
-    return EVOLVERS[type(event)](event, current)
-
-
-def _aggregate(mutator: Any) -> Any:
-    return lambda event, current: mutator(current, event)
-
-
-# One table from event type to the function that evolves its aggregate (the approval's by the
-# domain's own dispatch): no chain of isinstance checks on the replay path.
-EVOLVERS: dict[type, Any] = {
-    **{cls: domain.mutate.dispatch(cls) for cls in events.EVENT_TYPES},
-    events.WorkspaceConfigured: _aggregate(governance.evolve_workspace),
-    events.Delegated: _aggregate(governance.evolve_workspace),
-    events.StandingUsed: _aggregate(governance.evolve_allowance),
-    events.CreditsReserved: _aggregate(budget.evolve),
-    events.CreditsSettled: _aggregate(budget.evolve),
-    events.CreditsReleased: _aggregate(budget.evolve),
-    events.ApiKeyCreated: _aggregate(apikeys.evolve),
-    events.ApiKeyRevoked: _aggregate(apikeys.evolve),
-}
+def _result(decision: Decision, workspace_id: str, state: State) -> Result:
+    """A decision's reply: the approval and the workspace as its events left them."""
+    return Result(
+        decision.outcome,
+        state.get(decision.approval_id) if decision.approval_id else None,
+        decision.replayed,
+        decision.policy,
+        state.workspace(workspace_id) if decision.with_workspace else None,
+        decision.changes,
+    )

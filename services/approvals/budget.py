@@ -90,6 +90,22 @@ def reserve(
     )
 
 
+def grant(
+    budget: Budget | None,
+    limits: BudgetSettings | None,
+    approved: events.Approved,
+    ceiling: float | None,
+    now: datetime,
+) -> list[events.Approved | events.CreditsReserved]:
+    """An approval being granted, with its ceiling reserved against the period's budget in the
+    same save (and the approval naming that period); raise SpendCapExceeded, nothing granted,
+    when the cap cannot take it. Without a budget or a ceiling there is nothing to hold."""
+    if limits is None or ceiling is None:
+        return [approved]
+    reserved = reserve(budget, limits, approved.workspace_id, approved.approval_id, ceiling, now)
+    return [msgspec.structs.replace(approved, budget_period=reserved.period), reserved]
+
+
 def _numbers(
     budget: Budget | None, limits: BudgetSettings, ceiling: float, now: datetime
 ) -> dict[str, Any]:

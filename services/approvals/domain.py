@@ -17,7 +17,7 @@ from approvals.schemas import events
 from approvals.schemas.receipts import Receipt
 from approvals.schemas.replies import Delivery
 from approvals.schemas.types import TERMINAL_STATUSES, Status
-from approvals.services.approvals import governance
+from approvals.services.approvals import budget, governance
 from approvals.services.approvals.digest import action_differences, action_digest, payload_differs
 from approvals.services.approvals.errors import (
     AlreadyDecided,
@@ -26,14 +26,15 @@ from approvals.services.approvals.errors import (
     DeadlinePassed,
     DigestMismatch,
     NotApproved,
+    SpendCapExceeded,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from approvals.schemas import commands
-    from approvals.schemas.workspace import Reminders
-    from approvals.services.approvals.budget import Verdict
+    from approvals.schemas.workspace import Reminders, StandingPermission
+    from approvals.services.approvals.budget import Budget, Verdict
 
 
 E = TypeVar("E", bound=events.Event)
@@ -182,6 +183,33 @@ def approve_by_policy(
         approval, events.Approved, now, f"policy:{rule}", digest=approval.request.digest,
         redeem_by=now + timedelta(seconds=ws.settings.redeem_within_s),
     )  # fmt: skip
+
+
+def approve_standing(
+    approval: Approval,
+    ws: governance.Workspace,
+    rule: StandingPermission,
+    allowance: governance.Allowance | None,
+    held: Budget | None,
+    now: datetime,
+) -> list[events.StandingUsed | events.Approved | events.CreditsReserved] | None:
+    """A new request that standing permission ``rule`` covers, approved at once: the rule's use
+    of the day's ``allowance``, the approval by ``policy:<rule>`` and the reservation of its
+    ceiling against the period's budget ``held``. None when the day's allowance or the budget
+    cannot take it: a person then decides (and their approval meets the same cap)."""
+    ceiling = approval.request.action.max_credits
+    if ceiling is None:
+        return None
+    day = governance.allowance_day(now)
+    used = governance.use_allowance(ws, allowance, rule, approval.id, ceiling, day, now)
+    if used is None:
+        return None
+    approved = approve_by_policy(approval, rule.name, now, ws)
+    try:
+        granted = budget.grant(held, ws.settings.budget, approved, ceiling, now)
+    except SpendCapExceeded:
+        return None
+    return [used, *granted]
 
 
 def redeem(approval: Approval, cmd: commands.Redeem, now: datetime) -> events.Redeemed:

@@ -7,7 +7,7 @@ returns or raises ``Forbidden`` naming the rule that refused (``details.rule``).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from uuid import UUID, uuid4, uuid5
 
 import msgspec
@@ -39,6 +39,37 @@ def allowance_key(workspace_id: str, rule: str, day: str) -> UUID:
     return uuid5(WORKSPACE_NAMESPACE, f"allowance\x00{workspace_id}\x00{rule}\x00{day}")
 
 
+def allowance_day(now: datetime) -> str:
+    """The day whose allowance a standing permission's use counts against."""
+    return now.date().isoformat()
+
+
+def has_role(settings: WorkspaceSettings, member: str, role: Role) -> bool:
+    entry = settings.members.get(member)
+    return entry is not None and (role in entry.roles)
+
+
+def may_approve_risk(settings: WorkspaceSettings, member: str, risk: RiskLevel) -> bool:
+    groups = settings.approvers.get(risk)
+    if groups is None:
+        return True
+    return any(settings.in_group(member, group) for group in groups)
+
+
+class Asked(Protocol):
+    """What the rules read of a request: who asked, for whom, for which skill, at what risk
+    (a stored ``requested`` event, or a request as the status view lists it)."""
+
+    @property
+    def requested_by(self) -> str: ...
+    @property
+    def on_behalf_of(self) -> str | None: ...
+    @property
+    def skill_name(self) -> str: ...
+    @property
+    def risk_level(self) -> RiskLevel: ...
+
+
 class Delegation(msgspec.Struct, frozen=True, kw_only=True):
     delegator: str
     delegate: str
@@ -61,14 +92,10 @@ class Workspace(msgspec.Struct, frozen=True, kw_only=True):
         return self.settings.member_named(actor)
 
     def has_role(self, member: str, role: Role) -> bool:
-        entry = self.settings.members.get(member)
-        return entry is not None and (role in entry.roles)
+        return has_role(self.settings, member, role)
 
     def may_approve_risk(self, member: str, risk: RiskLevel) -> bool:
-        groups = self.settings.approvers.get(risk)
-        if groups is None:
-            return True
-        return any(self.settings.in_group(member, group) for group in groups)
+        return may_approve_risk(self.settings, member, risk)
 
     def delegation(self, delegator: str, delegate: str, now: datetime) -> Delegation | None:
         for granted in reversed(self.delegations):
@@ -173,22 +200,14 @@ def decider(
     ws: Workspace,
     actor: str,
     for_member: str | None,
-    request: events.Requested,
+    request: Asked,
     now: datetime,
     *,
     approving: bool,
     escalated_to: str | None = None,
 ) -> Decider:
     """Check that ``actor`` may decide ``request``; raise Forbidden naming the rule if not."""
-    if approving and not actor.startswith("user:"):
-        raise Forbidden(
-            "only a person (user:<id>) can approve", rule="people_approve", approver=actor
-        )
-    member = ws.member_of(actor)
-    if member is None:
-        raise Forbidden(
-            f"{actor} is not a member of workspace {ws.workspace_id}", rule="member", approver=actor
-        )
+    member = _acting(ws.settings, ws.workspace_id, actor, approving=approving)
     if for_member is not None:
         principal = ws.member_of(for_member)
         if principal is None or ws.delegation(principal, member, now) is None:
@@ -201,30 +220,69 @@ def decider(
         who = Decider(member=member, for_member=principal)
     else:
         who = Decider(member=member)
+    _entitled(ws.settings, who, request, actor, approving=approving, escalated_to=escalated_to)
+    return who
+
+
+def may_approve(
+    settings: WorkspaceSettings, workspace_id: str, actor: str, request: Asked
+) -> Decider:
+    """Check that ``actor`` may approve ``request`` in their own name (no delegation, no
+    escalation): the rules ``decider`` applies, for the review queue to ask before it hands a
+    request to a reviewer. Raise Forbidden naming the rule if not."""
+    who = Decider(member=_acting(settings, workspace_id, actor, approving=True))
+    _entitled(settings, who, request, actor, approving=True)
+    return who
+
+
+def _acting(settings: WorkspaceSettings, workspace_id: str, actor: str, *, approving: bool) -> str:
+    """The member ``actor`` names, if they may take part in a decision at all."""
+    if approving and not actor.startswith("user:"):
+        raise Forbidden(
+            "only a person (user:<id>) can approve", rule="people_approve", approver=actor
+        )
+    member = settings.member_named(actor)
+    if member is None:
+        raise Forbidden(
+            f"{actor} is not a member of workspace {workspace_id}", rule="member", approver=actor
+        )
+    return member
+
+
+def _entitled(
+    settings: WorkspaceSettings,
+    who: Decider,
+    request: Asked,
+    actor: str,
+    *,
+    approving: bool,
+    escalated_to: str | None = None,
+) -> None:
+    """The member whose vote it is holds the approver role, may decide the request's risk (or
+    belongs to the group it was escalated to), and, to approve, is not a party to it."""
     entitled = who.counted
-    if not ws.has_role(entitled, "approver"):
+    if not has_role(settings, entitled, "approver"):
         raise Forbidden(
             f"{entitled} does not have the approver role", rule="role:approver", approver=actor
         )
-    escalated = escalated_to is not None and ws.settings.in_group(entitled, escalated_to)
-    if not escalated and not ws.may_approve_risk(entitled, request.risk_level):
-        groups = ", ".join(ws.settings.approvers.get(request.risk_level, ()))
+    escalated = escalated_to is not None and settings.in_group(entitled, escalated_to)
+    if not escalated and not may_approve_risk(settings, entitled, request.risk_level):
+        groups = ", ".join(settings.approvers.get(request.risk_level, ()))
         raise Forbidden(
             f"{request.risk_level} risk is decided by the groups {groups} only",
             rule=f"approvers:{request.risk_level}",
             approver=actor,
         )
     if approving:
-        separation_of_duties(ws, request, who, actor)
-    return who
+        separation_of_duties(settings, request, who, actor)
 
 
 def separation_of_duties(
-    ws: Workspace, request: events.Requested, who: Decider, actor: str
+    settings: WorkspaceSettings, request: Asked, who: Decider, actor: str
 ) -> None:
     """Nobody approves what they asked for, or what is done for them, in person or by proxy."""
     parties = {request.requested_by, request.on_behalf_of} - {None}
-    parties |= {m for p in list(parties) if p and (m := ws.member_of(p))}
+    parties |= {m for p in list(parties) if p and (m := settings.member_named(p))}
     for person in {who.member, who.counted}:
         if person in parties:
             raise Forbidden(
@@ -232,9 +290,9 @@ def separation_of_duties(
                 rule="separation:requester",
                 approver=actor,
             )
-    if ws.settings.bar_skill_owner:
-        owner = ws.settings.skill_owners.get(request.skill_name)
-        owner_member = ws.member_of(owner) if owner else None
+    if settings.bar_skill_owner:
+        owner = settings.skill_owners.get(request.skill_name)
+        owner_member = settings.member_named(owner) if owner else None
         if owner_member is not None and owner_member in {who.member, who.counted}:
             raise Forbidden(
                 f"the owner of skill {request.skill_name} cannot approve its requests",

@@ -1,7 +1,7 @@
 """Rebuilding state from the log, up to a position or a point in time.
 
 The same evolution the command service uses
-(``approvals.services.approvals.application.evolve``) folds
+(``approvals.services.approvals.aggregates.evolve``) folds
 each event into its aggregate: approvals, budgets, workspaces' settings, allowances, API keys.
 """
 
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from approvals.schemas.audit import ApprovalState, BudgetState, Replayed, WorkspaceState
 from approvals.schemas.codec import event_decoder
 from approvals.services.approvals import budget, domain
-from approvals.services.approvals.application import EVOLVERS
+from approvals.services.approvals.aggregates import EVOLVERS
 from approvals.services.audit.source import bulk
 
 if TYPE_CHECKING:

@@ -44,3 +44,14 @@ def test_a_group_that_names_a_member_by_an_alias_hands_them_its_reviews() -> Non
     settings = msgspec.structs.replace(SETTINGS, groups={"leads": ("user:ana@example.com",)})
     assert may_review(settings, "user:ana", item(risk_level="critical"))
     assert not may_review(settings, "user:carol", item(risk_level="critical"))
+
+
+def test_the_review_queue_applies_the_deciders_rules_only_people_approve() -> None:
+    # A service may hold the approver role (it may veto), but only a person approves: the
+    # queue hands it nothing, as governance would refuse its approval.
+    assert not may_review(SETTINGS_WITH_A_BOT, "service:bot", item())
+
+
+SETTINGS_WITH_A_BOT = msgspec.structs.replace(
+    SETTINGS, members={**SETTINGS.members, "service:bot": Member(roles=("approver",))}
+)

@@ -429,3 +429,15 @@ def test_every_pattern_a_person_can_break_is_said_in_words() -> None:
         decode("approve", {**VALID["approve"], "digest": "xyz"})
     said = in_words(str(refused.value))
     assert said == "Expected a digest: 64 lower-case hex characters (SHA-256) - at `$.digest`"
+
+
+def test_both_event_families_share_one_base_and_every_event_type_is_listed() -> None:
+    def leaves(cls: type) -> set[type]:
+        subclasses = cls.__subclasses__()
+        return set().union(*map(leaves, subclasses)) if subclasses else {cls}
+
+    assert issubclass(events.Event, events.EventBase)
+    assert issubclass(events.WorkspaceEvent, events.EventBase)
+    assert leaves(events.EventBase) == set(events.EVENT_TYPES)
+    tags = [cls.__struct_config__.tag for cls in events.EVENT_TYPES]
+    assert len(set(tags)) == len(tags)

@@ -1,0 +1,264 @@
+"""One table from each command (verb) to the function that decides it.
+
+A decide-function takes what the batch holds (``Reads``: the aggregates, loaded from the store
+the first time a decision asks for one), the workspace, the command and ``now``; it returns a
+``Decision``: the events to store and what the reply shows. It only reads and calls the pure
+rules (domain, governance, budget, apikeys); the application saves, folds and replies.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from uuid import UUID, uuid4, uuid5
+
+import msgspec
+
+from approvals.schemas import commands, events
+from approvals.schemas.replies import PolicyInfo
+from approvals.services.approvals import apikeys, budget, domain, governance, policy
+from approvals.services.approvals.errors import Conflict, NotFound
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from datetime import datetime
+
+    from approvals.schemas.workspace import Change
+
+IDEMPOTENCY_NAMESPACE = UUID("6f1d7c1e-3a0b-4c55-9d3e-4b8f1f0a9e21")
+
+
+class Reads(Protocol):
+    """The aggregates as a batch sees them (None: none stored yet)."""
+
+    default_expiry_s: int  # the service's own, for a workspace that sets none
+
+    def approval(self, approval_id: UUID) -> domain.Approval | None: ...
+    def workspace(self, workspace_id: str) -> governance.Workspace | None: ...
+    def budget(self, workspace_id: str, period: str) -> budget.Budget | None: ...
+    def allowance(self, workspace_id: str, rule: str, day: str) -> governance.Allowance | None: ...
+    def api_key(self, workspace_id: str, key_id: str) -> apikeys.ApiKey | None: ...
+
+
+class Decision(NamedTuple):
+    """What a command decided: its events, and what its reply shows (the approval and the
+    workspace as they are once the events are folded in)."""
+
+    outcome: str
+    events: list[Any]
+    approval_id: UUID | None = None
+    with_workspace: bool = False
+    replayed: bool = False
+    policy: PolicyInfo | None = None
+    changes: tuple[Change, ...] | None = None
+
+
+def _governing(reads: Reads, workspace_id: str) -> governance.Workspace:
+    return governance.require_workspace(reads.workspace(workspace_id), workspace_id)
+
+
+def _period_budget(reads: Reads, ws: governance.Workspace, now: datetime) -> budget.Budget | None:
+    """This period's budget, where the workspace has one (None too when nothing is held yet)."""
+    limits = ws.settings.budget
+    if limits is None:
+        return None
+    return reads.budget(ws.workspace_id, budget.period_of(limits.period, now))
+
+
+# -- workspaces and keys --------------------------------------------------------------------
+
+
+def configure(reads: Reads, workspace_id: str, cmd: commands.Configure, now: datetime) -> Decision:
+    configured = governance.configure(reads.workspace(workspace_id), workspace_id, cmd, now)
+    if configured is None:  # already in force
+        return Decision("configured", [], with_workspace=True, changes=())
+    return Decision("configured", [configured], with_workspace=True, changes=configured.changes)
+
+
+def delegate(reads: Reads, workspace_id: str, cmd: commands.Delegate, now: datetime) -> Decision:
+    delegated = governance.delegate(_governing(reads, workspace_id), cmd, now)
+    return Decision("delegated", [delegated], with_workspace=True)
+
+
+def create_api_key(
+    reads: Reads, workspace_id: str, cmd: commands.CreateApiKey, now: datetime
+) -> Decision:
+    ws = _governing(reads, workspace_id)
+    created = apikeys.create(ws, reads.api_key(workspace_id, cmd.key_id), cmd, now)
+    return Decision("api_key_created", [created])
+
+
+def revoke_api_key(
+    reads: Reads, workspace_id: str, cmd: commands.RevokeApiKey, now: datetime
+) -> Decision:
+    ws = _governing(reads, workspace_id)
+    revoked = apikeys.revoke(ws, reads.api_key(workspace_id, cmd.key_id), cmd, now)
+    return Decision("api_key_revoked", [revoked])
+
+
+# -- requests -------------------------------------------------------------------------------
+
+
+def request(reads: Reads, workspace_id: str, cmd: commands.Request, now: datetime) -> Decision:
+    """Ask (or, for ``check``, only say whether asking would be needed): refused, not required,
+    the same request again (idempotency key), approved at once by a standing permission, or
+    waiting for a person."""
+    ws = _governing(reads, workspace_id)
+    governance.may_request(ws, cmd)
+    answer = policy.evaluate(cmd.action)
+    quorum = ws.settings.quorum_for(cmd.risk_level)
+    rule = governance.standing_rule(ws, cmd) if answer.required else None
+    info = PolicyInfo(required=answer.required, row=answer.row, reason=answer.reason,
+                      standing_rule=rule.name if rule else None,
+                      quorum=quorum if answer.required else None)  # fmt: skip
+    if not answer.required:
+        return Decision("not_required", [], policy=info)
+    if isinstance(cmd, commands.Check):
+        _admit(reads, ws, cmd, now)
+        return Decision("approval_required", [], policy=info)
+    if cmd.idempotency_key is None:
+        approval_id = uuid4()
+    else:
+        approval_id = uuid5(IDEMPOTENCY_NAMESPACE, f"{workspace_id}\x00{cmd.idempotency_key}")
+        existing = reads.approval(approval_id)
+        if existing is not None:
+            domain.request_again(existing, cmd)
+            return Decision("approval_required", [], approval_id, replayed=True, policy=info)
+    _admit(reads, ws, cmd, now)
+    requested = domain.request(
+        cmd, approval_id=approval_id, workspace_id=workspace_id, now=now, quorum=quorum,
+        default_expiry_s=ws.settings.default_expiry_s or reads.default_expiry_s,
+    )  # fmt: skip
+    if rule is not None:
+        approval = domain.mutate(requested, None)
+        day = governance.allowance_day(now)
+        allowance = reads.allowance(workspace_id, rule.name, day)
+        held = _period_budget(reads, ws, now)  # a standing rule always names a ceiling
+        granted = domain.approve_standing(approval, ws, rule, allowance, held, now)
+        if granted:
+            return Decision("approved", [requested, *granted], approval_id, policy=info)
+        info = msgspec.structs.replace(info, standing_rule=None)
+    return Decision("approval_required", [requested], approval_id, policy=info)
+
+
+def _admit(reads: Reads, ws: governance.Workspace, cmd: commands.Request, now: datetime) -> None:
+    """Refuse a ceiling the budget can never take; the period's budget is read only then (it is
+    a fold of the period's reservations: too dear for every request)."""
+    limits, ceiling = ws.settings.budget, cmd.action.max_credits
+    if limits is None or budget.never_fits(limits, ceiling) is None:
+        return
+    budget.admit(_period_budget(reads, ws, now), limits, ceiling, now)
+
+
+# -- an approval's life ---------------------------------------------------------------------
+
+
+def _approval(
+    reads: Reads, workspace_id: str, approval_id: UUID
+) -> tuple[domain.Approval, governance.Workspace]:
+    approval = reads.approval(approval_id)
+    if approval is None or approval.workspace_id != workspace_id:
+        raise NotFound("no such approval", approval_id=str(approval_id))
+    return approval, _governing(reads, workspace_id)
+
+
+def _decided(approval: domain.Approval, produced: list[Any]) -> Decision:
+    """The outcome is the type of the approval's own last event (a budget's may follow it)."""
+    mine = [e for e in produced if isinstance(e, events.Event)]
+    return Decision(mine[-1].event_type, produced, approval.id)
+
+
+def approve(reads: Reads, workspace_id: str, cmd: commands.Approve, now: datetime) -> Decision:
+    approval, ws = _approval(reads, workspace_id, cmd.approval_id)
+    produced: list[Any] = domain.approve(approval, cmd, now, ws)
+    if isinstance(produced[-1], events.Approved):  # the vote that met the quorum
+        ceiling = approval.request.action.max_credits
+        held = _period_budget(reads, ws, now) if ceiling is not None else None
+        produced = budget.grant(held, ws.settings.budget, produced[-1], ceiling, now)
+    return _decided(approval, produced)
+
+
+def reject(reads: Reads, workspace_id: str, cmd: commands.Reject, now: datetime) -> Decision:
+    approval, ws = _approval(reads, workspace_id, cmd.approval_id)
+    return _decided(approval, [domain.reject(approval, cmd, now, ws)])
+
+
+def cancel(reads: Reads, workspace_id: str, cmd: commands.Cancel, now: datetime) -> Decision:
+    approval, ws = _approval(reads, workspace_id, cmd.approval_id)
+    return _decided(approval, [domain.cancel(approval, cmd, now, ws)])
+
+
+def expire(reads: Reads, workspace_id: str, cmd: commands.Expire, now: datetime) -> Decision:
+    approval, _ = _approval(reads, workspace_id, cmd.approval_id)
+    return _decided(approval, [domain.expire(approval, cmd, now)])
+
+
+def deliver(reads: Reads, workspace_id: str, cmd: commands.Deliver, now: datetime) -> Decision:
+    approval, _ = _approval(reads, workspace_id, cmd.approval_id)
+    return _decided(approval, [domain.deliver(approval, cmd, now)])
+
+
+def redeem(reads: Reads, workspace_id: str, cmd: commands.Redeem, now: datetime) -> Decision:
+    approval, ws = _approval(reads, workspace_id, cmd.approval_id)
+    governance.require_role(ws, cmd.executor, "requester", "redeem an approval")
+    return _decided(approval, [domain.redeem(approval, cmd, now)])
+
+
+def report(reads: Reads, workspace_id: str, cmd: commands.Report, now: datetime) -> Decision:
+    """The run's report, and its reservation replaced by what it used."""
+    approval, ws = _approval(reads, workspace_id, cmd.approval_id)
+    governance.require_role(ws, cmd.by, "requester", "report a run")
+    produced: list[Any] = [domain.report(approval, cmd, now)]
+    if approval.budget_period is not None:
+        held = reads.budget(workspace_id, approval.budget_period)
+        settled = budget.settle(held, approval.id, cmd.credits_used, now) if held else None
+        produced += [settled] if settled else []
+    return _decided(approval, produced)
+
+
+def remind(reads: Reads, workspace_id: str, cmd: commands.Remind, now: datetime) -> Decision:
+    approval, ws = _approval(reads, workspace_id, cmd.approval_id)
+    return _decided(approval, [domain.remind(approval, cmd, now, ws.settings.reminders)])
+
+
+def escalate(reads: Reads, workspace_id: str, cmd: commands.Escalate, now: datetime) -> Decision:
+    approval, ws = _approval(reads, workspace_id, cmd.approval_id)
+    return _decided(approval, [domain.escalate(approval, cmd, now, ws.settings.reminders)])
+
+
+def check_spend(
+    reads: Reads, workspace_id: str, cmd: commands.CheckSpend, now: datetime
+) -> Decision:
+    approval, ws = _approval(reads, workspace_id, cmd.approval_id)
+    held = _period_budget(reads, ws, now)
+    verdict = budget.check(held, ws.settings.budget, approval.request.action.max_credits, now)
+    return _decided(approval, [domain.check_spend(approval, cmd, now, verdict)])
+
+
+def release(reads: Reads, workspace_id: str, cmd: commands.Release, now: datetime) -> Decision:
+    approval, _ = _approval(reads, workspace_id, cmd.approval_id)
+    held = reads.budget(workspace_id, domain.releasable(approval, now))
+    released = budget.release(held, approval.id, now) if held else None
+    if released is None:
+        raise Conflict("the approval holds no credits", rule="nothing_held")
+    return Decision("released", [released], approval.id)
+
+
+VERBS: dict[type[commands.Command], Callable[[Reads, str, Any, datetime], Decision]] = {
+    commands.Request: request,
+    commands.Check: request,  # its dry twin: nothing is stored
+    commands.Approve: approve,
+    commands.Reject: reject,
+    commands.Cancel: cancel,
+    commands.Expire: expire,
+    commands.Deliver: deliver,
+    commands.Configure: configure,
+    commands.Delegate: delegate,
+    commands.Redeem: redeem,
+    commands.Report: report,
+    commands.CheckSpend: check_spend,
+    commands.Remind: remind,
+    commands.Escalate: escalate,
+    commands.Release: release,
+    commands.CreateApiKey: create_api_key,
+    commands.RevokeApiKey: revoke_api_key,
+}
