@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,10 +14,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import pytest
 
-from approvals.projections.status.service import ProjectionService
-from approvals.services.approvals.receipts import ReceiptInvalid, Signer
-from approvals.services.approvals.service import CommandService
-from approvals.services.client import (
+from approvals.client import (
     ApprovalDenied,
     ApprovalPending,
     ApprovalsClient,
@@ -26,9 +22,14 @@ from approvals.services.client import (
     require_approval,
     verify_receipt,
 )
+from approvals.projections.status.service import ProjectionService
+from approvals.schemas.signatures import ReceiptInvalid
+from approvals.services.approvals.receipts import Signer
+from approvals.services.approvals.service import CommandService
 from approvals.services.dev import bootstrap_workspace
 from approvals.services.runtime.settings import Settings
 from approvals.services.spendcap.service import SpendCapService
+from tests.examples import example
 from tests.helpers import eventually, send
 
 if TYPE_CHECKING:
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
 
     from approvals.services.runtime.natsserver import NatsServer
 
-README = Path(__file__).parents[2] / "README.md"
 APPROVALS = str(Path(sys.executable).parent / "approvals")
 AGENT = "service:agent"
 LIVE = {"kind": "provider_call", "mode": "live", "provider": "clearbit", "max_credits": 40}
@@ -82,18 +82,11 @@ async def approve_what_waits(client: ApprovalsClient) -> None:
     await eventually(approved_some)
 
 
-def readme_example() -> str:
-    text = README.read_text(encoding="utf-8")
-    found = re.search(r"<!-- example: client -->\n```python\n(.*?)```", text, re.DOTALL)
-    assert found, "the README has no client example"
-    return found.group(1)
-
-
 @pytest.mark.timeout(120)
 async def test_the_readme_client_example_runs_as_written(stack: ApprovalsClient) -> None:
     env = {**os.environ, "NATS_URL": stack.nc.connected_url.geturl()}  # type: ignore[union-attr]
     example = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", readme_example(), env=env,
+        sys.executable, "-c", example("client"), env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     approved = 0
