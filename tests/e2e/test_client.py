@@ -85,16 +85,16 @@ async def approve_what_waits(client: ApprovalsClient) -> None:
 @pytest.mark.timeout(120)
 async def test_the_readme_client_example_runs_as_written(stack: ApprovalsClient) -> None:
     env = {**os.environ, "NATS_URL": stack.nc.connected_url.geturl()}  # type: ignore[union-attr]
-    example = await asyncio.create_subprocess_exec(
+    running = await asyncio.create_subprocess_exec(
         sys.executable, "-c", example("client"), env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     approved = 0
-    while example.returncode is None and approved < 2:
+    while running.returncode is None and approved < 2:
         approved += await approve_pending(stack)
         await asyncio.sleep(0.05)  # a person's polling interval, not a wait for a condition
-    out, err = await asyncio.wait_for(example.communicate(), timeout=60)
-    assert example.returncode == 0, (out.decode(), err.decode())
+    out, err = await asyncio.wait_for(running.communicate(), timeout=60)
+    assert running.returncode == 0, (out.decode(), err.decode())
     lines = out.decode().splitlines()
     assert lines[0].startswith("approval_required http")
     assert lines[1:] == [
