@@ -19,7 +19,7 @@ class ReceiptBody(msgspec.Struct, frozen=True, kw_only=True):
     key_id: str  # which key signed it (see approvals.query.keys)
     workspace_id: str
     approval_id: UUID
-    digest: str  # the approved action and payload (see services/approvals/digest.py)
+    digest: str  # the approved action and payload (see schemas/digest.py)
     max_credits: float | None  # the credit ceiling approved
     approvers: tuple[str, ...]  # the members whose votes approved it, or policy:<rule>
     approved_at: datetime

@@ -13,7 +13,7 @@ from approvals.schemas.codec import encoder
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from approvals.services.client import ApprovalsClient
+    from approvals.client import ApprovalsClient
 
 
 async def eventually(check: Callable[[], Any], within_s: float = 15.0) -> None:

@@ -14,7 +14,7 @@ from approvals.schemas.codec import encoder
 from approvals.schemas.commands import Via
 
 if TYPE_CHECKING:
-    from approvals.services.client import ApprovalsClient
+    from approvals.client import ApprovalsClient
 
 MCP_VIA = Via(channel="mcp", auth="nats")  # the bus connection's credentials vouch for it
 

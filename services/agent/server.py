@@ -19,9 +19,9 @@ from pydantic import Field
 from typing_extensions import TypedDict
 
 from approvals.schemas.commands import Action
+from approvals.schemas.digest import action_digest
 from approvals.schemas.types import ActionKind, Mode, RiskLevel, Status
 from approvals.schemas.wording import in_words
-from approvals.services.approvals.digest import action_digest
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

@@ -14,11 +14,11 @@ from uuid import UUID, uuid4
 import msgspec
 
 from approvals.schemas import events
+from approvals.schemas.digest import action_differences, action_digest, payload_differs
 from approvals.schemas.receipts import Receipt
 from approvals.schemas.replies import Delivery
 from approvals.schemas.types import TERMINAL_STATUSES, Status
 from approvals.services.approvals import budget, governance
-from approvals.services.approvals.digest import action_differences, action_digest, payload_differs
 from approvals.services.approvals.errors import (
     AlreadyDecided,
     AlreadyRedeemed,

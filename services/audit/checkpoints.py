@@ -24,8 +24,8 @@ from nats.js.errors import NotFoundError
 from approvals.schemas import chain
 from approvals.schemas.audit import Checkpoint, CheckpointBody
 from approvals.schemas.codec import canonical_encoder, encoder
+from approvals.schemas.signatures import ReceiptInvalid, check_signature
 from approvals.schemas.subjects import CHECKPOINT_STREAM, CHECKPOINTS, MSG_ID_HEADER
-from approvals.services.approvals.receipts import ReceiptInvalid, check_signature
 from approvals.services.audit.source import store_sections
 from approvals.services.runtime.bus import ensure_checkpoint_stream
 

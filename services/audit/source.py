@@ -15,18 +15,18 @@ from uuid import UUID
 import msgspec
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
+from approvals.client.event_feed import event_messages
 from approvals.schemas import subjects
 from approvals.schemas.codec import encoder
 from approvals.schemas.subjects import MSG_ID_HEADER, NOTIFICATION_ID_HEADER
-from approvals.services.event_feed import event_messages
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
     from nats.aio.client import Client
 
+    from approvals.client.refusals import Refusals
     from approvals.services.approvals.application import Approvals
-    from approvals.services.refusals import Refusals
 
 SECTION = 5000  # events per read: large sections are what make replay and verify fast
 

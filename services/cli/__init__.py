@@ -11,14 +11,14 @@ import msgspec
 from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 
+from approvals.client import ApprovalsClient, ApprovalsError
+from approvals.client.refusals import Refusals
 from approvals.schemas.codec import encoder
 from approvals.schemas.commands import Via
 from approvals.schemas.subjects import IllegalToken
 from approvals.services.cli import console
 from approvals.services.cli.params import WORKSPACE
-from approvals.services.client import ApprovalsClient, ApprovalsError
 from approvals.services.dev import DEFAULT_NATS_PORT
-from approvals.services.refusals import Refusals
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

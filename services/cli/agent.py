@@ -34,9 +34,9 @@ def mcp(
     or over the gateway's HTTP API with an API key of ACTOR (--api-url, APPROVALS_MCP_API_KEY)."""
     import os
 
+    from approvals.client import ApprovalsClient
     from approvals.services.agent.doors import ApiDoor, BusDoor
     from approvals.services.agent.server import build
-    from approvals.services.client import ApprovalsClient
     from approvals.services.runtime.settings import Settings
 
     api_key = os.environ.get("APPROVALS_MCP_API_KEY")

@@ -19,6 +19,8 @@ import click
 import msgspec
 import nats
 
+from approvals.client import ApprovalsError, connect_once
+from approvals.client.refusals import Refusals
 from approvals.schemas.audit import (
     Checkpoint,
     Comparison,
@@ -48,8 +50,6 @@ from approvals.services.audit.verify import Verifier
 from approvals.services.cli import Context, cli, console
 from approvals.services.cli.params import WORKSPACE
 from approvals.services.cli.receipts import _offline_keys
-from approvals.services.client import ApprovalsError, connect_once
-from approvals.services.refusals import Refusals
 from approvals.services.runtime.settings import Settings
 
 if TYPE_CHECKING:
@@ -57,9 +57,9 @@ if TYPE_CHECKING:
 
     from click._termui_impl import ProgressBar
 
+    from approvals.client import ApprovalsClient
     from approvals.services.approvals.application import Approvals
     from approvals.services.audit.source import Record
-    from approvals.services.client import ApprovalsClient
 
 
 class Refused(Exception):

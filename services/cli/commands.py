@@ -11,8 +11,8 @@ from approvals.services.cli.params import ACTOR, APPROVAL_ID, DIGEST, PERSON
 from approvals.services.cli.request_options import request_body, request_options
 
 if TYPE_CHECKING:
+    from approvals.client import ApprovalsClient
     from approvals.schemas.subjects import CommandVerb
-    from approvals.services.client import ApprovalsClient
 
 
 @cli.command()

@@ -165,7 +165,7 @@ def _rebuild(obj: Context, settings: Settings, source: str, view: StatusView, pr
         return rebuild.from_store(Approvals(store_env(settings)), view, progress)
 
     async def from_stream() -> int:
-        from approvals.services.client import connect_once
+        from approvals.client import connect_once
 
         nc = await connect_once(obj.nats_url, obj.timeout, obj.bus_options())
         try:
@@ -216,7 +216,7 @@ def bus_group() -> None:
 def bus_setup(obj: Context, replicas: int) -> None:
     """Create every stream and bucket with REPLICAS copies, or bring existing ones to it
     (run once per cluster, as the admin user, before the services start)."""
-    from approvals.services.client import connect_once
+    from approvals.client import connect_once
     from approvals.services.runtime import bus
 
     async def work() -> list[tuple[str, str]]:

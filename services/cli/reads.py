@@ -15,7 +15,7 @@ from approvals.services.cli import Context, cli, console
 from approvals.services.cli.params import APPROVAL_ID, GateCommand
 
 if TYPE_CHECKING:
-    from approvals.services.client import ApprovalsClient
+    from approvals.client import ApprovalsClient
 
 
 class _Outcome(msgspec.Struct):

@@ -14,12 +14,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from approvals.schemas.codec import encoder
 from approvals.schemas.receipts import KeysReply, PublicKey, Receipt
-from approvals.services.approvals.receipts import ReceiptInvalid, key_id_of, unb64, verify
+from approvals.schemas.signatures import ReceiptInvalid, key_id_of, unb64, verify
 from approvals.services.cli import Context, cli, console
 from approvals.services.cli.params import ACTOR, KEY_ID, PERSON
 
 if TYPE_CHECKING:
-    from approvals.services.client import ApprovalsClient
+    from approvals.client import ApprovalsClient
 
 
 @cli.group(invoke_without_command=True)

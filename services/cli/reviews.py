@@ -17,7 +17,7 @@ from approvals.services.cli.reads import _query, budget_now
 from approvals.services.cli.review_fields import block, requested_event, review_rows, what_to_review
 
 if TYPE_CHECKING:
-    from approvals.services.client import ApprovalsClient
+    from approvals.client import ApprovalsClient
 
 
 @cli.group("reviews")

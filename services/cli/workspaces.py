@@ -17,7 +17,7 @@ from approvals.services.cli.params import PERSON, WORKSPACE
 from approvals.services.cli.reads import _query
 
 if TYPE_CHECKING:
-    from approvals.services.client import ApprovalsClient
+    from approvals.client import ApprovalsClient
 
 
 @cli.group()

@@ -8,6 +8,8 @@ from typing import Literal
 
 import msgspec
 
+from approvals.client.bus import servers
+
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     nats_url: str = "nats://127.0.0.1:4333"  # where `approvals dev` runs its nats-server
@@ -135,8 +137,3 @@ def _decode_path(kind: type, value: object) -> object:
     if kind is Path and isinstance(value, str):
         return Path(value)
     raise NotImplementedError(f"cannot read {kind} from {value!r}")
-
-
-def servers(url: str) -> list[str]:
-    """``nats://a:4222,nats://b:4222`` as a list of server URLs."""
-    return [part.strip() for part in url.split(",") if part.strip()]

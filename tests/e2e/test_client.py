@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,10 +14,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import pytest
 
-from approvals.projections.status.service import ProjectionService
-from approvals.services.approvals.receipts import ReceiptInvalid, Signer
-from approvals.services.approvals.service import CommandService
-from approvals.services.client import (
+from approvals.client import (
     ApprovalDenied,
     ApprovalPending,
     ApprovalsClient,
@@ -26,9 +22,14 @@ from approvals.services.client import (
     require_approval,
     verify_receipt,
 )
+from approvals.projections.status.service import ProjectionService
+from approvals.schemas.signatures import ReceiptInvalid
+from approvals.services.approvals.receipts import Signer
+from approvals.services.approvals.service import CommandService
 from approvals.services.dev import bootstrap_workspace
 from approvals.services.runtime.settings import Settings
 from approvals.services.spendcap.service import SpendCapService
+from tests.examples import example
 from tests.helpers import eventually, send
 
 if TYPE_CHECKING:
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
 
     from approvals.services.runtime.natsserver import NatsServer
 
-CLIENT_PAGE = Path(__file__).parents[2] / "docs" / "client.md"
 APPROVALS = str(Path(sys.executable).parent / "approvals")
 AGENT = "service:agent"
 LIVE = {"kind": "provider_call", "mode": "live", "provider": "clearbit", "max_credits": 40}
@@ -82,26 +82,19 @@ async def approve_what_waits(client: ApprovalsClient) -> None:
     await eventually(approved_some)
 
 
-def docs_example() -> str:
-    text = CLIENT_PAGE.read_text(encoding="utf-8")
-    found = re.search(r"<!-- example: client -->\n```python\n(.*?)```", text, re.DOTALL)
-    assert found, "docs/client.md has no client example"
-    return found.group(1)
-
-
 @pytest.mark.timeout(120)
 async def test_the_docs_client_example_runs_as_written(stack: ApprovalsClient) -> None:
     env = {**os.environ, "NATS_URL": stack.nc.connected_url.geturl()}  # type: ignore[union-attr]
-    example = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", docs_example(), env=env,
+    running = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", example("client"), env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     approved = 0
-    while example.returncode is None and approved < 2:
+    while running.returncode is None and approved < 2:
         approved += await approve_pending(stack)
         await asyncio.sleep(0.05)  # a person's polling interval, not a wait for a condition
-    out, err = await asyncio.wait_for(example.communicate(), timeout=60)
-    assert example.returncode == 0, (out.decode(), err.decode())
+    out, err = await asyncio.wait_for(running.communicate(), timeout=60)
+    assert running.returncode == 0, (out.decode(), err.decode())
     lines = out.decode().splitlines()
     assert lines[0].startswith("approval_required http")
     assert lines[1:] == [

@@ -20,9 +20,9 @@ import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
+from approvals.client import ApprovalsClient
 from approvals.projections.status.service import ProjectionService
 from approvals.services.approvals.service import CommandService
-from approvals.services.client import ApprovalsClient
 from approvals.services.gateway.app import GatewayService
 from approvals.services.runtime.natsserver import free_port
 from approvals.services.runtime.settings import Settings

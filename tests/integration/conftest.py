@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 import msgspec
 import pytest
 
+from approvals.client import ApprovalsClient
 from approvals.services.approvals.service import CommandService
-from approvals.services.client import ApprovalsClient
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable

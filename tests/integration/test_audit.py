@@ -19,6 +19,7 @@ from uuid import UUID, uuid4
 import msgspec
 import pytest
 
+from approvals.client import ApprovalsClient
 from approvals.projections.status.service import ProjectionService
 from approvals.schemas import chain, events
 from approvals.schemas.audit import Checkpoint, CheckpointBody
@@ -29,7 +30,6 @@ from approvals.services.approvals.receipts import Signer
 from approvals.services.approvals.service import CommandService
 from approvals.services.audit.checkpoints import all_checkpoints
 from approvals.services.audit.source import aggregate_records
-from approvals.services.client import ApprovalsClient
 from tests.e2e.devserver import free_port
 from tests.helpers import eventually
 from tests.workspaces import ADMIN, SETTINGS, configure_over_nats

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import pytest
 
+from approvals.client import ApprovalsClient
 from approvals.projections.status.service import ProjectionService
 from approvals.schemas import commands
 from approvals.schemas.workspace import Budget
 from approvals.services.approvals.service import CommandService
-from approvals.services.client import ApprovalsClient
 from approvals.services.spendcap.service import SpendCapService
 from tests.workspaces import ADMIN, SETTINGS, configure_over_nats
 

@@ -11,13 +11,13 @@ import msgspec
 import pytest
 from nats.js.errors import NotFoundError
 
+from approvals.client import ApprovalsClient
 from approvals.schemas import commands, subjects
 from approvals.schemas.codec import encoder, event_decoder
+from approvals.schemas.digest import action_digest
 from approvals.schemas.events import Rejected
 from approvals.services.approvals.application import Approvals
-from approvals.services.approvals.digest import action_digest
 from approvals.services.approvals.store import store_env
-from approvals.services.client import ApprovalsClient
 from tests.helpers import assert_error, eventually, send
 from tests.workspaces import approval_notifications
 

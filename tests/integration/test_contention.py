@@ -31,9 +31,9 @@ from tests.workspaces import ADMIN, SETTINGS
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
+    from approvals.client import ApprovalsClient
     from approvals.services.approvals.application import Approvals
     from approvals.services.approvals.service import CommandService
-    from approvals.services.client import ApprovalsClient
     from approvals.services.runtime.settings import Settings
 
     Started = tuple[CommandService, ApprovalsClient]

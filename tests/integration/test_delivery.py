@@ -32,6 +32,7 @@ from nats.js.errors import NotFoundError
 from prometheus_client import REGISTRY
 from standardwebhooks.webhooks import Webhook
 
+from approvals.client import ApprovalsClient
 from approvals.projections.status.service import ProjectionService, view_lease
 from approvals.schemas.codec import event_decoder
 from approvals.schemas.commands import Via
@@ -46,7 +47,6 @@ from approvals.schemas.events import (
 from approvals.schemas.subjects import STREAM
 from approvals.schemas.workspace import ChannelConfig, Member, Reminders, WorkspaceSettings
 from approvals.services.approvals.service import CommandService
-from approvals.services.client import ApprovalsClient
 from approvals.services.delivery.service import DeliveryService
 from approvals.services.gateway.app import GatewayService
 from approvals.services.runtime.bus import ensure_kv

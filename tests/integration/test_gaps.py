@@ -13,10 +13,10 @@ import pytest
 from eventsourcing.persistence import IntegrityError
 from prometheus_client import REGISTRY
 
+from approvals.client import ApprovalsClient
 from approvals.projections.status.service import ProjectionService, view_lease
 from approvals.schemas.subjects import STREAM
 from approvals.services.approvals.service import CommandService
-from approvals.services.client import ApprovalsClient
 from approvals.services.runtime.bus import ensure_kv
 from approvals.services.runtime.lease import BUCKET as LEASES
 from approvals.services.runtime.settings import Settings

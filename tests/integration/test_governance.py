@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import pytest
 
+from approvals.client import ApprovalsClient
 from approvals.schemas.codec import encoder, event_decoder
 from approvals.schemas.events import WorkspaceConfigured
 from approvals.schemas.workspace import Member, StandingPermission, WorkspaceSettings
-from approvals.services.client import ApprovalsClient
 from tests.helpers import assert_error, send
 from tests.workspaces import approval_notifications
 

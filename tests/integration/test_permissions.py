@@ -26,10 +26,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from nats.errors import TimeoutError as NatsTimeout
 
+from approvals.client import ApprovalsClient
 from approvals.projections.status.service import ProjectionService
 from approvals.schemas.subjects import STREAM
 from approvals.services.approvals.service import CommandService
-from approvals.services.client import ApprovalsClient
 from approvals.services.delivery.service import DeliveryService
 from approvals.services.gateway.app import GatewayService
 from approvals.services.runtime.bus import connect_options

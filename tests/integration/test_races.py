@@ -19,7 +19,7 @@ from tests.helpers import send
 from tests.workspaces import approval_notifications
 
 if TYPE_CHECKING:
-    from approvals.services.client import ApprovalsClient
+    from approvals.client import ApprovalsClient
     from approvals.services.runtime.settings import Settings
 
     Started = tuple[CommandService, ApprovalsClient]

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from nats.js import JetStreamContext
     from nats.js.api import RawStreamMsg
 
-    from approvals.services.client import ApprovalsClient
+    from approvals.client import ApprovalsClient
     from approvals.services.runtime.natsserver import NatsServer
 
     Started = tuple[CommandService, ApprovalsClient]

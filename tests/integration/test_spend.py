@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import pytest
 
+from approvals.client import ApprovalsClient, ApprovalsError
 from approvals.schemas.codec import event_decoder
 from approvals.schemas.events import CreditsReserved, CreditsSettled, Requested
 from approvals.schemas.workspace import Budget, Member, WorkspaceSettings
 from approvals.services.approvals import budget
 from approvals.services.approvals.service import CommandService
-from approvals.services.client import ApprovalsClient, ApprovalsError
 from tests.helpers import assert_error, eventually, send
 
 if TYPE_CHECKING:

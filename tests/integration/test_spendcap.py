@@ -24,8 +24,8 @@ from tests.integration.test_spend import REQUEST, SPEND, approve, ask, redeem, w
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from approvals.client import ApprovalsClient
     from approvals.services.approvals.service import CommandService
-    from approvals.services.client import ApprovalsClient
     from approvals.services.runtime.settings import Settings
 
     Started = tuple[CommandService, ApprovalsClient]

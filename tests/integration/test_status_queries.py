@@ -11,11 +11,11 @@ import msgspec
 import nats
 import pytest
 
+from approvals.client import ApprovalsClient
 from approvals.projections.status import rebuild
 from approvals.projections.status.service import ProjectionService
 from approvals.projections.status.storage import open_view
 from approvals.services.approvals.service import CommandService
-from approvals.services.client import ApprovalsClient
 from tests.helpers import eventually
 from tests.workspaces import configure_over_nats
 

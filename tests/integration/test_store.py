@@ -10,8 +10,8 @@ from uuid import UUID, uuid4, uuid5
 import pytest
 
 from approvals.schemas import commands
+from approvals.schemas.digest import action_digest
 from approvals.services.approvals.application import IDEMPOTENCY_NAMESPACE, Approvals, Result, State
-from approvals.services.approvals.digest import action_digest
 from approvals.services.approvals.errors import AlreadyDecided, ApprovalError, Conflict, NotFound
 from approvals.services.approvals.store import store_env
 from approvals.services.runtime.settings import Settings

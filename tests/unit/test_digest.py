@@ -13,8 +13,8 @@ import pytest
 
 from approvals.schemas import commands
 from approvals.schemas.codec import command_decoders
+from approvals.schemas.digest import action_digest
 from approvals.services.approvals import domain
-from approvals.services.approvals.digest import action_digest
 
 SCOPE = commands.Scope(
     table="contacts",

@@ -54,9 +54,12 @@ def layout_rows() -> dict[str, str]:
 def package_folders() -> list[str]:
     """Every package folder of the three installed trees, and every module directly in
     services/ (where the loose modules that are not services tend to gather)."""
-    found = {f"{init.parent.relative_to(ROOT).as_posix()}/"
-             for top in ("services", "schemas", "projections")
-             for init in (ROOT / top).rglob("__init__.py")}  # fmt: skip
+    found = {
+        f"{init.parent.relative_to(ROOT).as_posix()}/"
+        for top in ("services", "schemas", "projections")
+        for init in (ROOT / top).rglob("__init__.py")
+        if "build" not in init.relative_to(ROOT).parts
+    }  # fmt: skip  (a wheel build's copy)
     found |= {f"services/{module.name}" for module in (ROOT / "services").glob("*.py")
               if module.name != "__init__.py"}  # fmt: skip
     return sorted(found)

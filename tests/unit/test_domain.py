@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from approvals.schemas import commands, events
+from approvals.schemas.digest import action_digest
 from approvals.schemas.replies import Delivery
 from approvals.schemas.types import TERMINAL_STATUSES
 from approvals.services.approvals import domain
-from approvals.services.approvals.digest import action_digest
 from approvals.services.approvals.errors import (
     AlreadyDecided,
     ApprovalError,

@@ -1,32 +1,74 @@
-"""One import root: everything the distribution installs lives under ``approvals``, so a user's
+"""One import root: everything the distributions install lives under ``approvals``, so a user's
 own ``services`` (or ``schemas``, ``projections``) package is never shadowed nor mixed with ours.
+Two distributions: approvals-client (``schemas/``: the wire contract and the client) and the
+server (``services/``, ``projections/``), which depends on the client's and holds no copy of it.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib
+import re
 import subprocess
 import sys
 import tomllib
 import venv
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.wheels import build_wheels
+
 ROOT = Path(__file__).parents[2]
 TOPS = ("services", "schemas", "projections")
+SERVER_TOPS = ("services", "projections")
+CLIENT = ROOT / "schemas"
+
+
+def setuptools_of(project: Path) -> dict[str, Any]:
+    config: dict[str, Any] = tomllib.loads((project / "pyproject.toml").read_text())
+    return config
+
+
+def packages_on_disk(folder: Path, name: str) -> set[str]:
+    """The package folders under ``folder`` (not a build's copies of them)."""
+    inits = (i.parent.relative_to(folder).parts for i in folder.rglob("__init__.py"))
+    return {".".join((name, *parts)) for parts in inits if "build" not in parts}
 
 
 def test_every_folder_of_the_three_is_installed_under_approvals() -> None:
-    """pyproject lists its packages by hand (setuptools cannot find them through package-dir):
-    the list must name every package folder, so none is left out of the wheel."""
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    assert config["package-dir"] == {f"approvals.{top}": top for top in TOPS}
-    on_disk = {
-        "approvals." + str(init.parent.relative_to(ROOT)).replace("/", ".")
-        for top in TOPS
-        for init in (ROOT / top).rglob("__init__.py")
-    }
+    """Each pyproject lists its packages by hand (setuptools cannot find them through
+    package-dir): the lists must name every package folder, so none is left out of a wheel."""
+    config = setuptools_of(ROOT)["tool"]["setuptools"]
+    assert config["package-dir"] == {f"approvals.{top}": top for top in SERVER_TOPS}
+    on_disk = set().union(
+        *(packages_on_disk(ROOT / top, f"approvals.{top}") for top in SERVER_TOPS)
+    )
     assert set(config["packages"]) == on_disk
+    # Check: the client's folder is approvals.schemas, its client/ folder approvals.client.
+    client = setuptools_of(CLIENT)["tool"]["setuptools"]
+    assert client["package-dir"] == {"approvals.schemas": ".", "approvals.client": "client"}
+    client_on_disk = packages_on_disk(CLIENT / "client", "approvals.client") | {
+        p for p in packages_on_disk(CLIENT, "approvals.schemas") if ".client" not in p
+    }
+    assert set(client["packages"]) == client_on_disk
+
+
+def test_the_server_depends_on_the_client_and_the_client_on_no_server_part() -> None:
+    server = setuptools_of(ROOT)["project"]
+    client = setuptools_of(CLIENT)["project"]
+    assert f"{client['name']}=={client['version']}" in server["dependencies"]
+    names = {re.split(r"[\[<>=~! ]", d, maxsplit=1)[0] for d in client["dependencies"]}
+    assert names == {"nats-py", "msgspec", "cryptography", "httpx"}
+    # Check: the client's code imports nothing of the server's.
+    for module in CLIENT.rglob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            server = [n for n in names if n.startswith(("approvals.services", "approvals.proj"))]
+            assert not server, (module, server)
 
 
 def run(*command: str | Path, cwd: Path | None = None) -> str:
@@ -38,10 +80,8 @@ def run(*command: str | Path, cwd: Path | None = None) -> str:
 
 @pytest.mark.slow
 def test_the_wheel_installs_beside_a_users_own_services_package(tmp_path: Path) -> None:
-    # Check: the wheel builds (as pip builds it for a user: isolated, from the tree).
-    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", tmp_path / "dist",
-        ROOT)  # fmt: skip
-    [wheel] = (tmp_path / "dist").glob("approvals-*.whl")
+    # Check: both wheels build (as pip builds them for a user).
+    wheel, client_wheel = build_wheels(tmp_path)
     # A fresh virtualenv with only the wheel; its dependencies are read from ours (a path
     # entry: our editable install's own hook is not loaded there).
     fresh = tmp_path / "venv"
@@ -50,12 +90,21 @@ def test_the_wheel_installs_beside_a_users_own_services_package(tmp_path: Path) 
     site = run(python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))").strip()
     ours = [p for p in sys.path if p.endswith("site-packages")]
     (Path(site) / "dependencies.pth").write_text("\n".join(ours) + "\n")
-    run(python, "-m", "pip", "install", "--quiet", "--no-deps", wheel)
-    # Check: no top-level name of ours is installed.
-    listed = run(python, "-m", "pip", "show", "--files", "approvals")
-    files = [line.strip() for line in listed.split("Files:", 1)[1].splitlines() if line.strip()]
+    run(python, "-m", "pip", "install", "--quiet", "--no-deps", wheel, client_wheel)
+    # Check: the server's wheel needs the client's, and holds no copy of it.
+    shown = run(python, "-m", "pip", "show", "--files", "approvals")
+    requires = shown.split("Requires:", 1)[1].splitlines()[0]
+    assert "approvals-client" in requires.replace(" ", "").split(","), requires
+    files = [line.strip() for line in shown.split("Files:", 1)[1].splitlines() if line.strip()]
     assert any(f.startswith("approvals/services/cli/") for f in files)
-    assert not [f for f in files if f.split("/", 1)[0] in TOPS], files
+    assert not [f for f in files if f.startswith(("approvals/schemas/", "approvals/client/"))]
+    # Check: no top-level name of ours is installed, by either wheel.
+    client_shown = run(python, "-m", "pip", "show", "--files", "approvals-client")
+    client_files = [line.strip() for line in client_shown.split("Files:", 1)[1].splitlines()]
+    assert any(f.startswith("approvals/client/") for f in client_files)
+    assert any(f.startswith("approvals/schemas/json/") for f in client_files)
+    for f in files + client_files:
+        assert f.split("/", 1)[0] not in TOPS, f
     # Check: a user's project with its own services package imports both.
     project = tmp_path / "project"
     (project / "services").mkdir(parents=True)
@@ -63,12 +112,23 @@ def test_the_wheel_installs_beside_a_users_own_services_package(tmp_path: Path) 
     (project / "services" / "client.py").write_text("MINE = 'the user own services'\n")
     said = run(python, "-c", (
         "from services.client import MINE\n"
-        "from approvals.services.client import ApprovalsClient\n"
+        "from approvals.client import ApprovalsClient\n"
         "from approvals.schemas.events import Approved\n"
         "import approvals.services.cli, approvals.projections.status.view\n"
         "print(MINE, ApprovalsClient.__module__, Approved.__module__)"
     ), cwd=project)  # fmt: skip
-    assert said.split() == ["the", "user", "own", "services", "approvals.services.client",
+    assert said.split() == ["the", "user", "own", "services", "approvals.client.bus",
                             "approvals.schemas.events"]  # fmt: skip
     # Check: the console script runs from the wheel.
     assert "Usage: approvals" in run(fresh / "bin" / "approvals", "--help", cwd=project)
+
+
+def test_the_old_import_path_of_the_client_warns_and_gives_the_same_client() -> None:
+    """Callers import ``approvals.services.client`` today: for one release it still works."""
+    import approvals.client
+
+    sys.modules.pop("approvals.services.client", None)
+    with pytest.warns(DeprecationWarning, match="import approvals.client instead"):
+        old = importlib.import_module("approvals.services.client")
+    assert old.ApprovalsClient is approvals.client.ApprovalsClient
+    assert old.require_approval is approvals.client.require_approval

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from nats.aio.client import Client
     from nats.aio.msg import Msg
 
-    from approvals.services.refusals import Refusals
+    from approvals.client.refusals import Refusals
 
 IDLE_S = 30.0  # the server removes a reader's consumer this long after its reader went away
 _names = nuid.NUID()

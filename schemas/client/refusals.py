@@ -14,7 +14,7 @@ import asyncio
 import re
 from typing import TYPE_CHECKING, TypeVar
 
-from approvals.services.client import ApprovalsError
+from approvals.client.errors import ApprovalsError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
