@@ -29,21 +29,14 @@ from approvals.schemas.audit import (
 )
 from approvals.schemas.codec import encoder
 from approvals.schemas.queries import ListReply
+from approvals.services.approvals.checkpointer import checkpoint_decoder
+from approvals.services.approvals.notification_log import store_sections
 from approvals.services.audit import export as exporting
 from approvals.services.audit import report as reporting
-from approvals.services.audit.checkpoints import (
-    all_checkpoints,
-    check_checkpoints,
-    checkpoint_decoder,
-)
+from approvals.services.audit.checkpoints import all_checkpoints, check_checkpoints
 from approvals.services.audit.history import history as approval_history
 from approvals.services.audit.replay import Replay, approval_state
-from approvals.services.audit.source import (
-    bulk,
-    export_sections,
-    store_sections,
-    stream_sections,
-)
+from approvals.services.audit.source import bulk, export_sections, stream_sections
 from approvals.services.audit.verify import Verifier
 from approvals.services.cli import Context, cli, console
 from approvals.services.cli.params import WORKSPACE
@@ -58,7 +51,7 @@ if TYPE_CHECKING:
     from click._termui_impl import ProgressBar
 
     from approvals.services.approvals.application import Approvals
-    from approvals.services.audit.source import Record
+    from approvals.services.approvals.notification_log import Record
     from approvals.services.client import ApprovalsClient
 
 
