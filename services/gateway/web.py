@@ -28,14 +28,8 @@ from approvals.schemas.events import Event
 from approvals.schemas.upcasting import UnknownSchemaVersion
 from approvals.services import reviews
 from approvals.services.gateway.bus import Bus, GatewayError, ok
-from approvals.services.gateway.identity import (
-    METHOD_KEY,
-    SESSION_KEY,
-    ConfirmTokens,
-    Identity,
-    LinkInvalid,
-    person_name,
-)
+from approvals.services.gateway.identity import METHOD_KEY, SESSION_KEY, Identity, person_name
+from approvals.services.runtime.signed_links import ConfirmTokens, LinkInvalid
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
