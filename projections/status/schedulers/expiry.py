@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 
 from nats.errors import Error as NatsError
 
+from approvals.projections.status.schedulers import Ticker
 from approvals.schemas import subjects
 from approvals.schemas.codec import encoder, reply_decoder
-from approvals.services.scheduler import Ticker
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from nats.errors import Error as NatsError
 
+from approvals.projections.status.schedulers import Ticker
 from approvals.schemas import subjects
 from approvals.schemas.codec import encoder
 from approvals.schemas.workspace import Reminders, WorkspaceSettings
-from approvals.services.scheduler import Ticker
 
 if TYPE_CHECKING:
     from approvals.schemas.queries import ApprovalView
