@@ -86,8 +86,9 @@ def test_the_scheduler_package_is_gone_from_services() -> None:
 # -- replies: one typed envelope, decoded in schemas ---------------------------------------------
 
 # services/reviews.py is being rewritten on top of governance in parallel (issue 19, `domain`):
-# its two reads move to the envelope when that lands.
-NOT_YET = {"services/reviews.py"}
+# its two reads move to the envelope when that lands. The MCP tools (services/agent/server.py)
+# read plain dicts from two doors, one of them HTTP, where a reply may be no envelope at all.
+NOT_YET = {"services/reviews.py", "services/agent/server.py"}
 
 
 def is_get_ok(call: ast.Call) -> bool:
@@ -96,13 +97,17 @@ def is_get_ok(call: ast.Call) -> bool:
             and isinstance(first, ast.Constant) and first.value == "ok")  # fmt: skip
 
 
+def is_struct(cls: ast.ClassDef) -> bool:
+    return any(ast.unparse(base).endswith("Struct") for base in cls.bases)
+
+
 def untyped_reply_reads(path: Path) -> list[str]:
     """``x.get("ok")`` on a decoded reply, and private Structs that peek at ``ok``."""
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Call) and is_get_ok(node):
             found.append(f"line {node.lineno}: .get('ok')")
-        if isinstance(node, ast.ClassDef) and any(
+        if isinstance(node, ast.ClassDef) and is_struct(node) and any(
             isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
             and item.target.id == "ok" for item in node.body
         ):  # fmt: skip
@@ -120,3 +125,17 @@ def test_replies_are_read_through_the_one_envelope() -> None:
         if str(path.relative_to(ROOT)) not in NOT_YET and (reads := untyped_reply_reads(path))
     }
     assert not wrong
+
+
+# -- the audit CLI, split by job ---------------------------------------------------------------
+
+
+def test_the_audit_cli_is_split_by_job() -> None:
+    """Commands, the replay-vs-view comparison and the rendering each have a module of their
+    own, none much over the house's ~200 lines; rendering is pure text (no click, no bus)."""
+    package = ROOT / "services" / "cli" / "audit"
+    modules = {path.stem: path for path in package.glob("*.py")}
+    assert {"comparison", "rendering"} <= set(modules)
+    assert {name: n for name, path in modules.items()
+            if (n := len(path.read_text().splitlines())) > 250} == {}  # fmt: skip
+    assert not {n for n in imports_of(modules["rendering"]) if n.split(".")[0] in ("click", "nats")}
