@@ -26,11 +26,17 @@ import msgspec
 import nats
 
 from approvals.schemas import commands, subjects
-from approvals.schemas.codec import canonical_encoder, encoder, event_decoder, reply_decoder
+from approvals.schemas.codec import (
+    NO_REASON,
+    canonical_encoder,
+    encoder,
+    event_decoder,
+    reply_decoder,
+    reply_error,
+)
 from approvals.schemas.commands import Action, Request, Via
 from approvals.schemas.queries import ApprovalView, ViewReply, WaitReply
 from approvals.schemas.receipts import KeysReply, PublicKey, Receipt, ReceiptBody
-from approvals.schemas.replies import AnyReply, ErrorBody
 from approvals.services.approvals.digest import action_digest
 from approvals.services.approvals.receipts import verify
 from approvals.services.event_feed import event_messages
@@ -42,6 +48,7 @@ if TYPE_CHECKING:
     from nats.aio.client import Client
 
     from approvals.schemas.events import AnyEvent
+    from approvals.schemas.replies import AnyReply
     from approvals.schemas.subjects import CommandVerb
     from approvals.services.refusals import Refusals
 
@@ -115,21 +122,13 @@ class ApprovalDenied(Exception):
         self.rerun = approval.rerun
 
 
-class _Status(msgspec.Struct, frozen=True):
-    ok: bool
-    error: ErrorBody | None = None
-
-
-_status_decoder = msgspec.json.Decoder(_Status)
 _wait_decoder = msgspec.json.Decoder(WaitReply)
 _view_decoder = msgspec.json.Decoder(ViewReply)
 _keys_decoder = msgspec.json.Decoder(KeysReply)
 
 
 def _raise_for(data: bytes) -> None:
-    status = _status_decoder.decode(data)
-    if not status.ok:
-        error = status.error or ErrorBody(code="internal", message="refused without a reason")
+    if error := reply_error(data):
         raise ApprovalsError(error.code, error.message, error.details)
 
 
@@ -223,7 +222,7 @@ class ApprovalsClient:
     async def _command(self, verb: CommandVerb, body: msgspec.Struct | dict[str, Any]) -> AnyReply:
         reply = await self.send(verb, body)
         if not reply.ok:
-            error = reply.error or ErrorBody(code="internal", message="refused without a reason")
+            error = reply.error or NO_REASON
             raise ApprovalsError(error.code, error.message, error.details)
         return reply
 
