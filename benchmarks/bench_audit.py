@@ -38,11 +38,12 @@ from approvals.schemas import commands
 from approvals.schemas.audit import Checkpoint, CheckpointBody
 from approvals.schemas.workspace import Budget, Member, WorkspaceSettings
 from approvals.services.approvals.application import Approvals
+from approvals.services.approvals.checkpointer import LogHash
+from approvals.services.approvals.notification_log import SECTION, store_sections
 from approvals.services.approvals.receipts import Signer
 from approvals.services.approvals.store import store_env
-from approvals.services.audit.checkpoints import LogHash
 from approvals.services.audit.replay import Replay, replay_all
-from approvals.services.audit.source import SECTION, bulk, store_sections
+from approvals.services.audit.source import bulk
 from approvals.services.audit.verify import Verifier
 from approvals.services.runtime.settings import Settings
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from approvals.schemas.commands import COMMANDS, Command
-from approvals.schemas.replies import AnyReply
+from approvals.schemas.replies import AnyReply, Envelope, ErrorBody
 from approvals.schemas.upcasting import EventDecoder
 
 encoder = msgspec.json.Encoder()
@@ -14,6 +14,8 @@ canonical_encoder = msgspec.json.Encoder(order="sorted")
 
 event_decoder = EventDecoder()
 reply_decoder = msgspec.json.Decoder(AnyReply)
+reply_envelope = msgspec.json.Decoder(Envelope)
+NO_REASON = ErrorBody(code="internal", message="refused without a reason")
 command_decoders: dict[str, msgspec.json.Decoder[Command]] = {
     verb: msgspec.json.Decoder(cls) for verb, cls in COMMANDS.items()
 }
@@ -34,3 +36,12 @@ def encode_error(code: str, message: str, details: dict[str, object] | None = No
     return encoder.encode(
         {"ok": False, "error": {"code": code, "message": message, "details": details or {}}}
     )
+
+
+def reply_error(data: bytes) -> ErrorBody | None:
+    """None for a reply that succeeded; the typed error of one that did not (a refusal without
+    an error reads as ``internal``). What is not a reply raises ``msgspec.DecodeError``."""
+    envelope = reply_envelope.decode(data)
+    if envelope.ok:
+        return None
+    return envelope.error or NO_REASON

@@ -1,6 +1,8 @@
 """Replies and the error shape.
 
-Every reply is ``{"ok": true, ...}`` or ``{"ok": false, "error": {...}}``.
+Every reply is ``{"ok": true, ...}`` or ``{"ok": false, "error": {...}}``: the ``Envelope``.
+Whether a reply succeeded is read with ``schemas.codec.reply_error``, the one place that decodes
+the envelope; the typed reply (``Reply``, ``ViewReply``, ...) is decoded after it.
 """
 
 from __future__ import annotations
@@ -180,6 +182,14 @@ class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
     code: ErrorCode
     message: str
     details: dict[str, Any] = {}
+
+
+class Envelope(msgspec.Struct, frozen=True, kw_only=True):
+    """What every reply has: whether it succeeded and, if not, why. The rest of the reply is
+    skipped unparsed."""
+
+    ok: bool
+    error: ErrorBody | None = None
 
 
 class ErrorReply(msgspec.Struct, frozen=True, kw_only=True):

@@ -15,7 +15,7 @@ import msgspec
 from nats.js.errors import KeyWrongLastSequenceError
 
 from approvals.schemas import subjects
-from approvals.schemas.codec import encoder
+from approvals.schemas.codec import encoder, reply_error
 from approvals.schemas.types import RiskLevel
 from approvals.schemas.workspace import WorkspaceSettings
 from approvals.services.approvals import governance
@@ -63,9 +63,9 @@ async def next_review(
     and nobody else holds, now held for ``member``; None when there is none."""
     held = await leases(nc)
     msg = await nc.request(subjects.query(workspace, "workspace"), b"{}", timeout=timeout_s)
-    found = msgspec.json.decode(msg.data)
-    if not found.get("ok"):
+    if reply_error(msg.data):
         return None
+    found = msgspec.json.decode(msg.data)
     settings = msgspec.convert(found["workspace"]["settings"], WorkspaceSettings)
     cursor: str | None = None
     while True:
@@ -76,9 +76,9 @@ async def next_review(
             query["cursor"] = cursor
         msg = await nc.request(subjects.query(workspace, "list"), encoder.encode(query),
                                timeout=timeout_s)  # fmt: skip
-        page = msgspec.json.decode(msg.data)
-        if not page.get("ok"):
+        if reply_error(msg.data):
             return None
+        page = msgspec.json.decode(msg.data)
         for item in page["items"]:
             if not may_review(settings, member, item):
                 continue

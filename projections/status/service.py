@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING
 
 from approvals.projections.status.handlers import QueryHandlers
 from approvals.projections.status.projector import Projector
+from approvals.projections.status.schedulers.expiry import ExpiryScheduler
+from approvals.projections.status.schedulers.reminders import ReminderScheduler
 from approvals.projections.status.storage import open_view
 from approvals.projections.status.waiters import Waiters
 from approvals.schemas.subjects import STREAM
 from approvals.services.runtime import bus
 from approvals.services.runtime.lease import Lease
 from approvals.services.runtime.ops import CONSUMER_LAG, PROJECTION_LAG, lag_of
-from approvals.services.scheduler.expiry import ExpiryScheduler
-from approvals.services.scheduler.reminders import ReminderScheduler
 
 if TYPE_CHECKING:
     from approvals.projections.status.view import StatusView

@@ -24,12 +24,11 @@ from approvals.client.errors import ApprovalsError
 from approvals.client.event_feed import event_messages
 from approvals.client.flow import DECIDED, WAIT_CHUNK_S, Caller
 from approvals.schemas import commands, subjects
-from approvals.schemas.codec import encoder, event_decoder, reply_decoder
+from approvals.schemas.codec import encoder, event_decoder, reply_decoder, reply_error
 from approvals.schemas.commands import Action, Request, Via
 from approvals.schemas.digest import action_digest
 from approvals.schemas.queries import ViewReply, WaitReply
 from approvals.schemas.receipts import KeysReply
-from approvals.schemas.replies import AnyReply, ErrorBody
 from approvals.schemas.signatures import verify_receipt
 
 if TYPE_CHECKING:
@@ -41,6 +40,7 @@ if TYPE_CHECKING:
     from approvals.schemas.events import AnyEvent
     from approvals.schemas.queries import ApprovalView
     from approvals.schemas.receipts import PublicKey, Receipt, ReceiptBody
+    from approvals.schemas.replies import AnyReply
     from approvals.schemas.subjects import CommandVerb
 
 
@@ -79,21 +79,14 @@ async def connect_once(
     )
 
 
-class _Status(msgspec.Struct, frozen=True):
-    ok: bool
-    error: ErrorBody | None = None
-
-
-_status_decoder = msgspec.json.Decoder(_Status)
 _wait_decoder = msgspec.json.Decoder(WaitReply)
 _view_decoder = msgspec.json.Decoder(ViewReply)
 _keys_decoder = msgspec.json.Decoder(KeysReply)
 
 
 def _raise_for(data: bytes) -> None:
-    status = _status_decoder.decode(data)
-    if not status.ok:
-        raise ApprovalsError.of(status.error)
+    if error := reply_error(data):
+        raise ApprovalsError.of(error)
 
 
 class ApprovalsClient(Caller):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from approvals.schemas.codec import NO_REASON
+
 if TYPE_CHECKING:
     from approvals.schemas.queries import ApprovalView
     from approvals.schemas.replies import ErrorBody
@@ -22,8 +24,7 @@ class ApprovalsError(Exception):
     @classmethod
     def of(cls, error: ErrorBody | None) -> ApprovalsError:
         """The error of a refused reply (one without an error body is still a refusal)."""
-        if error is None:
-            return cls("internal", "refused without a reason")
+        error = error or NO_REASON
         return cls(error.code, error.message, error.details)
 
 

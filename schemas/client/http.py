@@ -17,11 +17,10 @@ import msgspec
 from approvals.client.errors import ApprovalsError
 from approvals.client.flow import DECIDED, WAIT_CHUNK_S, Caller
 from approvals.schemas import subjects
-from approvals.schemas.codec import encoder, reply_decoder
+from approvals.schemas.codec import encoder, reply_decoder, reply_error
 from approvals.schemas.commands import Action, Request
 from approvals.schemas.digest import action_digest
 from approvals.schemas.queries import ViewReply, WaitReply
-from approvals.schemas.replies import ErrorBody
 from approvals.schemas.signatures import verify_receipt
 
 if TYPE_CHECKING:
@@ -126,17 +125,8 @@ class ApprovalsHttpClient(Caller):
         return verify_receipt(receipt, keys)
 
 
-class _Status(msgspec.Struct, frozen=True):
-    ok: bool
-    error: ErrorBody | None = None
-
-
-_status_decoder = msgspec.json.Decoder(_Status)
-
-
 def _refused_or(data: bytes) -> bytes:
     """``data`` if the reply is not a refusal; else raise its ApprovalsError."""
-    status = _status_decoder.decode(data)
-    if not status.ok:
-        raise ApprovalsError.of(status.error)
+    if error := reply_error(data):
+        raise ApprovalsError.of(error)
     return data

@@ -7,11 +7,11 @@ import logging
 from typing import TYPE_CHECKING
 
 from approvals.services.approvals.application import Approvals
+from approvals.services.approvals.checkpointer import Checkpointer
 from approvals.services.approvals.handlers import CommandHandlers
 from approvals.services.approvals.receipts import Signer
 from approvals.services.approvals.relay import Relay
 from approvals.services.approvals.store import store_env
-from approvals.services.audit.checkpoints import Checkpointer
 from approvals.services.runtime import bus
 from approvals.services.runtime.lease import Lease
 from approvals.services.runtime.ops import LEASE_HELD, RELAY_LAG

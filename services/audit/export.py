@@ -11,7 +11,7 @@ import msgspec
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
-    from approvals.services.audit.source import Record
+    from approvals.services.approvals.notification_log import Record
 
 
 class _Envelope(msgspec.Struct):

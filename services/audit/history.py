@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from uuid import UUID
 
     from approvals.services.approvals.application import Approvals
-    from approvals.services.audit.source import Record
+    from approvals.services.approvals.notification_log import Record
 
 
 def history(app: Approvals, approval_id: UUID) -> History | None:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from datetime import datetime
     from uuid import UUID
 
-    from approvals.services.audit.source import Record
+    from approvals.services.approvals.notification_log import Record
 
 
 class Replay:

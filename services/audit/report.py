@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from uuid import UUID
 
-    from approvals.services.audit.source import Record
+    from approvals.services.approvals.notification_log import Record
 
 Period = Literal["day", "week", "month"]
 OUTCOMES = ("approved", "rejected", "expired", "cancelled")

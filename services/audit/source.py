@@ -2,6 +2,8 @@
 
 Each source yields the log in sections (lists of records in notification order); a record has
 the store's notification id (the position), the aggregate id and version, and the event's JSON.
+The store's sections are read by the command service's own reader (``store_sections``, which its
+checkpointer uses too); the stream's and an export's are read here.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import itertools
-from typing import IO, TYPE_CHECKING, NamedTuple, Protocol
+from typing import IO, TYPE_CHECKING
 from uuid import UUID
 
 import msgspec
@@ -19,16 +21,15 @@ from approvals.client.event_feed import event_messages
 from approvals.schemas import subjects
 from approvals.schemas.codec import encoder
 from approvals.schemas.subjects import MSG_ID_HEADER, NOTIFICATION_ID_HEADER
+from approvals.services.approvals.notification_log import SECTION, Record, Row
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+    from collections.abc import AsyncIterator, Iterator
 
     from nats.aio.client import Client
 
     from approvals.client.refusals import Refusals
     from approvals.services.approvals.application import Approvals
-
-SECTION = 5000  # events per read: large sections are what make replay and verify fast
 
 
 @contextlib.contextmanager
@@ -42,64 +43,6 @@ def bulk() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-
-
-class Record(Protocol):
-    """The fields of eventsourcing's ``Notification`` an audit reads."""
-
-    @property
-    def id(self) -> int: ...
-    @property
-    def originator_id(self) -> UUID | str: ...
-    @property
-    def originator_version(self) -> int: ...
-    @property
-    def state(self) -> bytes: ...
-
-
-class Row(NamedTuple):
-    id: int
-    originator_id: UUID | str
-    originator_version: int
-    state: bytes
-
-
-def store_sections(
-    app: Approvals, *, after: int = 0, up_to: int | None = None, section: int = SECTION
-) -> Iterator[Sequence[Record]]:
-    """The store's notification log after position ``after``, up to ``up_to`` (inclusive).
-
-    On SQLite it reads only the columns an audit needs, as plain rows (no UUID parsed, no
-    Notification built): replay's read costs half the recorder's ``select_notifications``.
-    """
-    read = (
-        _sqlite_reader(app.recorder)
-        if isinstance(app.recorder, SQLiteApplicationRecorder)
-        else app.recorder.select_notifications
-    )
-    start = after + 1
-    while up_to is None or start <= up_to:
-        page = read(start=start, limit=section, stop=up_to)
-        if not page:
-            return
-        yield page
-        start = page[-1].id + 1
-
-
-def _sqlite_reader(recorder: SQLiteApplicationRecorder) -> Callable[..., Sequence[Record]]:
-    statement = (
-        f"SELECT rowid, originator_id, originator_version, state "
-        f"FROM {recorder.events_table_name} WHERE rowid>=? AND rowid<=? ORDER BY rowid LIMIT ?"
-    )
-
-    def read(*, start: int, limit: int, stop: int | None) -> Sequence[Record]:
-        with recorder.datastore.transaction(commit=False) as wrapped:
-            cursor = wrapped.sqlite_cursor
-            cursor.row_factory = None  # plain tuples, not sqlite3.Row
-            cursor.execute(statement, (start, stop if stop is not None else 2**62, limit))
-            return list(map(Row._make, cursor.fetchall()))
-
-    return read
 
 
 def aggregate_records(app: Approvals, aggregate_id: UUID) -> list[Record]:

@@ -14,7 +14,7 @@ from approvals.schemas.codec import canonical_encoder
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from approvals.services.audit.source import Record
+    from approvals.services.approvals.notification_log import Record
 
 
 class Verifier:

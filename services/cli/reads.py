@@ -10,6 +10,7 @@ import click
 import msgspec
 
 from approvals.schemas import queries
+from approvals.schemas.codec import reply_error
 from approvals.schemas.replies import BudgetReply, BudgetState
 from approvals.services.cli import Context, cli, console
 from approvals.services.cli.params import APPROVAL_ID, GateCommand
@@ -18,20 +19,13 @@ if TYPE_CHECKING:
     from approvals.client import ApprovalsClient
 
 
-class _Outcome(msgspec.Struct):
-    ok: bool
-    error: dict[str, Any] | None = None
-
-
 async def _query(
     obj: Context, client: ApprovalsClient, verb: str, body: Any, reply_type: Any
 ) -> Any:
     """The typed reply, or None after printing the error."""
     data = await client.query(verb, body)
-    outcome = msgspec.json.decode(data, type=_Outcome)
-    if not outcome.ok:
-        error = outcome.error or {}
-        console.fail(obj.as_json, error.get("code", "internal"), error.get("message", ""), data)
+    if error := reply_error(data):
+        console.fail(obj.as_json, error.code, error.message, data)
         return None
     return msgspec.json.decode(data, type=reply_type)
 
@@ -59,7 +53,7 @@ def show(obj: Context, approval_id: str) -> None:
 async def budget_now(client: ApprovalsClient) -> BudgetState | None:
     """The workspace's budget as it is now; None where it has none."""
     data = await client.query("budget", {})
-    if not msgspec.json.decode(data, type=_Outcome).ok:
+    if reply_error(data):
         return None
     return msgspec.json.decode(data, type=BudgetReply).budget
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 import msgspec
 
 from approvals.schemas import queries
-from approvals.schemas.codec import encoder
+from approvals.schemas.codec import encoder, reply_error
 from approvals.schemas.events import SpendPicture
 from approvals.services import reviews
 from approvals.services.cli import Context, cli, console
@@ -67,12 +67,10 @@ def next_command(obj: Context, member: str, skill: str | None) -> None:
 
 async def _digest(obj: Context, client: ApprovalsClient, review_id: str) -> str | None:
     data = await client.query("get", {"approval_id": review_id})
-    reply: dict[str, Any] = msgspec.json.decode(data)
-    if not reply.get("ok"):
-        error = reply.get("error", {})
-        console.fail(obj.as_json, error.get("code", "internal"), error.get("message", ""), data)
+    if error := reply_error(data):
+        console.fail(obj.as_json, error.code, error.message, data)
         return None
-    return str(reply["approval"]["digest"])
+    return str(msgspec.json.decode(data)["approval"]["digest"])
 
 
 @reviews_group.command("accept")

@@ -31,7 +31,7 @@ from nats.errors import Error as NatsError
 from nats.js.errors import KeyNotFoundError
 
 from approvals.schemas import events, subjects
-from approvals.schemas.codec import encoder
+from approvals.schemas.codec import encoder, reply_error
 from approvals.schemas.workspace import ChannelConfig, WorkspaceSettings
 from approvals.services.delivery.adapters import ADAPTERS, DeliveryError
 from approvals.services.delivery.notice import Notice, Outcome
@@ -113,13 +113,9 @@ class Delivery:
         behind (a projection failing over, a view being rebuilt), so the event is handed back,
         never dropped."""
         workspace, approval_id = event.workspace_id, str(event.approval_id)
-        found = await self._ask(workspace, "workspace", {})
-        got = await self._ask(workspace, "get", {"approval_id": approval_id,
-                                                 "min_version": event.version})  # fmt: skip
-        for reply, what in ((found, f"workspace {workspace}"), (got, approval_id)):
-            if not reply.get("ok"):
-                error = reply.get("error") or {}
-                raise Unavailable(f"{what}: {error.get('code')}: {error.get('message')}")
+        found = await self._ask(workspace, "workspace", {}, f"workspace {workspace}")
+        query = {"approval_id": approval_id, "min_version": event.version}
+        got = await self._ask(workspace, "get", query, approval_id)
         if not got.get("caught_up", True):
             raise Unavailable(f"the status view has not reached {approval_id} yet")
         history = await self._ask(workspace, "history", {"approval_id": approval_id})
@@ -285,12 +281,18 @@ class Delivery:
             await asyncio.sleep(0.5 * 2 ** (attempt - 1))  # the retry schedule's pause
         raise AssertionError("unreachable")
 
-    async def _ask(self, workspace: str, verb: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _ask(
+        self, workspace: str, verb: str, body: dict[str, Any], what: str | None = None
+    ) -> dict[str, Any]:
+        """The query's reply; a refusal raises ``Unavailable`` naming ``what`` was asked for
+        (without ``what``, the caller reads the refusal's fields itself)."""
         try:
             msg = await self.nc.request(subjects.query(workspace, verb), encoder.encode(body),
                                         timeout=10.0)  # fmt: skip
         except (NatsError, TimeoutError) as error:
             raise Unavailable(f"{verb} on {workspace} not answered ({error!r})") from None
+        if what is not None and (refused := reply_error(msg.data)):
+            raise Unavailable(f"{what}: {refused.code}: {refused.message}")
         answer: dict[str, Any] = msgspec.json.decode(msg.data)
         return answer
 

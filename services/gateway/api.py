@@ -13,6 +13,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from approvals.schemas import subjects
+from approvals.schemas.codec import reply_error
 from approvals.schemas.commands import Request as RequestCommand
 from approvals.schemas.commands import Via
 from approvals.schemas.http import (
@@ -39,20 +40,10 @@ JSON = "application/json"
 AnyRequest = Request[Any, Any, Any]
 
 
-class _Outcome(msgspec.Struct):
-    ok: bool
-    error: dict[str, Any] | None = None
-
-
-_outcome = msgspec.json.Decoder(_Outcome)
-
-
 def passthrough(data: bytes, success: int = 200) -> Response[Any]:
     """The service's reply as it came, with the HTTP status its outcome maps to."""
-    outcome = _outcome.decode(data)
-    status = success
-    if not outcome.ok:
-        status = HTTP_STATUS.get(str((outcome.error or {}).get("code")), 500)
+    error = reply_error(data)
+    status = success if error is None else HTTP_STATUS.get(error.code, 500)
     return Response(content=data, status_code=status, media_type=JSON)
 
 

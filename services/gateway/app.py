@@ -28,10 +28,11 @@ from approvals.services.gateway import web
 from approvals.services.gateway.api import ApprovalsApi
 from approvals.services.gateway.bus import Bus, GatewayError
 from approvals.services.gateway.discord import discord_interaction
-from approvals.services.gateway.identity import ConfirmTokens, Identity, derive
+from approvals.services.gateway.identity import Identity
 from approvals.services.gateway.slack import slack_interaction
 from approvals.services.runtime.bus import connect_options
 from approvals.services.runtime.http import Served
+from approvals.services.runtime.signed_links import ConfirmTokens, derive
 
 if TYPE_CHECKING:
     from approvals.services.runtime.settings import Settings

@@ -13,7 +13,7 @@ from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 
 from approvals.schemas import subjects
-from approvals.schemas.codec import encoder
+from approvals.schemas.codec import encoder, reply_error
 from approvals.schemas.replies import ApiKeyReply, ApiKeyState, MembershipsReply, WorkspaceReply
 
 if TYPE_CHECKING:
@@ -36,18 +36,9 @@ class GatewayError(Exception):
         self.details = details
 
 
-class _Status(msgspec.Struct):
-    ok: bool
-
-
-_status = msgspec.json.Decoder(_Status)
 _api_key = msgspec.json.Decoder(ApiKeyReply)
 _memberships = msgspec.json.Decoder(MembershipsReply)
 _workspace = msgspec.json.Decoder(WorkspaceReply)
-
-
-def ok(data: bytes) -> bool:
-    return _status.decode(data).ok
 
 
 class Bus:
@@ -105,21 +96,21 @@ class Bus:
 
         async def load() -> dict[str, str]:
             data = await self.ask(subjects.MEMBERSHIPS_QUERY, {"member": member})
-            return _memberships.decode(data).workspaces if ok(data) else {}
+            return {} if reply_error(data) else _memberships.decode(data).workspaces
 
         return await self._cached(("memberships", member), load)  # type: ignore[no-any-return]
 
     async def workspace(self, workspace: str) -> WorkspaceState | None:
         async def load() -> WorkspaceState | None:
             data = await self.query(workspace, "workspace", {})
-            return _workspace.decode(data).workspace if ok(data) else None
+            return None if reply_error(data) else _workspace.decode(data).workspace
 
         return await self._cached(("workspace", workspace), load)  # type: ignore[no-any-return]
 
     async def api_key(self, workspace: str, key_id: str) -> ApiKeyState | None:
         async def load() -> ApiKeyState | None:
             data = await self.query(workspace, "api_key", {"key_id": key_id})
-            return _api_key.decode(data).key if ok(data) else None
+            return None if reply_error(data) else _api_key.decode(data).key
 
         return await self._cached(("api_key", workspace, key_id), load)  # type: ignore[no-any-return]
 

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from litestar import MediaType, Request, Response, post
 
 from approvals.schemas import subjects
+from approvals.schemas.codec import reply_error
 from approvals.services.delivery.adapters.discord import (
     APPROVE,
     CONTENT,
@@ -82,9 +83,10 @@ async def discord_interaction(request: Request[Any, Any, Any]) -> Response[Any]:
         raise GatewayError("invalid", "not a button this service sent")
     await bus.chat_member(workspace, "discord", "Discord", channel_id, user_id)
     signer = discord_alias(user_id)
-    got = json.loads(await bus.query(workspace, "get", {"approval_id": approval_id}))
-    if not got.get("ok"):
+    data = await bus.query(workspace, "get", {"approval_id": approval_id})
+    if reply_error(data):
         raise GatewayError("not_found", "no such approval in this workspace")
+    got = json.loads(data)
     command: dict[str, Any] = {
         "approval_id": approval_id,
         "approver": signer,
@@ -99,11 +101,11 @@ async def discord_interaction(request: Request[Any, Any, Any]) -> Response[Any]:
     else:
         command["reason"] = "rejected in Discord"
     decision: CommandVerb = "approve" if verb == APPROVE else "reject"
-    reply = json.loads(await bus.command(workspace, decision, command))
-    if not reply.get("ok"):
-        error = reply["error"]
-        return answer(MESSAGE, {"content": fit(f"{error['code']}: {error['message']}", CONTENT),
+    data = await bus.command(workspace, decision, command)
+    if error := reply_error(data):
+        return answer(MESSAGE, {"content": fit(f"{error.code}: {error.message}", CONTENT),
                                 "flags": EPHEMERAL})  # fmt: skip
+    reply = json.loads(data)
     state = reply["approval"]
     if state["status"] == "pending":
         votes = f"{len(state['votes'])} of {state['quorum']} approvals"

@@ -20,10 +20,11 @@ from litestar import MediaType, Request, Response, post
 from slack_sdk.signature import SignatureVerifier
 
 from approvals.schemas import subjects
+from approvals.schemas.codec import reply_error
 from approvals.services.delivery.adapters.base import DeliveryError
 from approvals.services.delivery.adapters.slack import update
 from approvals.services.delivery.notice import Outcome
-from approvals.services.gateway.bus import Bus, GatewayError, ok
+from approvals.services.gateway.bus import Bus, GatewayError
 
 DECISIONS = {"approve": "approve", "reject": "reject"}
 
@@ -66,8 +67,7 @@ async def slack_interaction(request: Request[Any, Any, Any]) -> Response[Any]:
     else:
         command["reason"] = "rejected in Slack"
     reply = await bus.command(workspace, verb, command)  # type: ignore[arg-type]
-    decided = json.loads(reply)
-    version = decided["approval"]["version"] if decided.get("ok") else None
+    version = None if reply_error(reply) else json.loads(reply)["approval"]["version"]
     await _show_outcome(settings, bus, workspace, approval_id, version, config.secret,
                         slack_channel, message_ts)  # fmt: skip
     return Response(content=reply, status_code=200, media_type=MediaType.JSON)
@@ -84,7 +84,7 @@ async def _show_outcome(
         query["min_version"] = version
     data = await bus.query(workspace, "get", query)
     token = os.environ.get(secret or "")
-    if not ok(data) or not token:
+    if reply_error(data) or not token:
         return
     approval = json.loads(data)["approval"]
     if approval["status"] == "pending":

@@ -23,19 +23,13 @@ from litestar.response import Redirect, ServerSentEvent, Template
 from litestar.response.sse import ServerSentEventMessage
 
 from approvals.schemas import subjects
-from approvals.schemas.codec import event_decoder
+from approvals.schemas.codec import event_decoder, reply_error
 from approvals.schemas.events import Event
 from approvals.schemas.upcasting import UnknownSchemaVersion
 from approvals.services import reviews
-from approvals.services.gateway.bus import Bus, GatewayError, ok
-from approvals.services.gateway.identity import (
-    METHOD_KEY,
-    SESSION_KEY,
-    ConfirmTokens,
-    Identity,
-    LinkInvalid,
-    person_name,
-)
+from approvals.services.gateway.bus import Bus, GatewayError
+from approvals.services.gateway.identity import METHOD_KEY, SESSION_KEY, Identity, person_name
+from approvals.services.runtime.signed_links import ConfirmTokens, LinkInvalid
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
@@ -90,7 +84,7 @@ async def home(request: AnyRequest) -> Template | Redirect:
     counts = {}
     for workspace in workspaces:
         data = await _bus(request).query(workspace, "count", {"status": "pending"})
-        counts[workspace] = _json(data).get("total", 0) if ok(data) else 0
+        counts[workspace] = 0 if reply_error(data) else _json(data).get("total", 0)
     return Template("home.html", context={"person": person, "workspaces": workspaces,
                                           "counts": counts})  # fmt: skip
 
@@ -199,19 +193,20 @@ async def detail(
     query: dict[str, Any] = {"approval_id": approval_id}
     if min_version is not None and min_version > 0:
         query["min_version"] = min_version
-    got = _json(await bus.query(workspace, "get", query))
-    if not got.get("ok"):
+    data = await bus.query(workspace, "get", query)
+    if reply_error(data):
         raise GatewayError("not_found", "no such approval in this workspace")
+    got = _json(data)
     timeline = _json(await bus.query(workspace, "history", {"approval_id": approval_id}))
     entries = timeline.get("timeline", [])
     requested = entries[0]["event"] if entries else {}
     ws = await bus.workspace(workspace)
     roles = ws.settings.members[member].roles if ws and member in ws.settings.members else ()
     # The view's ``spend`` was taken when the request came in: the budget now is shown beside it.
-    budget = _json(await bus.query(workspace, "budget", {}))
+    budget = await bus.query(workspace, "budget", {})
     return Template("detail.html", context={
         "person": person, "member": member, "workspace": workspace, "approval": got["approval"],
-        "budget_now": budget.get("budget") if budget.get("ok") else None,
+        "budget_now": None if reply_error(budget) else _json(budget).get("budget"),
         "requested": requested, "action": requested.get("action", {}), "timeline": entries,
         "pretty": _pretty, "when": _when, "error": error, "done": done,
         "may_decide": "approver" in roles,
@@ -243,12 +238,12 @@ async def _decide(
     method = _identity(request).method(request)
     auth = "email_link" if channel == "email" else "session"  # the link, over a signed-in page
     body = {**body, "via": {"channel": channel, "auth": auth, "ref": method}}
-    reply = _json(await _bus(request).command(workspace, verb, body))  # type: ignore[arg-type]
-    if reply.get("ok"):
-        version = reply["approval"]["version"]
-        return _back(workspace, approval_id, done=reply["outcome"], min_version=str(version))
-    return _back(workspace, approval_id, error=f"{reply['error']['code']}: "
-                 f"{reply['error']['message']}"[:300])  # fmt: skip
+    data = await _bus(request).command(workspace, verb, body)  # type: ignore[arg-type]
+    if error := reply_error(data):
+        return _back(workspace, approval_id, error=f"{error.code}: {error.message}"[:300])
+    reply = _json(data)
+    version = reply["approval"]["version"]
+    return _back(workspace, approval_id, done=reply["outcome"], min_version=str(version))
 
 
 @post("/workspaces/{workspace:str}/approvals/{approval_id:uuid}/approve", status_code=303)
@@ -296,9 +291,10 @@ async def confirm(
         error = None
     except LinkInvalid as invalid:
         fields, error = {}, str(invalid)
-    got = _json(await _bus(request).query(workspace, "get", {"approval_id": approval_id}))
-    if not got.get("ok"):
+    data = await _bus(request).query(workspace, "get", {"approval_id": approval_id})
+    if reply_error(data):
         raise GatewayError("not_found", "no such approval in this workspace")
+    got = _json(data)
     return Template("confirm.html", context={
         "person": person, "workspace": workspace, "approval": got["approval"], "token": token,
         "decision": fields.get("d"), "error": error,

@@ -15,7 +15,7 @@ import aiosmtplib
 
 from approvals.services.delivery.adapters.base import DeliveryError
 from approvals.services.delivery.fitting import fit, one_line
-from approvals.services.gateway.identity import ConfirmTokens
+from approvals.services.runtime.signed_links import ConfirmTokens
 
 if TYPE_CHECKING:
     from approvals.schemas.workspace import ChannelConfig

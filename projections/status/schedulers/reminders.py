@@ -12,23 +12,25 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 from nats.errors import Error as NatsError
 
+from approvals.projections.status.schedulers import Ticker
 from approvals.schemas import subjects
-from approvals.schemas.codec import encoder
-from approvals.schemas.workspace import Reminders, WorkspaceSettings
-from approvals.services.scheduler import Ticker
+from approvals.schemas.codec import encoder, reply_error
+from approvals.schemas.replies import WorkspaceReply
 
 if TYPE_CHECKING:
     from approvals.schemas.queries import ApprovalView
     from approvals.schemas.subjects import CommandVerb
+    from approvals.schemas.workspace import Reminders
 
 log = logging.getLogger(__name__)
 
 ACTOR = "service:scheduler"
+workspace_reply = msgspec.json.Decoder(WorkspaceReply)
 
 
 def due(view: ApprovalView, rules: Reminders, now: datetime) -> list[CommandVerb]:
@@ -69,10 +71,9 @@ class ReminderScheduler(Ticker):
             msg = await self.nc.request(subjects.query(workspace, "workspace"), b"{}", 5.0)
         except (NatsError, TimeoutError):
             return None
-        found: dict[str, Any] = msgspec.json.decode(msg.data)
-        if not found.get("ok"):
+        if reply_error(msg.data):
             return None
-        return msgspec.convert(found["workspace"]["settings"], WorkspaceSettings).reminders
+        return workspace_reply.decode(msg.data).workspace.settings.reminders
 
     async def _send(self, view: ApprovalView, verb: CommandVerb) -> int:
         body = encoder.encode({"approval_id": view.id, "by": ACTOR})
@@ -81,4 +82,4 @@ class ReminderScheduler(Ticker):
         except (NatsError, TimeoutError) as error:
             log.warning("%s %s not sent (%s); next tick retries", verb, view.id, error)
             return 0
-        return 1 if msgspec.json.decode(msg.data).get("ok") else 0
+        return 0 if reply_error(msg.data) else 1

@@ -1,4 +1,7 @@
-"""Timers: expiry of requests nobody answered, and reminders and escalation while they wait."""
+"""Timers: expiry of requests nobody answered, and reminders and escalation while they wait.
+
+They read the status view and run in the projection service (on the view's lease holder), so
+they live beside it."""
 
 from __future__ import annotations
 

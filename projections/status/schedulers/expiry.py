@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 
 from nats.errors import Error as NatsError
 
+from approvals.projections.status.schedulers import Ticker
 from approvals.schemas import subjects
-from approvals.schemas.codec import encoder, reply_decoder
-from approvals.services.scheduler import Ticker
+from approvals.schemas.codec import encoder, reply_error
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,9 @@ class ExpiryScheduler(Ticker):
             except (NatsError, TimeoutError) as error:
                 log.warning("expire %s not sent (%s); next tick retries", approval_id, error)
                 continue
-            reply = reply_decoder.decode(msg.data)
-            if reply.ok:
+            refused = reply_error(msg.data)
+            if refused is None:
                 expired += 1
-            elif reply.error is not None and reply.error.code not in ("already_decided",):
-                log.warning("expire %s refused: %s", approval_id, reply.error.message)
+            elif refused.code != "already_decided":
+                log.warning("expire %s refused: %s", approval_id, refused.message)
         return expired
