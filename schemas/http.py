@@ -4,11 +4,13 @@ approval id comes from the path, the actor from the API key)."""
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
+from uuid import UUID
 
 import msgspec
 
 from approvals.schemas.commands import Action
-from approvals.schemas.types import Credits, Digest, LongText, Person, ShortText
+from approvals.schemas.replies import ErrorBody
+from approvals.schemas.types import Credits, Digest, LongText, Person, ShortText, Status
 
 HTTP_STATUS: dict[str, int] = {
     "invalid": 400,
@@ -61,3 +63,41 @@ class ReportBody(Body, frozen=True, kw_only=True):
     outcome: Literal["succeeded", "failed", "partial"]
     summary: LongText = ""
     external_refs: Annotated[tuple[ShortText, ...], msgspec.Meta(max_length=100)] = ()
+
+
+# -- deciding many at once ---------------------------------------------------------------------
+
+MAX_DECISIONS = 100  # items in one call: above it the call is refused as too_large, nothing decided
+
+
+class DecisionItem(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    approval_id: UUID
+    # The digest the approver was shown: required to approve (the command binds to it); a
+    # rejection runs nothing, so it may leave it out.
+    digest: Digest | None = None
+
+
+class DecisionsBody(Body, frozen=True, kw_only=True):
+    """Approve or reject several approvals: each item is its own command, decided or refused on
+    its own (quorum, separation of duties, budget apply per item)."""
+
+    decision: Literal["approve", "reject"]
+    items: Annotated[list[DecisionItem], msgspec.Meta(min_length=1)]
+    reason: LongText | None = None
+    rerun: bool = False  # reject: ask the requesting skill to regenerate
+    for_member: Person | None = None
+
+
+class ItemResult(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One item's answer: ``outcome`` (approved, vote_cast, rejected) or ``error``."""
+
+    approval_id: UUID
+    ok: bool
+    outcome: str | None = None
+    status: Status | None = None  # the approval's status after the command, where it was decided
+    error: ErrorBody | None = None
+
+
+class DecisionsReply(msgspec.Struct, frozen=True, kw_only=True):
+    ok: Literal[True] = True
+    results: list[ItemResult]

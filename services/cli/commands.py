@@ -7,10 +7,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from approvals.services.cli import Context, cli
+from approvals.services.cli.bulk import Decide, decide_many
+from approvals.services.cli.filters import filter_options
 from approvals.services.cli.params import ACTOR, APPROVAL_ID, DIGEST, PERSON
 from approvals.services.cli.request_options import request_body, request_options
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from approvals.client import ApprovalsClient
     from approvals.schemas.subjects import CommandVerb
 
@@ -42,38 +46,83 @@ async def _send_raw(obj: Context, client: ApprovalsClient, verb: CommandVerb, da
     return obj.print_reply(await client.send_raw(verb, data))
 
 
+def many_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Deciding several: ``--all-matching`` the list filters, ``--yes`` to skip the question."""
+    command = filter_options(command)
+    yes = click.option("--yes", "-y", is_flag=True, help="Decide without asking (--json needs it).")
+    command = yes(command)
+    return click.option(
+        "--all-matching", is_flag=True,
+        help="Every pending approval the filters match (--risk, --skill-name, --requested-by, "
+             "--created-after, --created-before), shown before you confirm.",
+    )(command)  # fmt: skip
+
+
+def _many(obj: Context, ids: tuple[str, ...], all_matching: bool, yes: bool,
+          filters: dict[str, Any]) -> dict[str, Any] | None:  # fmt: skip
+    """The filters to choose by (None: the ids); refuse a mix that says two things."""
+    chosen = [f"--{k.replace('_', '-')}" for k, v in filters.items() if v is not None]
+    if all_matching and ids:
+        raise click.UsageError("name approval ids or --all-matching, not both")
+    if not all_matching and not ids:
+        raise click.UsageError("name an approval id (or several), or --all-matching")
+    if chosen and not all_matching:
+        raise click.UsageError(f"{', '.join(chosen)} choose approvals with --all-matching")
+    if obj.as_json and not yes:
+        raise click.UsageError("--json cannot ask for confirmation: add --yes")
+    return filters if all_matching else None
+
+
 @cli.command()
-@click.argument("approval_id", type=APPROVAL_ID)
+@click.argument("approval_ids", nargs=-1, type=APPROVAL_ID, metavar="[APPROVAL_ID]...")
 @click.option("--approver", required=True, type=ACTOR, help="user:<id> of the person approving.")
 @click.option(
     "--digest",
-    required=True,
     type=DIGEST,
-    help="The digest of the request you were shown (approvals show ID).",
+    help="The digest of the request you were shown (approvals show ID). With one id; "
+    "without it, the current digest is shown and you confirm.",
 )
 @click.option("--reason", help="Why, for the requester and the auditors.")
 @click.option(
     "--for", "for_member", type=PERSON, help="user:<id> whose delegation you decide under."
 )
+@many_options
 @click.pass_obj
 def approve(
     obj: Context,
-    approval_id: str,
+    /,
+    approval_ids: tuple[str, ...],
     approver: str,
-    digest: str,
+    digest: str | None,
     reason: str | None,
     for_member: str | None,
+    all_matching: bool,
+    yes: bool,
+    **filters: Any,
 ) -> None:
-    """Approve a pending request (one vote where the workspace asks for a quorum)."""
-    obj.command(
-        "approve",
-        {"approval_id": approval_id, "approver": approver, "digest": digest, "reason": reason,
-         "for_member": for_member},
-    )  # fmt: skip
+    """Approve a pending request (one vote where the workspace asks for a quorum).
+
+    With --digest: the one APPROVAL_ID. Without it, or with several ids or --all-matching: shows
+    each approval and its digest, asks "Approve N approvals? [y/N]", then approves each on its
+    own and prints each one's result.
+    """
+    if digest is not None:
+        if len(approval_ids) != 1 or all_matching:
+            raise click.UsageError("--digest goes with one approval id; to approve several, leave "
+                                   "it out and confirm the digests shown")  # fmt: skip
+        obj.command(
+            "approve",
+            {"approval_id": approval_ids[0], "approver": approver, "digest": digest,
+             "reason": reason, "for_member": for_member},
+        )  # fmt: skip
+        return
+    chosen_by = _many(obj, approval_ids, all_matching, yes, filters)
+    decide = Decide(decision="approve", approver=approver, reason=reason, for_member=for_member)
+    decide_many(obj, decide, approval_ids, chosen_by, yes)
 
 
 @cli.command()
-@click.argument("approval_id", type=APPROVAL_ID)
+@click.argument("approval_ids", nargs=-1, type=APPROVAL_ID, metavar="[APPROVAL_ID]...")
 @click.option(
     "--approver",
     required=True,
@@ -85,21 +134,38 @@ def approve(
 @click.option(
     "--for", "for_member", type=PERSON, help="user:<id> whose delegation you decide under."
 )
+@many_options
 @click.pass_obj
 def reject(
     obj: Context,
-    approval_id: str,
+    /,
+    approval_ids: tuple[str, ...],
     approver: str,
     reason: str | None,
     rerun: bool,
     for_member: str | None,
+    all_matching: bool,
+    yes: bool,
+    **filters: Any,
 ) -> None:
-    """Reject a pending request (one rejection rejects it)."""
-    obj.command(
-        "reject",
-        {"approval_id": approval_id, "approver": approver, "reason": reason, "rerun": rerun,
-         "for_member": for_member},
-    )  # fmt: skip
+    """Reject a pending request (one rejection rejects it).
+
+    With one APPROVAL_ID it is rejected at once. With several, or --all-matching: shows them,
+    asks "Reject N approvals? [y/N]", then rejects each on its own and prints each result.
+    """
+    if len(approval_ids) == 1 and not all_matching and not yes:
+        if any(v is not None for v in filters.values()):
+            raise click.UsageError("the filters choose approvals with --all-matching")
+        obj.command(
+            "reject",
+            {"approval_id": approval_ids[0], "approver": approver, "reason": reason,
+             "rerun": rerun, "for_member": for_member},
+        )  # fmt: skip
+        return
+    chosen_by = _many(obj, approval_ids, all_matching, yes, filters)
+    decide = Decide(decision="reject", approver=approver, reason=reason, rerun=rerun,
+                    for_member=for_member)  # fmt: skip
+    decide_many(obj, decide, approval_ids, chosen_by, yes)
 
 
 @cli.command()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -13,6 +12,7 @@ from approvals.schemas import queries
 from approvals.schemas.codec import reply_error
 from approvals.schemas.replies import BudgetReply, BudgetState
 from approvals.services.cli import Context, cli, console
+from approvals.services.cli.filters import filter_options, utc
 from approvals.services.cli.params import APPROVAL_ID, GateCommand
 
 if TYPE_CHECKING:
@@ -64,22 +64,7 @@ async def budget_now(client: ApprovalsClient) -> BudgetState | None:
     type=click.Choice(["pending", "approved", "rejected", "expired", "cancelled"]),
     help="Only approvals in this state.",
 )
-@click.option(
-    "--risk",
-    "risk_level",
-    type=click.Choice(["low", "medium", "high", "critical"]),
-    help="Only approvals of this risk level.",
-)
-@click.option("--skill-name", help="Only requests of this skill.")
-@click.option("--requested-by", help="Only requests of this requester, e.g. service:enricher.")
-@click.option(
-    "--created-after", type=click.DateTime(), help="Created after this ISO time (UTC if no offset)."
-)
-@click.option(
-    "--created-before",
-    type=click.DateTime(),
-    help="Created before this ISO time (UTC if no offset).",
-)
+@filter_options
 @click.option(
     "--limit",
     default=50,
@@ -91,7 +76,7 @@ async def budget_now(client: ApprovalsClient) -> BudgetState | None:
 @click.pass_obj
 def list_(obj: Context, /, **filters: Any) -> None:
     """List approvals, newest first."""
-    body = {k: _utc(v) for k, v in filters.items() if v is not None}
+    body = {k: utc(v) for k, v in filters.items() if v is not None}
 
     async def work(client: ApprovalsClient) -> int:
         page = await _query(obj, client, "list", body, queries.ListReply)
@@ -101,12 +86,6 @@ def list_(obj: Context, /, **filters: Any) -> None:
         return 0
 
     obj.run(work)
-
-
-def _utc(value: Any) -> Any:
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.isoformat() + "Z"
-    return value
 
 
 WAIT_EXIT = {"approved": 0, "rejected": 1, "expired": 2, "cancelled": 2}

@@ -21,6 +21,8 @@ from approvals.schemas.http import (
     ApproveBody,
     Body,
     CancelBody,
+    DecisionsBody,
+    DecisionsReply,
     RedeemBody,
     RejectBody,
     ReportBody,
@@ -29,6 +31,7 @@ from approvals.schemas.queries import CountReply, HistoryReply, ListReply, ViewR
 from approvals.schemas.replies import AnyReply
 from approvals.schemas.types import RiskLevel, Status
 from approvals.schemas.wording import WORDS
+from approvals.services.gateway import decisions
 from approvals.services.gateway.bus import Bus, GatewayError
 
 if TYPE_CHECKING:
@@ -127,6 +130,22 @@ class ApprovalsApi(Controller):
                  "order": order}  # fmt: skip
         body = {k: v for k, v in query.items() if v is not None}
         return passthrough(await bus_of(request).query(workspace, "list", body))
+
+    @post("/decisions", status_code=200, summary="Approve or reject several, each on its own")
+    async def decide_many(
+        self, request: AnyRequest, workspace: WorkspacePath, data: JSONBody[DecisionsBody]
+    ) -> Response[DecisionsReply]:
+        """Each item is its own approve or reject command, as the key's member, bound to the
+        item's digest; ``results`` answers each in order (an item of another workspace is
+        ``not_found``). At most 100 items (``too_large``); nothing is decided when the call is
+        refused as a whole."""
+        actor = await caller(request, workspace)
+        decisions.check_items(data.items, data.decision)
+        via = key_via(request)
+        bodies = [decisions.command_body(item, data.decision, actor, via, data.reason, data.rerun,
+                                         data.for_member) for item in data.items]  # fmt: skip
+        results = await decisions.decide_each(bus_of(request), workspace, data.decision, bodies)
+        return passthrough(msgspec.json.encode(DecisionsReply(results=results)))
 
     @get("/counts", summary="How many approvals there are, by status")
     async def counts(

@@ -40,6 +40,7 @@ Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED
 AnyRequest = Request[Any, Any, Any]
 RISKS = ("low", "medium", "high", "critical")
 KEEPALIVE_S = 15.0
+INBOX_LIMIT = 200  # rows the inbox shows, and so the most one selection may decide
 
 
 def _bus(request: AnyRequest) -> Bus:
@@ -154,15 +155,17 @@ async def inbox(
     risk: FromQuery[str | None] = None,
     skill: FromQuery[str | None] = None,
     seen: FromQuery[str | None] = None,
+    select: FromQuery[str | None] = None,
 ) -> Template:
-    """``seen=<approval id>:<version>`` (the live script) waits for the view to hold that."""
+    """``seen=<approval id>:<version>`` (the live script) waits for the view to hold that;
+    ``select=all`` ticks every pending row shown (without a script)."""
     person, member = await member_in(request, workspace)
     if seen:
         approval_id, _, version = seen.partition(":")
         with contextlib.suppress(ValueError):
             caught_up = {"approval_id": str(UUID(approval_id)), "min_version": max(1, int(version))}
             await _bus(request).query(workspace, "get", caught_up)
-    query: dict[str, Any] = {"limit": 200}
+    query: dict[str, Any] = {"limit": INBOX_LIMIT}
     if status in ("pending", "approved", "rejected", "expired", "cancelled"):
         query["status"] = status
     if risk in RISKS:
@@ -172,11 +175,20 @@ async def inbox(
     bus = _bus(request)
     page = _json(await bus.query(workspace, "list", query))
     counts = _json(await bus.query(workspace, "count", {}))
+    items = page.get("items", [])
     return Template("inbox.html", context={
-        "person": person, "member": member, "workspace": workspace, "items": page.get("items", []),
+        "person": person, "member": member, "workspace": workspace, "items": items,
         "counts": counts.get("counts", {}), "total": counts.get("total", 0), "status": status,
-        "risk": risk, "skill": skill or "", "risks": RISKS,
+        "risk": risk, "skill": skill or "", "risks": RISKS, "select_all": select == "all",
+        "may_decide": await _is_approver(bus, workspace, member),
+        "pending": sum(1 for a in items if a.get("status") == "pending"),
     })  # fmt: skip
+
+
+async def _is_approver(bus: Bus, workspace: str, member: str) -> bool:
+    ws = await bus.workspace(workspace)
+    roles = ws.settings.members[member].roles if ws and member in ws.settings.members else ()
+    return "approver" in roles
 
 
 @get("/workspaces/{workspace:str}/approvals/{approval_id:uuid}", name="detail")

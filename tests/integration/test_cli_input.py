@@ -209,3 +209,27 @@ def test_every_option_has_help_and_every_choice_lists_its_values() -> None:
             if "requested" in (param.name or "") or param.name in ("approver", "by", "member"):
                 # Never the operating-system user (click marks "no default" with a sentinel).
                 assert not isinstance(param.default, str), f"{path} {param.opts[0]} defaults"
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["approve", ID, "--all-matching", "--approver", "user:ana", "--yes"], ["not both"]),
+        (["reject", "--risk", "low", "--approver", "user:ana", "--yes"], ["--all-matching"]),
+        (["approve", ID, ID, "--approver", "user:ana", "--digest", DIGEST], ["one approval id"]),
+        (["approve", "--approver", "user:ana", "--yes"], ["--all-matching"]),
+    ],
+    ids=["ids-and-all-matching", "filters-alone", "digest-for-several", "nothing-named"],
+)
+def test_a_decision_of_several_that_says_two_things_is_one_clear_error(
+    run: Invoke, args: list[str], words: list[str], as_json: bool
+) -> None:
+    # Check: ids and --all-matching, filters without it, one --digest for several: nothing sent.
+    _assert_refused(run(args, as_json), as_json, *words)
+
+
+def test_a_decision_of_several_under_json_needs_yes(run: Invoke) -> None:
+    # Check: --json cannot ask for confirmation, so nothing is decided without --yes.
+    result = run(["approve", "--all-matching", "--approver", "user:ana"], True)
+    _assert_refused(result, True, "--yes")
