@@ -55,6 +55,20 @@ async def _send_raw(obj: Context, client: ApprovalsClient, verb: CommandVerb, da
 @click.option(
     "--for", "for_member", type=PERSON, help="user:<id> whose delegation you decide under."
 )
+@click.option(
+    "--grant-hours", type=click.FloatRange(min=0, min_open=True),
+    help="Also approve similar requests (same requester, kind, provider, destination) at once "
+    "for this many hours (at most the workspace's [grants] max_hours).",
+)  # fmt: skip
+@click.option(
+    "--grant-max-credits", type=click.FloatRange(min=0),
+    help="With --grant-hours: the most credits each covered run may ask for (default: this "
+    "request's ceiling).",
+)  # fmt: skip
+@click.option(
+    "--grant-runs", type=click.IntRange(min=1),
+    help="With --grant-hours: the most requests it covers per day (default: no count).",
+)  # fmt: skip
 @click.pass_obj
 def approve(
     obj: Context,
@@ -63,12 +77,21 @@ def approve(
     digest: str,
     reason: str | None,
     for_member: str | None,
+    grant_hours: float | None,
+    grant_max_credits: float | None,
+    grant_runs: int | None,
 ) -> None:
     """Approve a pending request (one vote where the workspace asks for a quorum)."""
+    if grant_hours is None and (grant_max_credits is not None or grant_runs is not None):
+        raise click.UsageError("--grant-max-credits and --grant-runs go with --grant-hours")
+    grant = None
+    if grant_hours is not None:
+        grant = {"hours": grant_hours, "max_credits": grant_max_credits, "runs": grant_runs}
+        grant = {k: v for k, v in grant.items() if v is not None}
     obj.command(
         "approve",
         {"approval_id": approval_id, "approver": approver, "digest": digest, "reason": reason,
-         "for_member": for_member},
+         "for_member": for_member, "grant": grant},
     )  # fmt: skip
 
 

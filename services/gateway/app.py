@@ -24,7 +24,7 @@ from litestar.template.config import TemplateConfig
 
 from approvals.schemas.codec import encode_error
 from approvals.schemas.http import HTTP_STATUS
-from approvals.services.gateway import web
+from approvals.services.gateway import grants, web
 from approvals.services.gateway.api import ApprovalsApi
 from approvals.services.gateway.bus import Bus, GatewayError
 from approvals.services.gateway.discord import discord_interaction
@@ -146,6 +146,7 @@ def create_app(settings: Settings) -> Litestar:
             slack_interaction,
             discord_interaction,
             *web.HANDLERS,
+            *grants.HANDLERS,
         ],
         on_startup=[connect],
         on_shutdown=[disconnect],

@@ -258,6 +258,10 @@ async def approve(
     person, _ = await member_in(request, workspace)
     body = {"approval_id": approval_id, "approver": person, "digest": data.get("digest", ""),
             "reason": data.get("reason") or None}  # fmt: skip
+    from approvals.services.gateway.grants import grant_terms  # it imports this module
+
+    if (grant := grant_terms(data)) is not None:
+        body["grant"] = grant
     return await _decide(request, workspace, approval_id, "approve", body)
 
 

@@ -1,0 +1,79 @@
+"""The web inbox's grants page: the workspace's active grants, each with a Revoke button.
+
+A grant is given from the approve form of the detail page (``web.approve`` reads its fields
+here); revoking is a POST with a CSRF token, like every decision."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from litestar import get, post
+from litestar.response import Redirect, Template
+
+from approvals.services.gateway.web import (
+    AnyRequest,
+    Form,
+    WorkspacePath,
+    _bus,
+    _identity,
+    _json,
+    _when,
+    member_in,
+)
+
+if TYPE_CHECKING:
+    from litestar.params import FromPath
+    from uuid import UUID
+
+
+def grant_terms(data: dict[str, str]) -> dict[str, Any] | None:
+    """The approve form's grant (``grant_hours``, ``grant_max_credits``, ``grant_runs``), or
+    None when the box "grant similar requests" is not ticked. Numbers are checked by the
+    command service, which names a bad one."""
+    if data.get("grant") != "on":
+        return None
+    terms: dict[str, Any] = {"hours": _number(data.get("grant_hours") or "1")}
+    if data.get("grant_max_credits"):
+        terms["max_credits"] = _number(data["grant_max_credits"])
+    if data.get("grant_runs"):
+        terms["runs"] = _number(data["grant_runs"])
+    return terms
+
+
+def _number(text: str) -> Any:
+    try:
+        value = float(text)
+    except ValueError:
+        return text  # refused by the command service with the field named
+    return int(value) if value.is_integer() else value
+
+
+@get("/workspaces/{workspace:str}/grants", name="grants")
+async def grants_page(
+    request: AnyRequest, workspace: WorkspacePath, error: str | None = None,
+    done: str | None = None,
+) -> Template:  # fmt: skip
+    person, member = await member_in(request, workspace)
+    reply = _json(await _bus(request).query(workspace, "grants", {}))
+    return Template("grants.html", context={
+        "person": person, "member": member, "workspace": workspace,
+        "grants": reply.get("grants", []) if reply.get("ok") else [], "when": _when,
+        "error": error or (None if reply.get("ok") else reply["error"]["message"]), "done": done,
+    })  # fmt: skip
+
+
+@post("/workspaces/{workspace:str}/grants/{grant_id:uuid}/revoke", status_code=303)
+async def revoke_grant(
+    request: AnyRequest, workspace: WorkspacePath, grant_id: FromPath[UUID], data: Form
+) -> Redirect:
+    person, _ = await member_in(request, workspace)
+    via = {"channel": "web", "auth": "session", "ref": _identity(request).method(request)}
+    body = {"grant_id": grant_id, "by": person, "reason": data.get("reason") or None, "via": via}
+    reply = _json(await _bus(request).command(workspace, "revoke_grant", body))
+    query = {"done": "revoked"} if reply.get("ok") else {
+        "error": f"{reply['error']['code']}: {reply['error']['message']}"[:300]}  # fmt: skip
+    return Redirect(f"/workspaces/{workspace}/grants?{urlencode(query)}", status_code=303)
+
+
+HANDLERS = [grants_page, revoke_grant]
