@@ -1,14 +1,15 @@
 """The web inbox's grants page: the workspace's active grants, each with a Revoke button.
 
-A grant is given from the approve form of the detail page (``web.approve`` reads its fields
-here); revoking is a POST with a CSRF token, like every decision."""
+A grant is given from the approve form of the detail page (``grant_form`` reads its fields);
+revoking is a POST with a CSRF token, like every decision."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
+from uuid import UUID
 
 from litestar import get, post
+from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 
 from approvals.services.gateway.web import (
@@ -22,38 +23,13 @@ from approvals.services.gateway.web import (
     member_in,
 )
 
-if TYPE_CHECKING:
-    from litestar.params import FromPath
-    from uuid import UUID
-
-
-def grant_terms(data: dict[str, str]) -> dict[str, Any] | None:
-    """The approve form's grant (``grant_hours``, ``grant_max_credits``, ``grant_runs``), or
-    None when the box "grant similar requests" is not ticked. Numbers are checked by the
-    command service, which names a bad one."""
-    if data.get("grant") != "on":
-        return None
-    terms: dict[str, Any] = {"hours": _number(data.get("grant_hours") or "1")}
-    if data.get("grant_max_credits"):
-        terms["max_credits"] = _number(data["grant_max_credits"])
-    if data.get("grant_runs"):
-        terms["runs"] = _number(data["grant_runs"])
-    return terms
-
-
-def _number(text: str) -> Any:
-    try:
-        value = float(text)
-    except ValueError:
-        return text  # refused by the command service with the field named
-    return int(value) if value.is_integer() else value
-
-
 @get("/workspaces/{workspace:str}/grants", name="grants")
 async def grants_page(
-    request: AnyRequest, workspace: WorkspacePath, error: str | None = None,
-    done: str | None = None,
-) -> Template:  # fmt: skip
+    request: AnyRequest,
+    workspace: WorkspacePath,
+    error: FromQuery[str | None] = None,
+    done: FromQuery[str | None] = None,
+) -> Template:
     person, member = await member_in(request, workspace)
     reply = _json(await _bus(request).query(workspace, "grants", {}))
     return Template("grants.html", context={

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+import msgspec
 import pytest
 
 from approvals.schemas import commands
@@ -52,8 +53,6 @@ REQUEST: dict[str, Any] = {
 
 
 async def workspace(client: ApprovalsClient, name: str, **changes: Any) -> ApprovalsClient:
-    import msgspec
-
     settings = msgspec.structs.replace(SETTINGS, **changes)
     mine = ApprovalsClient(client.nc, name, reply_timeout=30.0)
     reply = await send(mine, "configure", {"settings": settings, "by": ADMIN})
@@ -118,7 +117,7 @@ async def test_a_revoked_or_expired_grant_covers_nothing_from_that_moment(
     assert service.app is not None
     later = await asyncio.to_thread(
         service.app.handle, "grants2",
-        commands.Request(**{**REQUEST, "skill_execution_id": "late"}),  # type: ignore[arg-type]
+        msgspec.convert({**REQUEST, "skill_execution_id": "late"}, commands.Request),
         datetime.now(UTC) + timedelta(hours=2, seconds=1),
     )  # fmt: skip
     assert later.outcome == "approval_required"
