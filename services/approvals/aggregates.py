@@ -1,6 +1,7 @@
 """How every aggregate the command service keeps evolves: one table from event type to the
 function that folds it into its aggregate (approvals, workspaces' settings, standing allowances,
-budgets, API keys, grants). The command service, its loader and the auditors' replay all fold with it.
+budgets, API keys, grants). The command service, its loader and the auditors' replay all
+fold with it.
 """
 
 from __future__ import annotations

@@ -286,7 +286,8 @@ class Approvals(Application[UUID]):
                 return found, last
             for notification in page:
                 envelope = codec.envelope_decoder.decode(notification.state)
-                found.setdefault(envelope.workspace_id, set()).add(notification.originator_id)
+                slot = UUID(str(notification.originator_id))
+                found.setdefault(envelope.workspace_id, set()).add(slot)
             last = page[-1].id
 
     def grant(self, slot: UUID) -> grants.Grant | None:

@@ -235,11 +235,12 @@ def _at_once(
     now: datetime,
 ) -> list[U | events.Approved | events.CreditsReserved] | None:
     """The use, the approval and its reservation; None when the budget cannot take it."""
+    ceiling = approval.request.action.max_credits
     try:
-        granted = budget.grant(held, ws.settings.budget, approved, approval.request.action.max_credits, now)
+        approving: list[Any] = budget.grant(held, ws.settings.budget, approved, ceiling, now)
     except SpendCapExceeded:
         return None
-    return [used, *granted]
+    return [used, *approving]
 
 
 def redeem(approval: Approval, cmd: commands.Redeem, now: datetime) -> events.Redeemed:

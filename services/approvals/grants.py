@@ -190,8 +190,10 @@ def revoke(
         raise Forbidden("revoking a grant needs the approver or admin role",
                         rule="role:approver", actor=cmd.by)  # fmt: skip
     if grant.revoked_at is not None:
-        raise Conflict("the grant was revoked already", rule="revoked_once",
-                       revoked_by=grant.revoked_by, revoked_at=grant.revoked_at.isoformat())  # fmt: skip
+        raise Conflict(
+            "the grant was revoked already", rule="revoked_once", revoked_by=grant.revoked_by,
+            revoked_at=grant.revoked_at.isoformat(),
+        )  # fmt: skip
     return events.GrantRevoked(
         event_id=uuid4(), aggregate_id=grant.id, version=grant.version + 1,
         workspace_id=grant.workspace_id, occurred_at=now, actor=cmd.by,

@@ -145,7 +145,7 @@ class CommandHandlers:
         try:
             every = bool((msgspec.json.decode(data) if data.strip() else {}).get("all", False))
         except (msgspec.DecodeError, AttributeError):
-            raise Invalid("the query must be a JSON object, e.g. {\"all\": true}") from None
+            raise Invalid('the query must be a JSON object, e.g. {"all": true}') from None
         found, self._grants_scanned = self.app.grant_slots(self._grants_scanned)
         for workspace_id, slots in found.items():
             self._grant_slots.setdefault(workspace_id, set()).update(slots)

@@ -151,7 +151,9 @@ def _granted(
     grant = reads.grant(grants.slot_of(approval.request))
     if grant is None:
         return None
-    held = _period_budget(reads, ws, now) if approval.request.action.max_credits is not None else None
+    held = (
+        _period_budget(reads, ws, now) if approval.request.action.max_credits is not None else None
+    )
     return domain.approve_granted(approval, ws, grant, held, now)
 
 

@@ -23,6 +23,7 @@ from approvals.services.gateway.web import (
     member_in,
 )
 
+
 @get("/workspaces/{workspace:str}/grants", name="grants")
 async def grants_page(
     request: AnyRequest,

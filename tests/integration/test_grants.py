@@ -199,7 +199,9 @@ async def test_the_cli_grants_lists_and_revokes(
     assert code == 0, (out, err)
     code, out, err = await approvals_cli(url, "grants", "list")
     assert code == 0, (out, err)
-    assert approval["id"] in out and "active" in out and "0/5" in out, out
+    assert approval["id"] in out, out
+    assert "active" in out, out
+    assert "0/5" in out, out
     code, out, err = await approvals_cli(url, "--json", "grants", "list")
     [listed] = json.loads(out)["grants"]
     assert (listed["max_credits"], listed["runs"]) == (6, 5)

@@ -36,8 +36,8 @@ def pending(approval_id: UUID | None = None, at: datetime = NOW, **changes: Any)
 def given(ws: Any = WS, **terms: Any) -> grants.Grant:
     """The grant ana gives when she approves the first request."""
     first = pending()
-    [approved] = domain.approve(first, commands.Approve(
-        approval_id=first.id, approver="user:ana", digest=first.request.digest), NOW, ws)  # fmt: skip
+    vote = commands.Approve(approval_id=first.id, approver="user:ana", digest=first.request.digest)
+    [approved] = domain.approve(first, vote, NOW, ws)
     assert isinstance(approved, events.Approved)
     event = grants.give(None, ws, approved, first.request,
                         commands.GrantTerms(**{"hours": 8, **terms}), NOW)  # fmt: skip
@@ -54,7 +54,8 @@ def test_a_grant_covers_a_matching_request_at_once_as_grant_id() -> None:
     produced = covered(grant, later, NOW + timedelta(hours=1))
     assert produced is not None
     used, approved = produced
-    assert isinstance(used, events.GrantUsed) and isinstance(approved, events.Approved)
+    assert isinstance(used, events.GrantUsed)
+    assert isinstance(approved, events.Approved)
     assert approved.actor == f"grant:{grant.grant_id}" == used.actor
     assert (used.approval_id, used.runs, used.aggregate_id) == (later.id, 1, grant.id)
     assert grants.slot_of(later.request) == grant.id  # found by its key alone
@@ -127,7 +128,8 @@ def test_a_covered_request_meets_the_budget_like_a_standing_permission() -> None
     room = msgspec.structs.replace(held, committed=6)
     produced = domain.approve_granted(pending(), capped, grant, room, NOW)
     assert produced is not None
-    assert isinstance(produced[2], events.CreditsReserved) and produced[2].committed == 10
+    assert isinstance(produced[2], events.CreditsReserved)
+    assert produced[2].committed == 10
 
 
 def test_a_grant_is_bounded_by_the_workspace_and_the_role_it_names() -> None:
