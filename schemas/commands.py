@@ -96,12 +96,26 @@ class Request(Command, frozen=True, kw_only=True):
     expires_in_s: ExpiresIn | None = None
 
 
+class GrantTerms(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """With an approval: approve similar requests at once for a while (same requester, kind,
+    provider and destination; the same or a lower risk level).
+
+    ``hours``: how long (at most the workspace's ``[grants] max_hours``). ``max_credits``: the
+    most credits each covered run may ask for (absent: the approved request's ceiling).
+    ``runs``: the most requests it covers per day (UTC; absent: no count, only the budget)."""
+
+    hours: Annotated[float, msgspec.Meta(gt=0, le=30 * 24)]
+    max_credits: Credits | None = None
+    runs: Annotated[int, msgspec.Meta(ge=1, le=100_000)] | None = None
+
+
 class Approve(Command, frozen=True, kw_only=True):
     approval_id: UUID
     approver: Actor
     digest: Digest
     reason: LongText | None = None
     for_member: Person | None = None  # deciding in a member's place, under their delegation
+    grant: GrantTerms | None = None  # also grant similar requests for a while (see GrantTerms)
 
 
 class Reject(Command, frozen=True, kw_only=True):
@@ -225,6 +239,15 @@ class RevokeApiKey(Command, frozen=True, kw_only=True):
     by: Person
 
 
+class RevokeGrant(Command, frozen=True, kw_only=True):
+    """End a grant now: from this moment it covers nothing (``grant_id``: its id, the id of the
+    approval it was given with). ``by``: the member who gave it, or an approver or admin."""
+
+    grant_id: UUID
+    by: Person
+    reason: LongText | None = None
+
+
 COMMANDS: dict[str, type[Command]] = {
     "request": Request,
     "approve": Approve,
@@ -243,4 +266,5 @@ COMMANDS: dict[str, type[Command]] = {
     "release": Release,
     "create_api_key": CreateApiKey,
     "revoke_api_key": RevokeApiKey,
+    "revoke_grant": RevokeGrant,
 }

@@ -21,7 +21,7 @@ import msgspec
 
 from approvals.schemas.commands import Action, Via
 from approvals.schemas.receipts import Receipt
-from approvals.schemas.types import Actor, RiskLevel
+from approvals.schemas.types import ActionKind, Actor, RiskLevel
 from approvals.schemas.workspace import Change, WorkspaceSettings
 
 SCHEMA_VERSION = 2
@@ -283,6 +283,42 @@ class ApiKeyRevoked(WorkspaceEvent, frozen=True, kw_only=True, tag="api_key_revo
     key_id: str
 
 
+class GrantGiven(WorkspaceEvent, frozen=True, kw_only=True, tag="grant_given"):
+    """``actor`` approved ``grant_id`` (an approval's id, which names the grant too) and granted
+    requests like it for a while: the same ``requested_by``, ``kind``, ``provider`` and
+    ``destination``, at most ``risk_level``, each up to ``max_credits`` (None: only requests
+    without a ceiling), at most ``runs`` a day (None: no count), until ``expires_at``.
+    The aggregate is the slot of these four: a new grant there replaces the one before."""
+
+    grant_id: UUID
+    requested_by: Actor
+    kind: ActionKind
+    provider: str | None = None
+    destination: str | None = None
+    risk_level: RiskLevel
+    max_credits: float | None = None
+    runs: int | None = None
+    hours: float
+    expires_at: datetime
+
+
+class GrantUsed(WorkspaceEvent, frozen=True, kw_only=True, tag="grant_used"):
+    """Grant ``grant_id`` approved ``approval_id`` at once: its ``runs``-th run on ``day``."""
+
+    grant_id: UUID
+    approval_id: UUID
+    day: str
+    runs: int
+    credits: float | None = None
+
+
+class GrantRevoked(WorkspaceEvent, frozen=True, kw_only=True, tag="grant_revoked"):
+    """``actor`` ended grant ``grant_id``: from now on it covers nothing."""
+
+    grant_id: UUID
+    reason: str | None = None
+
+
 BudgetEvent = CreditsReserved | CreditsSettled | CreditsReleased
 ApprovalEvent = (
     Requested | SpendChecked | Delivered | DeliveryFailed | Reminded | Escalated | VoteCast
@@ -290,7 +326,8 @@ ApprovalEvent = (
 )  # fmt: skip
 AnyEvent = (
     ApprovalEvent | WorkspaceConfigured | Delegated | StandingUsed | CreditsReserved
-    | CreditsSettled | CreditsReleased | ApiKeyCreated | ApiKeyRevoked
+    | CreditsSettled | CreditsReleased | ApiKeyCreated | ApiKeyRevoked | GrantGiven | GrantUsed
+    | GrantRevoked
 )  # fmt: skip
 # Every event type, derived from the union the decoders use (a test checks that it names every
 # subclass of EventBase, so a new event cannot be left out of one of them).

@@ -56,6 +56,7 @@ Outcome = Literal[
     "released",
     "api_key_created",
     "api_key_revoked",
+    "grant_revoked",
 ]
 
 
@@ -169,6 +170,33 @@ class ApiKeyState(msgspec.Struct, frozen=True, kw_only=True):
 class ApiKeyReply(msgspec.Struct, frozen=True, kw_only=True):
     ok: Literal[True] = True
     key: ApiKeyState
+
+
+class GrantState(msgspec.Struct, frozen=True, kw_only=True):
+    """A grant as ``approvals.query.<ws>.grants`` lists it: its id (the approval it was given
+    with), what it covers, its bounds, its use and whether it still covers anything."""
+
+    grant_id: UUID
+    status: Literal["active", "expired", "revoked"]
+    granted_by: str
+    granted_at: datetime
+    ends_at: datetime  # its expiry, or sooner if the workspace's maximum was lowered since
+    requested_by: str
+    kind: str
+    provider: str | None
+    destination: str | None
+    risk_level: str
+    max_credits: float | None
+    runs: int | None  # the most it covers per day (UTC); None: no count
+    runs_today: int
+    runs_total: int
+    revoked_by: str | None = None
+    revoked_at: datetime | None = None
+
+
+class GrantsReply(msgspec.Struct, frozen=True, kw_only=True):
+    ok: Literal[True] = True
+    grants: tuple[GrantState, ...]
 
 
 class MembershipsReply(msgspec.Struct, frozen=True, kw_only=True):

@@ -10,13 +10,16 @@ import msgspec
 # `$(?!\n)` ends the string in Python and in JSON Schema alike, so "user:ana\n" is refused
 # rather than slipping past the rule that the requester cannot approve.
 END = r"$(?!\n)"
-ACTOR_PATTERN = r"^(user|service|policy):[A-Za-z0-9_.@+-]{1,128}" + END
+ACTOR_PATTERN = r"^(user|service|policy|grant):[A-Za-z0-9_.@+-]{1,128}" + END
 
 Actor = Annotated[
     str,
     msgspec.Meta(
         pattern=ACTOR_PATTERN,
-        description="Who or what acts: user:<id>, service:<name> or policy:<rule>.",
+        description=(
+            "Who or what acts: user:<id>, service:<name>, policy:<rule> or grant:<id> (a "
+            "grant given with an approval approved it)."
+        ),
         examples=["service:enricher", "user:ana"],
     ),
 ]

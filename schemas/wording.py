@@ -21,7 +21,7 @@ def pattern_of(annotated: Any) -> str:
 
 NAME = "a lower-case letter, then up to {n} lower-case letters, digits, '-' or '_'"
 WORDS: dict[str, str] = {
-    types.ACTOR_PATTERN: "an actor: user:<id>, service:<name> or policy:<rule>",
+    types.ACTOR_PATTERN: "an actor: user:<id>, service:<name>, policy:<rule> or grant:<id>",
     pattern_of(types.Person): "a person: user:<id>",
     pattern_of(types.Digest): "a digest: 64 lower-case hex characters (SHA-256)",
     pattern_of(commands.Door): "a door: a lower-case letter, then up to 31 lower-case letters, "

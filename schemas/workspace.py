@@ -74,6 +74,18 @@ class Budget(Settings, frozen=True, kw_only=True):
     max_per_run: Credits | None = None
 
 
+class Grants(Settings, frozen=True, kw_only=True):
+    """How far an approver may grant similar requests when approving one (``[grants]``).
+
+    ``max_hours``: the longest a grant may last (0: no grants in this workspace); lowering it
+    also shortens the grants already given. ``granted_by``: ``approver`` (whoever may approve
+    the request, as the vote that approves it) or ``admin`` (that approver must also be an
+    admin of the workspace)."""
+
+    max_hours: Annotated[float, msgspec.Meta(ge=0, le=30 * 24)] = 24
+    granted_by: Literal["approver", "admin"] = "approver"
+
+
 class WorkspaceSettings(Settings, frozen=True, kw_only=True):
     members: dict[Actor, Member]
     groups: dict[GroupName, tuple[Actor, ...]] = {}
@@ -92,6 +104,7 @@ class WorkspaceSettings(Settings, frozen=True, kw_only=True):
     standing: tuple[StandingPermission, ...] = ()
     budget: Budget | None = None
     reminders: Reminders | None = None
+    grants: Grants | None = None  # None: grants of up to 24 hours, by the approving approver
 
     def quorum_for(self, risk: RiskLevel) -> int:
         return self.quorum.get(risk, 1)

@@ -1,6 +1,7 @@
 """How every aggregate the command service keeps evolves: one table from event type to the
 function that folds it into its aggregate (approvals, workspaces' settings, standing allowances,
-budgets, API keys). The command service, its loader and the auditors' replay all fold with it.
+budgets, API keys, grants). The command service, its loader and the auditors' replay all
+fold with it.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, get_args
 
 from approvals.schemas import events
-from approvals.services.approvals import apikeys, budget, domain, governance
+from approvals.services.approvals import apikeys, budget, domain, governance, grants
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -42,4 +43,7 @@ EVOLVERS: dict[type, Callable[[Any, Any], Any]] = {
     events.CreditsReleased: _aggregate(budget.evolve),
     events.ApiKeyCreated: _aggregate(apikeys.evolve),
     events.ApiKeyRevoked: _aggregate(apikeys.evolve),
+    events.GrantGiven: _aggregate(grants.evolve),
+    events.GrantUsed: _aggregate(grants.evolve),
+    events.GrantRevoked: _aggregate(grants.evolve),
 }

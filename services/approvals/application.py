@@ -21,7 +21,7 @@ from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import get_topic
 
 from approvals.schemas import chain, codec, commands, events
-from approvals.services.approvals import apikeys, budget, domain, governance
+from approvals.services.approvals import apikeys, budget, domain, governance, grants
 from approvals.services.approvals.aggregates import EVOLVERS, evolve, project
 from approvals.services.approvals.errors import ApprovalError, Conflict, NotFound, Unavailable
 from approvals.services.approvals.receipts import Signer
@@ -101,6 +101,9 @@ class State(dict[UUID, Any]):
 
     def api_key(self, workspace_id: str, key_id: str) -> apikeys.ApiKey | None:
         return self._aggregate(apikeys.api_key_key(workspace_id, key_id))  # type: ignore[no-any-return]
+
+    def grant(self, slot: UUID) -> grants.Grant | None:
+        return self._aggregate(slot)  # type: ignore[no-any-return]
 
 
 class Approvals(Application[UUID]):
@@ -268,6 +271,27 @@ class Approvals(Application[UUID]):
 
     def workspace(self, workspace_id: str) -> governance.Workspace | None:
         return State(self).workspace(workspace_id)
+
+    def grant_slots(self, after: int) -> tuple[dict[str, set[UUID]], int]:
+        """The slots given a grant after notification ``after``, by workspace, and the last
+        notification read (a grant's slot is where its uses and its revoke are stored too)."""
+        topic = stored_topic(events.GrantGiven)
+        found: dict[str, set[UUID]] = {}
+        last = after
+        while True:
+            page = self.recorder.select_notifications(
+                start=last + 1, limit=1000, topics=[topic], inclusive_of_start=True
+            )
+            if not page:
+                return found, last
+            for notification in page:
+                envelope = codec.envelope_decoder.decode(notification.state)
+                slot = UUID(str(notification.originator_id))
+                found.setdefault(envelope.workspace_id, set()).add(slot)
+            last = page[-1].id
+
+    def grant(self, slot: UUID) -> grants.Grant | None:
+        return State(self).grant(slot)
 
     def budget_in(self, workspace_id: str, period: str) -> budget.Budget | None:
         """A period's budget aggregate (None when nothing was reserved in it yet)."""

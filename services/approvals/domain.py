@@ -18,7 +18,7 @@ from approvals.schemas.digest import action_differences, action_digest, payload_
 from approvals.schemas.receipts import Receipt
 from approvals.schemas.replies import Delivery
 from approvals.schemas.types import TERMINAL_STATUSES, Status
-from approvals.services.approvals import budget, governance
+from approvals.services.approvals import budget, governance, grants
 from approvals.services.approvals.errors import (
     AlreadyDecided,
     AlreadyRedeemed,
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from approvals.schemas import commands
     from approvals.schemas.workspace import Reminders, StandingPermission
     from approvals.services.approvals.budget import Budget, Verdict
+    from approvals.services.approvals.grants import Grant
 
 
 E = TypeVar("E", bound=events.Event)
@@ -176,11 +177,12 @@ def reject(
 
 
 def approve_by_policy(
-    approval: Approval, rule: str, now: datetime, ws: governance.Workspace
+    approval: Approval, rule: str, now: datetime, ws: governance.Workspace, actor: str = ""
 ) -> events.Approved:
-    """A standing permission covers the request: approved at once, and the history says why."""
+    """A standing permission (or a grant, when ``actor`` names it) covers the request: approved
+    at once, and the history says why."""
     return _next(
-        approval, events.Approved, now, f"policy:{rule}", digest=approval.request.digest,
+        approval, events.Approved, now, actor or f"policy:{rule}", digest=approval.request.digest,
         redeem_by=now + timedelta(seconds=ws.settings.redeem_within_s),
     )  # fmt: skip
 
@@ -204,12 +206,41 @@ def approve_standing(
     used = governance.use_allowance(ws, allowance, rule, approval.id, ceiling, day, now)
     if used is None:
         return None
-    approved = approve_by_policy(approval, rule.name, now, ws)
+    return _at_once(approval, ws, used, approve_by_policy(approval, rule.name, now, ws), held, now)
+
+
+def approve_granted(
+    approval: Approval, ws: governance.Workspace, grant: Grant, held: Budget | None, now: datetime
+) -> list[events.GrantUsed | events.Approved | events.CreditsReserved] | None:
+    """A new request that a grant covers, approved at once exactly as a standing permission
+    approves: the grant's use, the approval by ``grant:<id>`` and the reservation of its ceiling
+    in the same save. None when the grant does not cover it (see ``grants.why_not``) or the
+    budget cannot take it: a person then decides."""
+    if grants.why_not(grant, ws, approval.request, now) is not None:
+        return None
+    used = grants.use(grant, approval.request, now)
+    approved = approve_by_policy(approval, "", now, ws, actor=grants.actor(grant))
+    return _at_once(approval, ws, used, approved, held, now)
+
+
+U = TypeVar("U", events.StandingUsed, events.GrantUsed)
+
+
+def _at_once(
+    approval: Approval,
+    ws: governance.Workspace,
+    used: U,
+    approved: events.Approved,
+    held: Budget | None,
+    now: datetime,
+) -> list[U | events.Approved | events.CreditsReserved] | None:
+    """The use, the approval and its reservation; None when the budget cannot take it."""
+    ceiling = approval.request.action.max_credits
     try:
-        granted = budget.grant(held, ws.settings.budget, approved, ceiling, now)
+        approving: list[Any] = budget.grant(held, ws.settings.budget, approved, ceiling, now)
     except SpendCapExceeded:
         return None
-    return [used, *granted]
+    return [used, *approving]
 
 
 def redeem(approval: Approval, cmd: commands.Redeem, now: datetime) -> events.Redeemed:

@@ -27,6 +27,7 @@ from approvals.schemas.replies import (
     ApiKeyState,
     BudgetReply,
     BudgetState,
+    GrantsReply,
     MembershipsReply,
     Reply,
     WorkspaceReply,
@@ -35,11 +36,12 @@ from approvals.schemas.wording import WORDS, in_words
 from approvals.services.approvals import governance
 from approvals.services.approvals.budget import period_of
 from approvals.services.approvals.errors import ApprovalError, Invalid, NotFound, TooLarge
-from approvals.services.approvals.views import approval_state, workspace_state
+from approvals.services.approvals.views import approval_state, grant_state, workspace_state
 from approvals.services.runtime.ops import counted
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from uuid import UUID
 
     from nats.aio.client import Client
     from nats.aio.msg import Msg
@@ -71,6 +73,8 @@ class CommandHandlers:
         self._sending: set[asyncio.Task[None]] = set()
         self._workspaces: set[str] = set()  # every workspace configured so far
         self._scanned = 0  # the notification the set is built up to
+        self._grant_slots: dict[str, set[UUID]] = {}  # every slot given a grant, by workspace
+        self._grants_scanned = 0
 
     async def start(self) -> None:
         for verb in subjects.COMMAND_VERBS:
@@ -87,6 +91,7 @@ class CommandHandlers:
             ("workspace", self._on_workspace_query),
             ("budget", self._on_budget_query),
             ("api_key", self._on_api_key_query),
+            ("grants", self._on_grants_query),
         ):
             self._subscriptions.append(
                 await self.nc.subscribe(
@@ -130,6 +135,28 @@ class CommandHandlers:
 
     async def _on_budget_query(self, msg: Msg) -> None:
         await self._answer(msg, self._budget_reply)
+
+    async def _on_grants_query(self, msg: Msg) -> None:
+        await self._answer(msg, lambda ws: self._grants_reply(ws, msg.data))
+
+    def _grants_reply(self, ws: governance.Workspace, data: bytes) -> GrantsReply:
+        """The workspace's grants, newest first: the active ones, or with ``{"all": true}``
+        the expired and revoked ones too (the last grant of each slot)."""
+        try:
+            every = bool((msgspec.json.decode(data) if data.strip() else {}).get("all", False))
+        except (msgspec.DecodeError, AttributeError):
+            raise Invalid('the query must be a JSON object, e.g. {"all": true}') from None
+        found, self._grants_scanned = self.app.grant_slots(self._grants_scanned)
+        for workspace_id, slots in found.items():
+            self._grant_slots.setdefault(workspace_id, set()).update(slots)
+        at = now()
+        listed = [
+            grant_state(grant, ws, at)
+            for slot in self._grant_slots.get(ws.workspace_id, ())
+            if (grant := self.app.grant(slot)) is not None
+        ]
+        listed = [g for g in listed if every or g.status == "active"]
+        return GrantsReply(grants=tuple(sorted(listed, key=lambda g: g.granted_at, reverse=True)))
 
     async def _on_keys_query(self, msg: Msg) -> None:
         if msg.reply:

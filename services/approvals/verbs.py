@@ -15,8 +15,8 @@ import msgspec
 
 from approvals.schemas import commands, events
 from approvals.schemas.replies import PolicyInfo
-from approvals.services.approvals import apikeys, budget, domain, governance, policy
-from approvals.services.approvals.errors import Conflict, NotFound
+from approvals.services.approvals import apikeys, budget, domain, governance, grants, policy
+from approvals.services.approvals.errors import Conflict, Forbidden, NotFound
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -37,6 +37,7 @@ class Reads(Protocol):
     def budget(self, workspace_id: str, period: str) -> budget.Budget | None: ...
     def allowance(self, workspace_id: str, rule: str, day: str) -> governance.Allowance | None: ...
     def api_key(self, workspace_id: str, key_id: str) -> apikeys.ApiKey | None: ...
+    def grant(self, slot: UUID) -> grants.Grant | None: ...
 
 
 class Decision(NamedTuple):
@@ -128,8 +129,8 @@ def request(reads: Reads, workspace_id: str, cmd: commands.Request, now: datetim
         cmd, approval_id=approval_id, workspace_id=workspace_id, now=now, quorum=quorum,
         default_expiry_s=ws.settings.default_expiry_s or reads.default_expiry_s,
     )  # fmt: skip
+    approval = domain.mutate(requested, None)
     if rule is not None:
-        approval = domain.mutate(requested, None)
         day = governance.allowance_day(now)
         allowance = reads.allowance(workspace_id, rule.name, day)
         held = _period_budget(reads, ws, now)  # a standing rule always names a ceiling
@@ -137,7 +138,23 @@ def request(reads: Reads, workspace_id: str, cmd: commands.Request, now: datetim
         if granted:
             return Decision("approved", [requested, *granted], approval_id, policy=info)
         info = msgspec.structs.replace(info, standing_rule=None)
+    covered = _granted(reads, ws, approval, now)
+    if covered:
+        return Decision("approved", [requested, *covered], approval_id, policy=info)
     return Decision("approval_required", [requested], approval_id, policy=info)
+
+
+def _granted(
+    reads: Reads, ws: governance.Workspace, approval: domain.Approval, now: datetime
+) -> list[Any] | None:
+    """The events of a grant approving the new request at once, if one covers it."""
+    grant = reads.grant(grants.slot_of(approval.request))
+    if grant is None:
+        return None
+    held = (
+        _period_budget(reads, ws, now) if approval.request.action.max_credits is not None else None
+    )
+    return domain.approve_granted(approval, ws, grant, held, now)
 
 
 def _admit(reads: Reads, ws: governance.Workspace, cmd: commands.Request, now: datetime) -> None:
@@ -174,7 +191,27 @@ def approve(reads: Reads, workspace_id: str, cmd: commands.Approve, now: datetim
         ceiling = approval.request.action.max_credits
         held = _period_budget(reads, ws, now) if ceiling is not None else None
         produced = budget.grant(held, ws.settings.budget, produced[-1], ceiling, now)
+    if cmd.grant is not None:
+        if not isinstance(produced[0], events.Approved):
+            raise Forbidden(
+                "a request that needs several approvals cannot be granted in advance by one "
+                "person", rule="grants:quorum", quorum=approval.request.quorum,
+            )  # fmt: skip
+        slot = reads.grant(grants.slot_of(approval.request))
+        produced.append(grants.give(slot, ws, produced[0], approval.request, cmd.grant, now))
     return _decided(approval, produced)
+
+
+def revoke_grant(
+    reads: Reads, workspace_id: str, cmd: commands.RevokeGrant, now: datetime
+) -> Decision:
+    """End a grant; it is found through the approval it was given with (its id)."""
+    ws = _governing(reads, workspace_id)
+    approval = reads.approval(cmd.grant_id)
+    if approval is None or approval.workspace_id != workspace_id:
+        raise NotFound("no such grant", grant_id=str(cmd.grant_id), kind="grant")
+    revoked = grants.revoke(reads.grant(grants.slot_of(approval.request)), ws, cmd, now)
+    return Decision("grant_revoked", [revoked])
 
 
 def reject(reads: Reads, workspace_id: str, cmd: commands.Reject, now: datetime) -> Decision:
@@ -261,4 +298,5 @@ VERBS: dict[type[commands.Command], Callable[[Reads, str, Any, datetime], Decisi
     commands.Release: release,
     commands.CreateApiKey: create_api_key,
     commands.RevokeApiKey: revoke_api_key,
+    commands.RevokeGrant: revoke_grant,
 }

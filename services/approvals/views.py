@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from approvals.schemas.replies import ApprovalState, DelegationState, WorkspaceState
+from approvals.schemas.replies import ApprovalState, DelegationState, GrantState, WorkspaceState
+from approvals.services.approvals import grants
 
 if TYPE_CHECKING:
     from datetime import datetime
 
     from approvals.services.approvals.domain import Approval
     from approvals.services.approvals.governance import Workspace
+    from approvals.services.approvals.grants import Grant
 
 
 def web_url(base: str, workspace_id: str, approval_id: str) -> str:
@@ -65,3 +67,16 @@ def workspace_state(ws: Workspace, now: datetime) -> WorkspaceState:
             if d.ends_at > now
         ),
     )
+
+
+def grant_state(grant: Grant, ws: Workspace, now: datetime) -> GrantState:
+    given = grant.given
+    return GrantState(
+        grant_id=given.grant_id, status=grants.status(grant, ws, now), granted_by=given.actor,
+        granted_at=given.occurred_at, ends_at=grants.ends_at(grant, ws),
+        requested_by=given.requested_by, kind=given.kind, provider=given.provider,
+        destination=given.destination, risk_level=given.risk_level,
+        max_credits=given.max_credits, runs=given.runs,
+        runs_today=grant.runs_today if grant.day == now.date().isoformat() else 0,
+        runs_total=grant.runs_total, revoked_by=grant.revoked_by, revoked_at=grant.revoked_at,
+    )  # fmt: skip

@@ -154,6 +154,7 @@ from approvals.services.cli import (  # noqa: E402, F401
     agent,
     audit,
     commands,
+    grants,
     operate,
     reads,
     receipts,

@@ -87,6 +87,20 @@ def _many(obj: Context, ids: tuple[str, ...], all_matching: bool, yes: bool,
     "--for", "for_member", type=PERSON, help="user:<id> whose delegation you decide under."
 )
 @many_options
+@click.option(
+    "--grant-hours", type=click.FloatRange(min=0, min_open=True),
+    help="Also approve similar requests (same requester, kind, provider, destination) at once "
+    "for this many hours (at most the workspace's [grants] max_hours).",
+)  # fmt: skip
+@click.option(
+    "--grant-max-credits", type=click.FloatRange(min=0),
+    help="With --grant-hours: the most credits each covered run may ask for (default: this "
+    "request's ceiling).",
+)  # fmt: skip
+@click.option(
+    "--grant-runs", type=click.IntRange(min=1),
+    help="With --grant-hours: the most requests it covers per day (default: no count).",
+)  # fmt: skip
 @click.pass_obj
 def approve(
     obj: Context,
@@ -98,24 +112,36 @@ def approve(
     for_member: str | None,
     all_matching: bool,
     yes: bool,
+    grant_hours: float | None,
+    grant_max_credits: float | None,
+    grant_runs: int | None,
     **filters: Any,
 ) -> None:
     """Approve a pending request (one vote where the workspace asks for a quorum).
 
     With --digest: the one APPROVAL_ID. Without it, or with several ids or --all-matching: shows
     each approval and its digest, asks "Approve N approvals? [y/N]", then approves each on its
-    own and prints each one's result.
+    own and prints each one's result. --grant-hours (with --digest, one approval) also approves
+    similar requests at once for a while.
     """
+    if grant_hours is None and (grant_max_credits is not None or grant_runs is not None):
+        raise click.UsageError("--grant-max-credits and --grant-runs go with --grant-hours")
     if digest is not None:
         if len(approval_ids) != 1 or all_matching:
             raise click.UsageError("--digest goes with one approval id; to approve several, leave "
                                    "it out and confirm the digests shown")  # fmt: skip
+        grant = None
+        if grant_hours is not None:
+            grant = {"hours": grant_hours, "max_credits": grant_max_credits, "runs": grant_runs}
+            grant = {k: v for k, v in grant.items() if v is not None}
         obj.command(
             "approve",
             {"approval_id": approval_ids[0], "approver": approver, "digest": digest,
-             "reason": reason, "for_member": for_member},
+             "reason": reason, "for_member": for_member, "grant": grant},
         )  # fmt: skip
         return
+    if grant_hours is not None:
+        raise click.UsageError("--grant-hours goes with one approval and its --digest")
     chosen_by = _many(obj, approval_ids, all_matching, yes, filters)
     decide = Decide(decision="approve", approver=approver, reason=reason, for_member=for_member)
     decide_many(obj, decide, approval_ids, chosen_by, yes)

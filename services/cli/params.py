@@ -76,7 +76,7 @@ class KeyId(_Checked):
 
 class Actor(_Checked):
     name = "actor"
-    what = "is not an actor: user:<id>, service:<name> or policy:<rule>"
+    what = "is not an actor: user:<id>, service:<name>, policy:<rule> or grant:<id>"
     ok = staticmethod(lambda value: _ACTOR.search(value) is not None)
 
 

@@ -28,6 +28,7 @@ from approvals.schemas.events import Event
 from approvals.schemas.upcasting import UnknownSchemaVersion
 from approvals.services import reviews
 from approvals.services.gateway.bus import Bus, GatewayError
+from approvals.services.gateway.grant_form import grant_terms
 from approvals.services.gateway.identity import METHOD_KEY, SESSION_KEY, Identity, person_name
 from approvals.services.runtime.signed_links import ConfirmTokens, LinkInvalid
 
@@ -265,6 +266,8 @@ async def approve(
     person, _ = await member_in(request, workspace)
     body = {"approval_id": approval_id, "approver": person, "digest": data.get("digest", ""),
             "reason": data.get("reason") or None}  # fmt: skip
+    if (grant := grant_terms(data)) is not None:
+        body["grant"] = grant
     return await _decide(request, workspace, approval_id, "approve", body)
 
 

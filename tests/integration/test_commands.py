@@ -352,7 +352,8 @@ async def test_an_illegal_workspace_token_is_invalid(command_service: Started) -
         pytest.param({"approver": "user:ana", "digest": "not-a-digest"},
                      "a digest: 64 lower-case hex characters", id="digest"),
         pytest.param({"approver": "ana", "digest": "0" * 64},
-                     "an actor: user:<id>, service:<name> or policy:<rule>", id="actor"),
+                     "an actor: user:<id>, service:<name>, policy:<rule> or grant:<id>",
+                     id="actor"),
     ],
 )  # fmt: skip
 async def test_a_malformed_value_is_told_in_words_not_as_a_regex(

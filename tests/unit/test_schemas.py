@@ -113,6 +113,20 @@ EVENTS: dict[str, events.Event | events.WorkspaceEvent] = {
         **WS_COMMON, version=1, actor="user:admin", key_id="k" * 16, secret_sha256="a" * 64,
         acts_as="service:agent", name="agent",
     ),
+    "grant_given": events.GrantGiven(
+        **WS_COMMON, version=1, actor="user:ana", grant_id=APPROVAL_ID,
+        requested_by="service:enricher", kind="provider_call", provider="clearbit",
+        destination="crm:contacts", risk_level="medium", max_credits=4.0, runs=5, hours=8.0,
+        expires_at=WHEN,
+    ),
+    "grant_used": events.GrantUsed(
+        **WS_COMMON, version=2, actor=f"grant:{APPROVAL_ID}", grant_id=APPROVAL_ID,
+        approval_id=UUID("7e57e7e5-0000-4000-8000-000000000009"), day="2030-01-01", runs=1,
+        credits=4.0,
+    ),
+    "grant_revoked": events.GrantRevoked(
+        **WS_COMMON, version=3, actor="user:bo", grant_id=APPROVAL_ID, reason="done",
+    ),
     "api_key_revoked": events.ApiKeyRevoked(
         **WS_COMMON, version=2, actor="user:admin", key_id="k" * 16,
     ),
@@ -185,6 +199,7 @@ VALID["release"] = {"approval_id": str(APPROVAL_ID), "by": "service:spendcap"}
 VALID["create_api_key"] = {"key_id": "k" * 16, "secret_sha256": "a" * 64,
                            "actor": "service:agent", "by": "user:admin"}  # fmt: skip
 VALID["revoke_api_key"] = {"key_id": "k" * 16, "by": "user:admin"}
+VALID["revoke_grant"] = {"grant_id": str(APPROVAL_ID), "by": "user:bo"}
 
 
 def decode(verb: str, body: dict[str, Any]) -> commands.Command:
