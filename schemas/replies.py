@@ -32,6 +32,7 @@ ErrorCode = Literal[
     "unavailable",
     "unauthorized",
     "internal",
+    "rate_limited",
 ]
 
 Outcome = Literal[

@@ -74,6 +74,19 @@ class Budget(Settings, frozen=True, kw_only=True):
     max_per_run: Credits | None = None
 
 
+PerRequester = Annotated[int, msgspec.Meta(ge=1, le=1000)]
+
+
+class Limits(Settings, frozen=True, kw_only=True):
+    """Bounds on prompts, so approvals stay rare enough to be read: the most requests one
+    requester may hold pending, and the most it may make in any hour (absent: no bound). A
+    request over either is refused with ``rate_limited`` and nothing is stored. Requests a
+    standing permission approves at once prompt nobody and are not counted."""
+
+    max_pending_per_requester: PerRequester | None = None
+    max_requests_per_hour: PerRequester | None = None
+
+
 class WorkspaceSettings(Settings, frozen=True, kw_only=True):
     members: dict[Actor, Member]
     groups: dict[GroupName, tuple[Actor, ...]] = {}
@@ -92,6 +105,7 @@ class WorkspaceSettings(Settings, frozen=True, kw_only=True):
     standing: tuple[StandingPermission, ...] = ()
     budget: Budget | None = None
     reminders: Reminders | None = None
+    limits: Limits | None = None
 
     def quorum_for(self, risk: RiskLevel) -> int:
         return self.quorum.get(risk, 1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, get_args
 
 from approvals.schemas import events
-from approvals.services.approvals import apikeys, budget, domain, governance
+from approvals.services.approvals import apikeys, budget, domain, governance, ratelimit
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -42,4 +42,5 @@ EVOLVERS: dict[type, Callable[[Any, Any], Any]] = {
     events.CreditsReleased: _aggregate(budget.evolve),
     events.ApiKeyCreated: _aggregate(apikeys.evolve),
     events.ApiKeyRevoked: _aggregate(apikeys.evolve),
+    events.RequestCounted: _aggregate(ratelimit.evolve),
 }

@@ -4,6 +4,7 @@ workspace (``approvals keys create``); every command acts as the key's member.""
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
@@ -50,10 +51,13 @@ _outcome = msgspec.json.Decoder(_Outcome)
 def passthrough(data: bytes, success: int = 200) -> Response[Any]:
     """The service's reply as it came, with the HTTP status its outcome maps to."""
     outcome = _outcome.decode(data)
-    status = success
+    status, headers = success, {}
     if not outcome.ok:
         status = HTTP_STATUS.get(str((outcome.error or {}).get("code")), 500)
-    return Response(content=data, status_code=status, media_type=JSON)
+        retry_after = (outcome.error or {}).get("details", {}).get("retry_after_s")
+        if status == 429 and isinstance(retry_after, int | float):
+            headers["Retry-After"] = str(math.ceil(retry_after))  # RFC 9110: whole seconds
+    return Response(content=data, status_code=status, media_type=JSON, headers=headers)
 
 
 def bus_of(request: Request[Any, Any, Any]) -> Bus:

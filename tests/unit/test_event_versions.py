@@ -22,17 +22,25 @@ from approvals.services.audit.verify import Verifier
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "events"
 VERSIONS = sorted(int(p.name[1:]) for p in FIXTURES.glob("v*") if p.is_dir())
+# Event types added after version 1, by the first version that stores them: an older version
+# has no fixture of them (it never stored one), and nothing to upcast.
+INTRODUCED: dict[str, int] = {"request_counted": 2}
+
+
+def stored_in(version: int) -> set[str]:
+    return {tag for tag in TAGS if INTRODUCED.get(tag, 1) <= version}
 
 
 def test_there_is_a_fixture_of_every_event_type_in_every_released_version() -> None:
     assert list(range(1, SCHEMA_VERSION + 1)) == VERSIONS
     for version in VERSIONS:
         found = {p.stem for p in (FIXTURES / f"v{version}").glob("*.json")}
-        assert found == set(TAGS), f"v{version}: missing {set(TAGS) - found}"
+        assert found == stored_in(version), f"v{version}: missing {stored_in(version) - found}"
 
 
-@pytest.mark.parametrize("version", VERSIONS)
-@pytest.mark.parametrize("kind", TAGS)
+@pytest.mark.parametrize(
+    ("kind", "version"), [(kind, v) for v in VERSIONS for kind in TAGS if kind in stored_in(v)]
+)
 def test_every_released_version_loads_as_the_current_one(version: int, kind: str) -> None:
     stored = (FIXTURES / f"v{version}" / f"{kind}.json").read_bytes()
     raw = json.loads(stored)
@@ -44,10 +52,20 @@ def test_every_released_version_loads_as_the_current_one(version: int, kind: str
     # Everything the old event said is read unchanged; what it could not say is empty.
     for field, value in raw.items():
         if field != "schema_version":
-            assert current[field] == value, field
+            assert says_the_same(current[field], value), field
     if version == 1:
         assert event.via is None
         assert event.hash == ""
+
+
+def says_the_same(current: object, old: object) -> bool:
+    """``current`` says what ``old`` said; keys added since (a new setting) are empty."""
+    if isinstance(current, dict) and isinstance(old, dict):
+        added = current.keys() - old.keys()
+        return all(current[k] in (None, [], {}) for k in added) and all(
+            k in current and says_the_same(current[k], v) for k, v in old.items()
+        )
+    return current == old
 
 
 @pytest.mark.parametrize("version", VERSIONS)
