@@ -27,6 +27,7 @@ from approvals.schemas.codec import event_decoder
 from approvals.schemas.events import Event
 from approvals.schemas.upcasting import UnknownSchemaVersion
 from approvals.services import reviews
+from approvals.services.gateway import inbox_groups
 from approvals.services.gateway.bus import Bus, GatewayError, ok
 from approvals.services.gateway.identity import (
     METHOD_KEY,
@@ -160,6 +161,7 @@ async def inbox(
     risk: FromQuery[str | None] = None,
     skill: FromQuery[str | None] = None,
     seen: FromQuery[str | None] = None,
+    requested_by: FromQuery[str | None] = None,
 ) -> Template:
     """``seen=<approval id>:<version>`` (the live script) waits for the view to hold that."""
     person, member = await member_in(request, workspace)
@@ -175,11 +177,14 @@ async def inbox(
         query["risk_level"] = risk
     if skill:
         query["skill_name"] = skill[:200]
+    if requested_by:
+        query["requested_by"] = requested_by[:200]
     bus = _bus(request)
     page = _json(await bus.query(workspace, "list", query))
     counts = _json(await bus.query(workspace, "count", {}))
     return Template("inbox.html", context={
         "person": person, "member": member, "workspace": workspace, "items": page.get("items", []),
+        "rows": inbox_groups.rows(page.get("items", [])),
         "counts": counts.get("counts", {}), "total": counts.get("total", 0), "status": status,
         "risk": risk, "skill": skill or "", "risks": RISKS,
     })  # fmt: skip
