@@ -319,6 +319,24 @@ class GrantRevoked(WorkspaceEvent, frozen=True, kw_only=True, tag="grant_revoked
     reason: str | None = None
 
 
+class PendingHeld(msgspec.Struct, frozen=True, kw_only=True):
+    """A request its requester holds pending, until when."""
+
+    approval_id: UUID
+    expires_at: datetime
+
+
+class RequestCounted(WorkspaceEvent, frozen=True, kw_only=True, tag="request_counted"):
+    """A request counted against its requester's limits (``aggregate_id``: uuid5 of workspace
+    and requester). It carries the whole count after it (those still pending, and when the
+    requests of the last hour came in), so loading the count reads only the last one."""
+
+    requester: str
+    approval_id: UUID
+    pending: tuple[PendingHeld, ...] = ()  # with this one; tracked under a pending limit
+    recent: tuple[datetime, ...] = ()  # with this one; tracked under an hourly limit
+
+
 BudgetEvent = CreditsReserved | CreditsSettled | CreditsReleased
 ApprovalEvent = (
     Requested | SpendChecked | Delivered | DeliveryFailed | Reminded | Escalated | VoteCast
@@ -327,7 +345,7 @@ ApprovalEvent = (
 AnyEvent = (
     ApprovalEvent | WorkspaceConfigured | Delegated | StandingUsed | CreditsReserved
     | CreditsSettled | CreditsReleased | ApiKeyCreated | ApiKeyRevoked | GrantGiven | GrantUsed
-    | GrantRevoked
+    | GrantRevoked | RequestCounted
 )  # fmt: skip
 # Every event type, derived from the union the decoders use (a test checks that it names every
 # subclass of EventBase, so a new event cannot be left out of one of them).

@@ -28,6 +28,7 @@ HTTP_STATUS: dict[str, int] = {
     "credit_ceiling_required": 422,
     "internal": 500,
     "unavailable": 503,
+    "rate_limited": 429,
 }
 
 

@@ -34,6 +34,7 @@ ErrorCode = Literal[
     "unavailable",
     "unauthorized",
     "internal",
+    "rate_limited",
 ]
 
 Outcome = Literal[

@@ -86,6 +86,19 @@ class Grants(Settings, frozen=True, kw_only=True):
     granted_by: Literal["approver", "admin"] = "approver"
 
 
+PerRequester = Annotated[int, msgspec.Meta(ge=1, le=1000)]
+
+
+class Limits(Settings, frozen=True, kw_only=True):
+    """Bounds on prompts, so approvals stay rare enough to be read: the most requests one
+    requester may hold pending, and the most it may make in any hour (absent: no bound). A
+    request over either is refused with ``rate_limited`` and nothing is stored. Requests a
+    standing permission approves at once prompt nobody and are not counted."""
+
+    max_pending_per_requester: PerRequester | None = None
+    max_requests_per_hour: PerRequester | None = None
+
+
 class WorkspaceSettings(Settings, frozen=True, kw_only=True):
     members: dict[Actor, Member]
     groups: dict[GroupName, tuple[Actor, ...]] = {}
@@ -105,6 +118,7 @@ class WorkspaceSettings(Settings, frozen=True, kw_only=True):
     budget: Budget | None = None
     reminders: Reminders | None = None
     grants: Grants | None = None  # None: grants of up to 24 hours, by the approving approver
+    limits: Limits | None = None
 
     def quorum_for(self, risk: RiskLevel) -> int:
         return self.quorum.get(risk, 1)

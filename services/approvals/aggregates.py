@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, get_args
 
 from approvals.schemas import events
-from approvals.services.approvals import apikeys, budget, domain, governance, grants
+from approvals.services.approvals import apikeys, budget, domain, governance, grants, ratelimit
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -46,4 +46,5 @@ EVOLVERS: dict[type, Callable[[Any, Any], Any]] = {
     events.GrantGiven: _aggregate(grants.evolve),
     events.GrantUsed: _aggregate(grants.evolve),
     events.GrantRevoked: _aggregate(grants.evolve),
+    events.RequestCounted: _aggregate(ratelimit.evolve),
 }

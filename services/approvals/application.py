@@ -21,7 +21,7 @@ from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import get_topic
 
 from approvals.schemas import chain, codec, commands, events
-from approvals.services.approvals import apikeys, budget, domain, governance, grants
+from approvals.services.approvals import apikeys, budget, domain, governance, grants, ratelimit
 from approvals.services.approvals.aggregates import EVOLVERS, evolve, project
 from approvals.services.approvals.errors import ApprovalError, Conflict, NotFound, Unavailable
 from approvals.services.approvals.receipts import Signer
@@ -104,6 +104,13 @@ class State(dict[UUID, Any]):
 
     def grant(self, slot: UUID) -> grants.Grant | None:
         return self._aggregate(slot)  # type: ignore[no-any-return]
+
+    def requester_count(self, workspace_id: str, requester: str) -> ratelimit.RequesterCount | None:
+        key = ratelimit.count_key(workspace_id, requester)
+        if key not in self:
+            assert self._app is not None, "a state without an application loads nothing"
+            self[key] = self._app._load_last(key, self)
+        return self[key]  # type: ignore[no-any-return]
 
 
 class Approvals(Application[UUID]):
@@ -299,6 +306,15 @@ class Approvals(Application[UUID]):
 
     def _load(self, approval_id: UUID, state: State | None = None) -> domain.Approval | None:
         return self._load_with(approval_id, state)  # type: ignore[no-any-return]
+
+    def _load_last(self, aggregate_id: UUID, state: State) -> Any:
+        """An aggregate whose every event carries its whole state, from its last event only."""
+        last: list[Any] = list(self.events.get(aggregate_id, desc=True, limit=1))
+        if not last:
+            return None
+        if last[0].hash:
+            state.links[aggregate_id] = last[0].hash
+        return evolve(None, last[0])
 
     def _load_with(self, aggregate_id: UUID, state: State | None = None) -> Any:
         """Any aggregate from its stored events (None: none stored), noting its last link."""

@@ -66,3 +66,10 @@ class NotApproved(ApprovalError):
 
 class AlreadyRedeemed(ApprovalError):
     code = "already_redeemed"
+
+
+class RateLimited(ApprovalError):
+    """Over one of the workspace's limits on prompts; ``details.retry_after_s`` says when to
+    try again."""
+
+    code = "rate_limited"

@@ -15,7 +15,15 @@ import msgspec
 
 from approvals.schemas import commands, events
 from approvals.schemas.replies import PolicyInfo
-from approvals.services.approvals import apikeys, budget, domain, governance, grants, policy
+from approvals.services.approvals import (
+    apikeys,
+    budget,
+    domain,
+    governance,
+    grants,
+    policy,
+    ratelimit,
+)
 from approvals.services.approvals.errors import Conflict, Forbidden, NotFound
 
 if TYPE_CHECKING:
@@ -38,6 +46,9 @@ class Reads(Protocol):
     def allowance(self, workspace_id: str, rule: str, day: str) -> governance.Allowance | None: ...
     def api_key(self, workspace_id: str, key_id: str) -> apikeys.ApiKey | None: ...
     def grant(self, slot: UUID) -> grants.Grant | None: ...
+    def requester_count(
+        self, workspace_id: str, requester: str
+    ) -> ratelimit.RequesterCount | None: ...
 
 
 class Decision(NamedTuple):
@@ -141,7 +152,8 @@ def request(reads: Reads, workspace_id: str, cmd: commands.Request, now: datetim
     covered = _granted(reads, ws, approval, now)
     if covered:
         return Decision("approved", [requested, *covered], approval_id, policy=info)
-    return Decision("approval_required", [requested], approval_id, policy=info)
+    counted = _counted(reads, ws, requested, now)
+    return Decision("approval_required", [requested, *counted], approval_id, policy=info)
 
 
 def _granted(
@@ -164,6 +176,23 @@ def _admit(reads: Reads, ws: governance.Workspace, cmd: commands.Request, now: d
     if limits is None or budget.never_fits(limits, ceiling) is None:
         return
     budget.admit(_period_budget(reads, ws, now), limits, ceiling, now)
+
+
+def _counted(
+    reads: Reads, ws: governance.Workspace, requested: events.Requested, now: datetime
+) -> list[events.RequestCounted]:
+    """A request that will prompt a person, counted against its requester's limits (raises
+    RateLimited over them); nothing to count without limits."""
+    limits = ws.settings.limits
+    if limits is None:
+        return []
+    count = reads.requester_count(ws.workspace_id, requested.requested_by)
+
+    def still_pending(approval_id: UUID) -> bool:
+        approval = reads.approval(approval_id)
+        return approval is not None and approval.status == "pending"
+
+    return [ratelimit.admit(count, limits, requested, still_pending, now)]
 
 
 # -- an approval's life ---------------------------------------------------------------------

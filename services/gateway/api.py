@@ -4,6 +4,7 @@ workspace (``approvals keys create``); every command acts as the key's member.""
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
@@ -46,8 +47,13 @@ AnyRequest = Request[Any, Any, Any]
 def passthrough(data: bytes, success: int = 200) -> Response[Any]:
     """The service's reply as it came, with the HTTP status its outcome maps to."""
     error = reply_error(data)
-    status = success if error is None else HTTP_STATUS.get(error.code, 500)
-    return Response(content=data, status_code=status, media_type=JSON)
+    status, headers = success, {}
+    if error is not None:
+        status = HTTP_STATUS.get(error.code, 500)
+        retry_after = error.details.get("retry_after_s")
+        if status == 429 and isinstance(retry_after, int | float):
+            headers["Retry-After"] = str(math.ceil(retry_after))  # RFC 9110: whole seconds
+    return Response(content=data, status_code=status, media_type=JSON, headers=headers)
 
 
 def bus_of(request: Request[Any, Any, Any]) -> Bus:

@@ -27,6 +27,7 @@ from approvals.schemas.codec import event_decoder, reply_error
 from approvals.schemas.events import Event
 from approvals.schemas.upcasting import UnknownSchemaVersion
 from approvals.services import reviews
+from approvals.services.gateway import inbox_groups
 from approvals.services.gateway.bus import Bus, GatewayError
 from approvals.services.gateway.grant_form import grant_terms
 from approvals.services.gateway.identity import METHOD_KEY, SESSION_KEY, Identity, person_name
@@ -157,6 +158,7 @@ async def inbox(
     skill: FromQuery[str | None] = None,
     seen: FromQuery[str | None] = None,
     select: FromQuery[str | None] = None,
+    requested_by: FromQuery[str | None] = None,
 ) -> Template:
     """``seen=<approval id>:<version>`` (the live script) waits for the view to hold that;
     ``select=all`` ticks every pending row shown (without a script)."""
@@ -173,12 +175,15 @@ async def inbox(
         query["risk_level"] = risk
     if skill:
         query["skill_name"] = skill[:200]
+    if requested_by:
+        query["requested_by"] = requested_by[:200]
     bus = _bus(request)
     page = _json(await bus.query(workspace, "list", query))
     counts = _json(await bus.query(workspace, "count", {}))
     items = page.get("items", [])
     return Template("inbox.html", context={
         "person": person, "member": member, "workspace": workspace, "items": items,
+        "rows": inbox_groups.rows(items),
         "counts": counts.get("counts", {}), "total": counts.get("total", 0), "status": status,
         "risk": risk, "skill": skill or "", "risks": RISKS, "select_all": select == "all",
         "may_decide": await _is_approver(bus, workspace, member),

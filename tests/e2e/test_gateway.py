@@ -485,3 +485,42 @@ def test_a_person_approves_in_chromium_and_another_browser_sees_it_live(gateway:
         finally:
             browser.close()
     assert first["id"] != second["id"]
+
+
+def test_the_inbox_groups_near_identical_pending_requests_into_one_row(gateway: Gateway) -> None:
+    agent = gateway.key(AGENT)
+    same = {**LIVE, "destination": "hubspot:list/grouped"}
+    alike = [ask(gateway, agent, skill_execution_id=f"g{i}", title=f"Grouped {i}", action=same)
+             for i in range(3)]  # fmt: skip
+    elsewhere = ask(gateway, agent, skill_execution_id="g-other", title="Grouped elsewhere",
+                    action={**same, "destination": "hubspot:list/other"})  # fmt: skip
+    ana = signed_in(gateway, "user:ana")
+    # ``seen`` waits for the view to hold the last request (it follows the store in order).
+    page = ana.get("/workspaces/default/approvals", params={"seen": f"{elsewhere['id']}:1"}).text
+    # Check: the three alike are one group row with their count, opening onto each of them,
+    # each still linking to its own page (where it is decided on its own digest).
+    groups = re.findall(r'<tr class="group" data-group-size="(\d+)">(.*?)</details>', page, re.S)
+    mine = [(size, body) for size, body in groups if "hubspot:list/grouped" in body]
+    assert len(mine) == 1, groups
+    size, body = mine[0]
+    assert size == "3"
+    assert "<summary>" in body
+    assert "3 similar" in body
+    for approval in alike:
+        assert f'<tr data-id="{approval["id"]}">' in body
+        assert f'href="/workspaces/default/approvals/{approval["id"]}"' in body
+    # Check: another destination is another row, outside the group.
+    assert elsewhere["id"] not in body
+    assert f'<tr data-id="{elsewhere["id"]}">' in page
+    # Check: a decided one leaves the group; the group row links to the requester's list.
+    decided = gateway.cli("reject", alike[0]["id"], "--approver", "user:ana", "--reason", "dup")
+    assert decided["outcome"] == "rejected"
+    seen = f"{alike[0]['id']}:{decided['approval']['version']}"
+    page = ana.get("/workspaces/default/approvals", params={"seen": seen}).text
+    sizes = re.findall(r'data-group-size="(\d+)">(?:(?!</details>).)*hubspot:list/grouped', page,
+                       re.S)  # fmt: skip
+    assert sizes == ["2"]
+    listed = ana.get("/workspaces/default/approvals",
+                     params={"status": "pending", "requested_by": AGENT}).text  # fmt: skip
+    assert alike[1]["id"] in listed
+    assert "requested_by=service%3Aagent" in page

@@ -130,6 +130,12 @@ EVENTS: dict[str, events.Event | events.WorkspaceEvent] = {
     "api_key_revoked": events.ApiKeyRevoked(
         **WS_COMMON, version=2, actor="user:admin", key_id="k" * 16,
     ),
+    "request_counted": events.RequestCounted(
+        **WS_COMMON, version=1, actor="service:approvals", requester="service:agent",
+        approval_id=APPROVAL_ID,
+        pending=(events.PendingHeld(approval_id=APPROVAL_ID, expires_at=COMMON["occurred_at"]),),
+        recent=(COMMON["occurred_at"],),
+    ),
     "spend_checked": events.SpendChecked(
         **COMMON, version=2, actor="service:spendcap", spend=events.SpendPicture(
             period="2030-01", cap=100.0, max_per_run=50.0, committed=40.0, remaining=60.0,
