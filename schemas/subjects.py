@@ -34,6 +34,7 @@ CommandVerb = Literal[
     "release",
     "create_api_key",
     "revoke_api_key",
+    "respond",
 ]
 COMMAND_VERBS: Final[tuple[CommandVerb, ...]] = get_args(CommandVerb)
 

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 T = TypeVar("T")
-DECIDED = frozenset({"approved", "rejected", "expired", "cancelled"})
+DECIDED = frozenset({"approved", "rejected", "expired", "cancelled", "responded"})
 WAIT_CHUNK_S = 300.0  # the longest single wait the projection accepts
 
 
@@ -113,6 +113,24 @@ class ApprovalDenied(Exception):
         self.approval = approval
         self.reason = approval.reason
         self.rerun = approval.rerun
+
+
+class ApprovalResponded(ApprovalDenied):
+    """A person answered the request with ``message`` instead of deciding it (the question was
+    not the right one, or they need more first): the action must not run. An ApprovalDenied, so
+    code that catches denials catches this too; read the message, then ask again if it applies."""
+
+    def __init__(self, approval: ApprovalView) -> None:
+        super().__init__(approval)
+        self.message = approval.reason or ""
+        self.args = (f"approval {approval.id} was answered instead of decided: {self.message}",)
+
+
+def denial(approval: ApprovalView) -> ApprovalDenied:
+    """The error for an approval that ended without approval: an answer is its own kind."""
+    if approval.status == "responded":
+        return ApprovalResponded(approval)
+    return ApprovalDenied(approval)
 
 
 class _Status(msgspec.Struct, frozen=True):
@@ -357,7 +375,7 @@ async def _gate(
     if approval.status == "pending":
         raise ApprovalPending(str(approval.id), approval.web_url)
     if approval.status != "approved":
-        raise ApprovalDenied(approval)
+        raise denial(approval)
     await client.redeem(approval.id, action=action, payload=payload, executor=requested_by)
     run = Run(approval)
     try:
@@ -428,6 +446,7 @@ def verify_receipt(
 __all__ = [
     "ApprovalDenied",
     "ApprovalPending",
+    "ApprovalResponded",
     "ApprovalsClient",
     "ApprovalsError",
     "Run",

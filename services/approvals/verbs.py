@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from datetime import datetime
 
-    from approvals.schemas.workspace import Change
+    from approvals.schemas.workspace import Change, StandingPermission
 
 IDEMPOTENCY_NAMESPACE = UUID("6f1d7c1e-3a0b-4c55-9d3e-4b8f1f0a9e21")
 
@@ -113,8 +113,7 @@ def request(reads: Reads, workspace_id: str, cmd: commands.Request, now: datetim
     if not answer.required:
         return Decision("not_required", [], policy=info)
     if isinstance(cmd, commands.Check):
-        _admit(reads, ws, cmd, now)
-        return Decision("approval_required", [], policy=info)
+        return _check(reads, ws, cmd, now, info, quorum)
     if cmd.idempotency_key is None:
         approval_id = uuid4()
     else:
@@ -128,16 +127,52 @@ def request(reads: Reads, workspace_id: str, cmd: commands.Request, now: datetim
         cmd, approval_id=approval_id, workspace_id=workspace_id, now=now, quorum=quorum,
         default_expiry_s=ws.settings.default_expiry_s or reads.default_expiry_s,
     )  # fmt: skip
-    if rule is not None:
-        approval = domain.mutate(requested, None)
-        day = governance.allowance_day(now)
-        allowance = reads.allowance(workspace_id, rule.name, day)
-        held = _period_budget(reads, ws, now)  # a standing rule always names a ceiling
-        granted = domain.approve_standing(approval, ws, rule, allowance, held, now)
-        if granted:
-            return Decision("approved", [requested, *granted], approval_id, policy=info)
-        info = msgspec.structs.replace(info, standing_rule=None)
+    granted = _at_once(reads, ws, requested, rule, now)
+    if granted:
+        return Decision("approved", [requested, *granted], approval_id, policy=info)
+    info = msgspec.structs.replace(info, standing_rule=None)
     return Decision("approval_required", [requested], approval_id, policy=info)
+
+
+def _check(
+    reads: Reads,
+    ws: governance.Workspace,
+    cmd: commands.Check,
+    now: datetime,
+    info: PolicyInfo,
+    quorum: int,
+) -> Decision:
+    """What ``request`` would answer, stored nowhere: refused (``spend_cap_exceeded`` with the
+    numbers, as the request would be), approved at once (the rule in ``policy.standing_rule``),
+    or waiting for a person. The request is decided in full, on a throwaway id, so the answer
+    weighs what a request weighs: the rule's daily allowance and the budget."""
+    _admit(reads, ws, cmd, now)
+    requested = domain.request(
+        cmd, approval_id=uuid4(), workspace_id=ws.workspace_id, now=now, quorum=quorum,
+        default_expiry_s=ws.settings.default_expiry_s or reads.default_expiry_s,
+    )  # fmt: skip
+    if _at_once(reads, ws, requested, governance.standing_rule(ws, cmd), now):
+        return Decision("approved_at_once", [], policy=info)
+    return Decision("approval_required", [], policy=msgspec.structs.replace(info,
+                    standing_rule=None))  # fmt: skip
+
+
+def _at_once(
+    reads: Reads,
+    ws: governance.Workspace,
+    requested: events.Requested,
+    rule: StandingPermission | None,
+    now: datetime,
+) -> list[Any] | None:
+    """The events approving a new request at once, without a person, or None: a standing
+    permission that covers it, within its day's allowance and the budget. (A grant made with a
+    decision would be weighed here too, before the standing rules: ``check`` asks the same.)"""
+    if rule is None:
+        return None
+    approval = domain.mutate(requested, None)
+    allowance = reads.allowance(ws.workspace_id, rule.name, governance.allowance_day(now))
+    held = _period_budget(reads, ws, now)  # a standing rule always names a ceiling
+    return domain.approve_standing(approval, ws, rule, allowance, held, now)
 
 
 def _admit(reads: Reads, ws: governance.Workspace, cmd: commands.Request, now: datetime) -> None:
@@ -180,6 +215,11 @@ def approve(reads: Reads, workspace_id: str, cmd: commands.Approve, now: datetim
 def reject(reads: Reads, workspace_id: str, cmd: commands.Reject, now: datetime) -> Decision:
     approval, ws = _approval(reads, workspace_id, cmd.approval_id)
     return _decided(approval, [domain.reject(approval, cmd, now, ws)])
+
+
+def respond(reads: Reads, workspace_id: str, cmd: commands.Respond, now: datetime) -> Decision:
+    approval, ws = _approval(reads, workspace_id, cmd.approval_id)
+    return _decided(approval, [domain.respond(approval, cmd, now, ws)])
 
 
 def cancel(reads: Reads, workspace_id: str, cmd: commands.Cancel, now: datetime) -> Decision:
@@ -261,4 +301,5 @@ VERBS: dict[type[commands.Command], Callable[[Reads, str, Any, datetime], Decisi
     commands.Release: release,
     commands.CreateApiKey: create_api_key,
     commands.RevokeApiKey: revoke_api_key,
+    commands.Respond: respond,
 }

@@ -22,17 +22,25 @@ from approvals.services.audit.verify import Verifier
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "events"
 VERSIONS = sorted(int(p.name[1:]) for p in FIXTURES.glob("v*") if p.is_dir())
+# Event types added after a version was released, with the first version that stores them: no
+# release before it stored one, so it has no fixture there (make.py KIND writes the one file).
+SINCE = {"responded": 2}
+
+
+def stored_in(version: int) -> set[str]:
+    return {kind for kind in TAGS if SINCE.get(kind, 1) <= version}
 
 
 def test_there_is_a_fixture_of_every_event_type_in_every_released_version() -> None:
     assert list(range(1, SCHEMA_VERSION + 1)) == VERSIONS
     for version in VERSIONS:
         found = {p.stem for p in (FIXTURES / f"v{version}").glob("*.json")}
-        assert found == set(TAGS), f"v{version}: missing {set(TAGS) - found}"
+        assert found == stored_in(version), f"v{version}: missing {stored_in(version) - found}"
 
 
-@pytest.mark.parametrize("version", VERSIONS)
-@pytest.mark.parametrize("kind", TAGS)
+@pytest.mark.parametrize(
+    ("version", "kind"), [(v, k) for v in VERSIONS for k in TAGS if k in stored_in(v)]
+)
 def test_every_released_version_loads_as_the_current_one(version: int, kind: str) -> None:
     stored = (FIXTURES / f"v{version}" / f"{kind}.json").read_bytes()
     raw = json.loads(stored)
