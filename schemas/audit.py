@@ -159,10 +159,11 @@ class ReportRow(msgspec.Struct, frozen=True, kw_only=True):
     expired: int
     cancelled: int
     pending: int
-    median_decision_s: float | None  # from request to approval or rejection
+    median_decision_s: float | None  # from request to a person's approval, rejection or answer
     credits_approved: float  # the ceilings of what was approved
     credits_used: float  # what the reported runs used
     top_requesters: list[tuple[str, int]]
+    responded: int = 0  # answered with a message instead of decided (never run)
 
 
 class Report(msgspec.Struct, frozen=True, kw_only=True):

@@ -248,6 +248,18 @@ class RevokeGrant(Command, frozen=True, kw_only=True):
     reason: LongText | None = None
 
 
+class Respond(Command, frozen=True, kw_only=True):
+    """Answer a request with ``message`` instead of deciding it (the agent asked the wrong
+    question, or must say more first): it ends ``responded``, is never redeemable, and the
+    requester gets the message back as it would a rejection's reason. Who may: whoever may
+    approve it (people only, separation of duties applies)."""
+
+    approval_id: UUID
+    approver: Actor
+    message: Annotated[str, msgspec.Meta(min_length=1, max_length=4000)]
+    for_member: Person | None = None
+
+
 COMMANDS: dict[str, type[Command]] = {
     "request": Request,
     "approve": Approve,
@@ -267,4 +279,5 @@ COMMANDS: dict[str, type[Command]] = {
     "create_api_key": CreateApiKey,
     "revoke_api_key": RevokeApiKey,
     "revoke_grant": RevokeGrant,
+    "respond": Respond,
 }

@@ -337,10 +337,18 @@ class RequestCounted(WorkspaceEvent, frozen=True, kw_only=True, tag="request_cou
     recent: tuple[datetime, ...] = ()  # with this one; tracked under an hourly limit
 
 
+class Responded(Event, frozen=True, kw_only=True, tag="responded"):
+    """A person answered with ``message`` instead of deciding: the request ends here, and the
+    requester reads the message (in the approval's ``reason``) as it would a rejection's."""
+
+    message: str
+    for_member: str | None = None
+
+
 BudgetEvent = CreditsReserved | CreditsSettled | CreditsReleased
 ApprovalEvent = (
     Requested | SpendChecked | Delivered | DeliveryFailed | Reminded | Escalated | VoteCast
-    | Approved | Rejected | Expired | Cancelled | Redeemed | RunReported
+    | Approved | Rejected | Expired | Cancelled | Redeemed | RunReported | Responded
 )  # fmt: skip
 AnyEvent = (
     ApprovalEvent | WorkspaceConfigured | Delegated | StandingUsed | CreditsReserved

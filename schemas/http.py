@@ -48,6 +48,13 @@ class RejectBody(Body, frozen=True, kw_only=True):
     for_member: Person | None = None
 
 
+class RespondBody(Body, frozen=True, kw_only=True):
+    """An answer instead of a decision: the request ends ``responded`` with ``message``."""
+
+    message: Annotated[str, msgspec.Meta(min_length=1, max_length=4000)]
+    for_member: Person | None = None
+
+
 class CancelBody(Body, frozen=True, kw_only=True):
     reason: LongText | None = None
 

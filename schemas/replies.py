@@ -58,6 +58,8 @@ Outcome = Literal[
     "api_key_created",
     "api_key_revoked",
     "grant_revoked",
+    "responded",  # a person answered with a message instead of deciding
+    "approved_at_once",  # check: a standing permission (policy.standing_rule) would approve it
 ]
 
 

@@ -35,6 +35,7 @@ CommandVerb = Literal[
     "create_api_key",
     "revoke_api_key",
     "revoke_grant",
+    "respond",
 ]
 COMMAND_VERBS: Final[tuple[CommandVerb, ...]] = get_args(CommandVerb)
 

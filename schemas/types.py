@@ -55,5 +55,8 @@ ActionKind = Literal[
     "publish",
     "other",
 ]
-Status = Literal["pending", "approved", "rejected", "expired", "cancelled"]
-TERMINAL_STATUSES: frozenset[str] = frozenset({"approved", "rejected", "expired", "cancelled"})
+# responded: a person answered with a message instead of deciding (never redeemable)
+Status = Literal["pending", "approved", "rejected", "expired", "cancelled", "responded"]
+TERMINAL_STATUSES: frozenset[str] = frozenset(
+    {"approved", "rejected", "expired", "cancelled", "responded"}
+)

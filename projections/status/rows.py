@@ -17,6 +17,7 @@ _RESOLVED: dict[type[events.Event], Status] = {
     events.Rejected: "rejected",
     events.Expired: "expired",
     events.Cancelled: "cancelled",
+    events.Responded: "responded",
 }
 
 
@@ -52,7 +53,9 @@ def fold(row: ApprovalView | None, event: events.Event) -> ApprovalView | None:
         row,
         status=_RESOLVED[type(event)],
         decided_by=event.actor,
-        reason=getattr(event, "reason", None),
+        reason=event.message
+        if isinstance(event, events.Responded)
+        else getattr(event, "reason", None),
         rerun=getattr(event, "rerun", False),
         resolved_at=event.occurred_at,
         version=event.version,

@@ -11,7 +11,12 @@ gateway's HTTP API with an API key (``ApprovalsHttpClient``).
 from __future__ import annotations
 
 from approvals.client.bus import CLIENT_VIA, ApprovalsClient, connect_once
-from approvals.client.errors import ApprovalDenied, ApprovalPending, ApprovalsError
+from approvals.client.errors import (
+    ApprovalDenied,
+    ApprovalPending,
+    ApprovalResponded,
+    ApprovalsError,
+)
 from approvals.client.flow import Caller, Run, require_approval
 from approvals.client.http import ApprovalsHttpClient
 from approvals.schemas.signatures import ReceiptInvalid, verify_receipt
@@ -20,6 +25,7 @@ __all__ = [
     "CLIENT_VIA",
     "ApprovalDenied",
     "ApprovalPending",
+    "ApprovalResponded",
     "ApprovalsClient",
     "ApprovalsError",
     "ApprovalsHttpClient",

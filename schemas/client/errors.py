@@ -50,3 +50,21 @@ class ApprovalDenied(Exception):
         self.approval = approval
         self.reason = approval.reason
         self.rerun = approval.rerun
+
+
+class ApprovalResponded(ApprovalDenied):
+    """A person answered the request with ``message`` instead of deciding it (the question was
+    not the right one, or they need more first): the action must not run. An ApprovalDenied, so
+    code that catches denials catches this too; read the message, then ask again if it applies."""
+
+    def __init__(self, approval: ApprovalView) -> None:
+        super().__init__(approval)
+        self.message = approval.reason or ""
+        self.args = (f"approval {approval.id} was answered instead of decided: {self.message}",)
+
+
+def denial(approval: ApprovalView) -> ApprovalDenied:
+    """The error for an approval that ended without approval: an answer is its own kind."""
+    if approval.status == "responded":
+        return ApprovalResponded(approval)
+    return ApprovalDenied(approval)

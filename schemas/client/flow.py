@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import msgspec
 
-from approvals.client.errors import ApprovalDenied, ApprovalPending
+from approvals.client.errors import ApprovalPending, denial
 from approvals.schemas.codec import canonical_encoder
 from approvals.schemas.commands import Action
 from approvals.schemas.digest import action_digest
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 T = TypeVar("T")
-DECIDED = frozenset({"approved", "rejected", "expired", "cancelled"})
+DECIDED = frozenset({"approved", "rejected", "expired", "cancelled", "responded"})
 WAIT_CHUNK_S = 300.0  # the longest single wait the projection (and the gateway) accepts
 
 
@@ -120,7 +120,7 @@ async def _gate(
     if approval.status == "pending":
         raise ApprovalPending(str(approval.id), approval.web_url)
     if approval.status != "approved":
-        raise ApprovalDenied(approval)
+        raise denial(approval)
     await client.redeem(approval.id, action=action, payload=payload, executor=requested_by)
     run = Run(approval)
     try:

@@ -47,6 +47,8 @@ only once the status is "approved", and call redeem_approval with exactly the ac
 that were approved right before you start; then report_run. "rejected", "expired" or
 "cancelled" mean: do not run it. A rejection says why (reason); with rerun true the person asks
 you to prepare the action again, taking the reason into account, and request approval anew.
+"responded" means a person answered instead of deciding (message: you asked the wrong question,
+or they need something first): do not run it; act on the message, then ask again if it applies.
 No tool here approves: a person decides.
 """
 
@@ -111,7 +113,10 @@ def build(door_factory: "Callable[[], Awaitable[Door]]", actor: str) -> Agent:
         risk_level: RiskLevel, action: ActionArg, proposed_payload: Any = None,
     ) -> dict[str, Any]:  # fmt: skip
         """Would this action need a person's approval, and why? Stores nothing, asks no one.
-        Use request_approval to actually ask (it answers the same way when none is needed)."""
+        outcome "not_required"; "approved_at_once" (a standing permission, named in
+        policy.standing_rule, would approve the request at once); "approval_required"; a ceiling
+        that can never be approved is refused with spend_cap_exceeded and the numbers. Use
+        request_approval to actually ask (it answers the same way)."""
         body = request_body(skill_name, skill_execution_id, title, summary, risk_level, action,
                             proposed_payload, None, None, None)  # fmt: skip
         reply = _ok(await (await door()).command("check", body))
@@ -152,9 +157,10 @@ def build(door_factory: "Callable[[], Awaitable[Door]]", actor: str) -> Agent:
 
     @server.tool()
     async def get_approval(approval_id: ApprovalId) -> dict[str, Any]:
-        """The approval as it stands now: status pending, approved, rejected, expired or
-        cancelled, who decided and why (reason), the web_url. rerun true: the person rejected
-        it asking for a new request (prepare it again with the reason in mind)."""
+        """The approval as it stands now: status pending, approved, rejected, expired,
+        cancelled or responded, who decided and why (reason), the web_url. rerun true: the
+        person rejected it asking for a new request (prepare it again with the reason in mind).
+        responded: the person answered with a message instead of deciding; do not run it."""
         return _summary(_ok(await (await door()).get(approval_id))["approval"])
 
     @server.tool()
@@ -165,7 +171,8 @@ def build(door_factory: "Callable[[], Awaitable[Door]]", actor: str) -> Agent:
         """Wait up to timeout_s seconds for a person's decision, then return the approval as it
         stands. Still "pending" (timed_out true): nothing is lost; call again, or come back
         later with the same approval_id. Proceed only on status "approved"; "rejected" with
-        rerun true asks for a new request (see reason)."""
+        rerun true asks for a new request (see reason); "responded" is a person's answer
+        (message) instead of a decision: do not run it."""
         reply = _ok(await (await door()).wait(approval_id, timeout_s))
         return {**_summary(reply["approval"]), "timed_out": reply.get("timed_out", False)}
 
@@ -246,4 +253,8 @@ def _summary(approval: dict[str, Any]) -> dict[str, Any]:
     picked = {k: approval[k] for k in SUMMARY if approval.get(k) not in (None, "", [], ())}
     if "id" in picked:
         picked["approval_id"] = picked.pop("id")
+    if picked.get("status") == "responded":  # the answer is the reason; named for what it is
+        picked["message"] = picked.get("reason", "")
+        picked["next"] = ("Do not run it: a person answered instead of deciding. Act on the "
+                          "message, then request approval again if it still applies.")  # fmt: skip
     return picked

@@ -176,6 +176,21 @@ def reject(
     )  # fmt: skip
 
 
+def respond(
+    approval: Approval, cmd: commands.Respond, now: datetime, ws: governance.Workspace
+) -> events.Responded:
+    """An answer instead of a decision ends the request, whatever votes came before. Only whoever
+    may approve it may answer it (people, separation of duties): the requester cannot end its own
+    request this way, which would read to it as a person's word."""
+    _require_pending(approval, now)
+    who = governance.decider(
+        ws, cmd.approver, cmd.for_member, approval.request, now, approving=True,
+        escalated_to=approval.escalated_to,
+    )  # fmt: skip
+    return _next(approval, events.Responded, now, cmd.approver, message=cmd.message,
+                 for_member=who.for_member)  # fmt: skip
+
+
 def approve_by_policy(
     approval: Approval, rule: str, now: datetime, ws: governance.Workspace, actor: str = ""
 ) -> events.Approved:
@@ -245,6 +260,12 @@ def _at_once(
 
 def redeem(approval: Approval, cmd: commands.Redeem, now: datetime) -> events.Redeemed:
     """The final check before execution: approved, not yet redeemed, in time, the same action."""
+    if approval.status == "responded":
+        raise NotApproved(
+            "a person answered this request instead of approving it: it never runs; read their "
+            "message (reason) and ask again if it still applies",
+            status=approval.status, reason=approval.reason,
+        )  # fmt: skip
     if approval.status != "approved":
         raise NotApproved(
             f"the approval is {approval.status}: only an approved action may run",
@@ -521,6 +542,7 @@ def _vote_cast(event: events.VoteCast, approval: Approval | None) -> Approval:
 @mutate.register(events.Rejected)
 @mutate.register(events.Expired)
 @mutate.register(events.Cancelled)
+@mutate.register(events.Responded)
 def _resolved(event: events.Event, approval: Approval | None) -> Approval:
     current = _existing(approval, event)
     status: Status = _STATUS_AFTER[type(event)]
@@ -538,7 +560,7 @@ def _resolved(event: events.Event, approval: Approval | None) -> Approval:
         status=status,
         resolved_at=event.occurred_at,
         decided_by=event.actor,
-        reason=getattr(event, "reason", None),
+        reason=ending_reason(event),
         rerun=getattr(event, "rerun", False),
         votes=getattr(event, "votes", current.votes) or current.votes,
     )
@@ -566,7 +588,16 @@ _STATUS_AFTER: dict[type[events.Event], Status] = {
     events.Rejected: "rejected",
     events.Expired: "expired",
     events.Cancelled: "cancelled",
+    events.Responded: "responded",
 }
+
+
+def ending_reason(event: events.Event) -> str | None:
+    """The words a person gave with an ending: a rejection's reason, or the message of an answer
+    (the requester reads both in the approval's ``reason``)."""
+    if isinstance(event, events.Responded):
+        return event.message
+    return getattr(event, "reason", None)
 
 
 def _existing(approval: Approval | None, event: events.Event) -> Approval:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from datetime import datetime
 
-    from approvals.schemas.workspace import Change
+    from approvals.schemas.workspace import Change, StandingPermission
 
 IDEMPOTENCY_NAMESPACE = UUID("6f1d7c1e-3a0b-4c55-9d3e-4b8f1f0a9e21")
 
@@ -125,8 +125,7 @@ def request(reads: Reads, workspace_id: str, cmd: commands.Request, now: datetim
     if not answer.required:
         return Decision("not_required", [], policy=info)
     if isinstance(cmd, commands.Check):
-        _admit(reads, ws, cmd, now)
-        return Decision("approval_required", [], policy=info)
+        return _check(reads, ws, cmd, now, info, quorum)
     if cmd.idempotency_key is None:
         approval_id = uuid4()
     else:
@@ -140,16 +139,11 @@ def request(reads: Reads, workspace_id: str, cmd: commands.Request, now: datetim
         cmd, approval_id=approval_id, workspace_id=workspace_id, now=now, quorum=quorum,
         default_expiry_s=ws.settings.default_expiry_s or reads.default_expiry_s,
     )  # fmt: skip
-    approval = domain.mutate(requested, None)
-    if rule is not None:
-        day = governance.allowance_day(now)
-        allowance = reads.allowance(workspace_id, rule.name, day)
-        held = _period_budget(reads, ws, now)  # a standing rule always names a ceiling
-        granted = domain.approve_standing(approval, ws, rule, allowance, held, now)
-        if granted:
-            return Decision("approved", [requested, *granted], approval_id, policy=info)
-        info = msgspec.structs.replace(info, standing_rule=None)
-    covered = _granted(reads, ws, approval, now)
+    granted = _at_once(reads, ws, requested, rule, now)
+    if granted:
+        return Decision("approved", [requested, *granted], approval_id, policy=info)
+    info = msgspec.structs.replace(info, standing_rule=None)
+    covered = _granted(reads, ws, domain.mutate(requested, None), now)
     if covered:
         return Decision("approved", [requested, *covered], approval_id, policy=info)
     counted = _counted(reads, ws, requested, now)
@@ -167,6 +161,50 @@ def _granted(
         _period_budget(reads, ws, now) if approval.request.action.max_credits is not None else None
     )
     return domain.approve_granted(approval, ws, grant, held, now)
+
+
+def _check(
+    reads: Reads,
+    ws: governance.Workspace,
+    cmd: commands.Check,
+    now: datetime,
+    info: PolicyInfo,
+    quorum: int,
+) -> Decision:
+    """What ``request`` would answer, stored nowhere: refused (``spend_cap_exceeded`` with the
+    numbers, as the request would be), approved at once (the rule in ``policy.standing_rule``),
+    or waiting for a person. The request is decided in full, on a throwaway id, so the answer
+    weighs what a request weighs: the rule's daily allowance and the budget."""
+    _admit(reads, ws, cmd, now)
+    requested = domain.request(
+        cmd, approval_id=uuid4(), workspace_id=ws.workspace_id, now=now, quorum=quorum,
+        default_expiry_s=ws.settings.default_expiry_s or reads.default_expiry_s,
+    )  # fmt: skip
+    if _at_once(reads, ws, requested, governance.standing_rule(ws, cmd), now):
+        return Decision("approved_at_once", [], policy=info)
+    if _granted(reads, ws, domain.mutate(requested, None), now):  # a grant covers it
+        return Decision("approved_at_once", [], policy=msgspec.structs.replace(info,
+                        standing_rule=None))  # fmt: skip
+    return Decision("approval_required", [], policy=msgspec.structs.replace(info,
+                    standing_rule=None))  # fmt: skip
+
+
+def _at_once(
+    reads: Reads,
+    ws: governance.Workspace,
+    requested: events.Requested,
+    rule: StandingPermission | None,
+    now: datetime,
+) -> list[Any] | None:
+    """The events approving a new request at once, without a person, or None: a standing
+    permission that covers it, within its day's allowance and the budget. (A grant made with a
+    decision is weighed after it: ``_granted``; ``check`` asks both.)"""
+    if rule is None:
+        return None
+    approval = domain.mutate(requested, None)
+    allowance = reads.allowance(ws.workspace_id, rule.name, governance.allowance_day(now))
+    held = _period_budget(reads, ws, now)  # a standing rule always names a ceiling
+    return domain.approve_standing(approval, ws, rule, allowance, held, now)
 
 
 def _admit(reads: Reads, ws: governance.Workspace, cmd: commands.Request, now: datetime) -> None:
@@ -246,6 +284,11 @@ def revoke_grant(
 def reject(reads: Reads, workspace_id: str, cmd: commands.Reject, now: datetime) -> Decision:
     approval, ws = _approval(reads, workspace_id, cmd.approval_id)
     return _decided(approval, [domain.reject(approval, cmd, now, ws)])
+
+
+def respond(reads: Reads, workspace_id: str, cmd: commands.Respond, now: datetime) -> Decision:
+    approval, ws = _approval(reads, workspace_id, cmd.approval_id)
+    return _decided(approval, [domain.respond(approval, cmd, now, ws)])
 
 
 def cancel(reads: Reads, workspace_id: str, cmd: commands.Cancel, now: datetime) -> Decision:
@@ -328,4 +371,5 @@ VERBS: dict[type[commands.Command], Callable[[Reads, str, Any, datetime], Decisi
     commands.CreateApiKey: create_api_key,
     commands.RevokeApiKey: revoke_api_key,
     commands.RevokeGrant: revoke_grant,
+    commands.Respond: respond,
 }

@@ -112,6 +112,8 @@ def detail(event: events.AnyEvent) -> str:
                 + (f": {event.reason}" if event.reason else "")
                 + ("; may run again" if event.rerun else "")
             )
+        case events.Responded():
+            return f"answered instead of deciding: {event.message}"
         case events.Expired():
             return "nobody decided before the deadline"
         case events.Cancelled():

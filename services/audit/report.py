@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from approvals.services.approvals.notification_log import Record
 
 Period = Literal["day", "week", "month"]
-OUTCOMES = ("approved", "rejected", "expired", "cancelled")
+OUTCOMES = ("approved", "rejected", "expired", "cancelled", "responded")
 
 
 @dataclass
@@ -87,13 +87,14 @@ class Summary:
             if isinstance(event, events.RunReported):
                 bucket.credits_used += event.credits_used
             elif isinstance(event, events.Approved | events.Rejected | events.Expired
-                            | events.Cancelled):  # fmt: skip
+                            | events.Cancelled | events.Responded):  # fmt: skip
                 bucket.outcomes[event.event_type] += 1
                 if asked is None:
                     continue  # asked before the log begins (a filtered export): not timed
                 asked.outcome = event.event_type
                 by_person = not event.actor.startswith(("policy:", "service:"))
-                if isinstance(event, events.Approved | events.Rejected) and by_person:
+                decided = events.Approved | events.Rejected | events.Responded
+                if isinstance(event, decided) and by_person:
                     bucket.decision_s.append((at - asked.at).total_seconds())
                 if isinstance(event, events.Approved):
                     bucket.credits_approved += asked.max_credits or 0.0
@@ -109,6 +110,7 @@ class Summary:
                 workspace_id=workspace, period=period, requests=b.requests,
                 approved=b.outcomes["approved"], rejected=b.outcomes["rejected"],
                 expired=b.outcomes["expired"], cancelled=b.outcomes["cancelled"],
+                responded=b.outcomes["responded"],
                 pending=pending[(workspace, period)],
                 median_decision_s=statistics.median(b.decision_s) if b.decision_s else None,
                 credits_approved=round(b.credits_approved, 6),
@@ -125,8 +127,8 @@ def summarize(sections: Iterable[Sequence[Record]], summary: Summary) -> Report:
 
 
 def chart(report: Report, path: Path) -> None:
-    """Decisions per period (stacked: approved, rejected, expired, cancelled) with the requests
-    as a line; PNG or SVG by the file's suffix."""
+    """Decisions per period (stacked: approved, rejected, expired, cancelled, responded) with
+    the requests as a line; PNG or SVG by the file's suffix."""
     import matplotlib as mpl
 
     mpl.use("Agg")
@@ -145,6 +147,7 @@ def chart(report: Report, path: Path) -> None:
         "rejected": "#c62828",
         "expired": "#9e9e9e",
         "cancelled": "#f9a825",
+        "responded": "#6a1b9a",
     }
     for outcome in OUTCOMES:
         heights = [totals[p][outcome] for p in periods]

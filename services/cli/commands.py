@@ -196,6 +196,30 @@ def reject(
 
 @cli.command()
 @click.argument("approval_id", type=APPROVAL_ID)
+@click.option(
+    "--message", required=True, help="Your answer, for the requester: what to ask or say first."
+)
+@click.option(
+    "--by", "--approver", "approver", required=True, type=PERSON,
+    help="Who answers: user:<id>, one who may approve it.",
+)  # fmt: skip
+@click.option(
+    "--for", "for_member", type=PERSON, help="user:<id> whose delegation you decide under."
+)
+@click.pass_obj
+def respond(obj: Context, approval_id: str, message: str, approver: str, for_member: str | None
+            ) -> None:  # fmt: skip
+    """Answer a pending request with a message instead of deciding it (it ends responded,
+    and never runs): the requester reads your message as it would a rejection's reason."""
+    obj.command(
+        "respond",
+        {"approval_id": approval_id, "approver": approver, "message": message,
+         "for_member": for_member},
+    )  # fmt: skip
+
+
+@cli.command()
+@click.argument("approval_id", type=APPROVAL_ID)
 @click.option("--by", required=True, type=ACTOR, help="Who cancels: user:<id> or service:<name>.")
 @click.option("--reason", help="Why, for the approvers and the auditors.")
 @click.pass_obj

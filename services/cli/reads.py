@@ -61,7 +61,7 @@ async def budget_now(client: ApprovalsClient) -> BudgetState | None:
 @cli.command("list")
 @click.option(
     "--status",
-    type=click.Choice(["pending", "approved", "rejected", "expired", "cancelled"]),
+    type=click.Choice(["pending", "approved", "rejected", "expired", "cancelled", "responded"]),
     help="Only approvals in this state.",
 )
 @filter_options
@@ -88,7 +88,8 @@ def list_(obj: Context, /, **filters: Any) -> None:
     obj.run(work)
 
 
-WAIT_EXIT = {"approved": 0, "rejected": 1, "expired": 2, "cancelled": 2}
+# An answer instead of a decision comes back to the caller as a rejection does.
+WAIT_EXIT = {"approved": 0, "rejected": 1, "expired": 2, "cancelled": 2, "responded": 1}
 TIMED_OUT = 3
 
 
@@ -106,7 +107,7 @@ TIMED_OUT = 3
 def wait(obj: Context, approval_id: str, timeout_s: float) -> None:
     """Wait for a decision.
 
-    Exit 0 approved, 1 rejected, 2 expired or cancelled, 3 timed out, 4 on an error (a
+    Exit 0 approved, 1 rejected or responded, 2 expired or cancelled, 3 timed out, 4 on an error (a
     malformed id or option too).
     """
 

@@ -14,13 +14,15 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     workspace_id: str
     approval_id: str
     title: str
-    status: str  # approved, rejected, expired or cancelled
+    status: str  # approved, rejected, expired, cancelled or responded (reason: the message)
     decided_by: str | None
     reason: str | None
     web_url: str
     rerun: bool = False  # rejected: the person asks the requester for a new request
 
     def line(self) -> str:
+        if self.status == "responded":  # not a decision: say so, with the person's message
+            return f"{self.title}: answered by {self.decided_by} instead of deciding: {self.reason}"
         by = f" by {self.decided_by}" if self.decided_by else ""
         why = f": {self.reason}" if self.reason else ""
         again = " (a new request is asked for)" if self.rerun else ""

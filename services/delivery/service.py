@@ -57,7 +57,7 @@ ACTOR = "service:delivery"
 DURABLE = "delivery"
 OUTCOMES = "delivery-outcomes"
 NUDGES = "delivery-reminders"
-ENDINGS = ("approved", "rejected", "expired", "cancelled")
+ENDINGS = ("approved", "rejected", "expired", "cancelled", "responded")
 RECORDS_BUCKET = "approvals_deliveries"
 
 
@@ -149,7 +149,7 @@ class Delivery:
         """Tell every channel that carried a request how it ended, once each: on the ending,
         the channels recorded before it; on a ``delivered`` after the ending, that channel."""
         if not isinstance(event, events.Approved | events.Rejected | events.Expired
-                          | events.Cancelled | events.Delivered):  # fmt: skip
+                          | events.Cancelled | events.Responded | events.Delivered):  # fmt: skip
             return None
         loaded = await self._load(event)
         timeline, view = loaded.timeline, loaded.view
@@ -161,7 +161,9 @@ class Delivery:
         outcome = Outcome(
             workspace_id=event.workspace_id, approval_id=str(event.approval_id),
             title=view["title"], status=ending["type"], decided_by=ending["actor"],
-            reason=ending["event"].get("reason"), rerun=ending["event"].get("rerun", False),
+            # an answer's message is its reason, as the requester reads it everywhere else
+            reason=ending["event"].get("reason", ending["event"].get("message")),
+            rerun=ending["event"].get("rerun", False),
             web_url=view["web_url"],
         )  # fmt: skip
         for entry in timeline:

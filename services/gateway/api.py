@@ -27,6 +27,7 @@ from approvals.schemas.http import (
     RedeemBody,
     RejectBody,
     ReportBody,
+    RespondBody,
 )
 from approvals.schemas.queries import CountReply, HistoryReply, ListReply, ViewReply, WaitReply
 from approvals.schemas.replies import AnyReply
@@ -206,6 +207,17 @@ class ApprovalsApi(Controller):
         data: JSONBody[RejectBody],
     ) -> Response[AnyReply]:  # fmt: skip
         return await act(request, workspace, approval_id, "reject", data, "approver")
+
+    @post(
+        "/{approval_id:uuid}/respond",
+        status_code=200,
+        summary="Answer with a message instead of deciding, as the key's member",
+    )
+    async def respond(
+        self, request: AnyRequest, workspace: WorkspacePath, approval_id: ApprovalPath,
+        data: JSONBody[RespondBody],
+    ) -> Response[AnyReply]:  # fmt: skip
+        return await act(request, workspace, approval_id, "respond", data, "approver")
 
     @post("/{approval_id:uuid}/cancel", status_code=200, summary="Withdraw a pending request")
     async def cancel(

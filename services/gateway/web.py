@@ -169,7 +169,7 @@ async def inbox(
             caught_up = {"approval_id": str(UUID(approval_id)), "min_version": max(1, int(version))}
             await _bus(request).query(workspace, "get", caught_up)
     query: dict[str, Any] = {"limit": INBOX_LIMIT}
-    if status in ("pending", "approved", "rejected", "expired", "cancelled"):
+    if status in ("pending", "approved", "rejected", "expired", "cancelled", "responded"):
         query["status"] = status
     if risk in RISKS:
         query["risk_level"] = risk
@@ -286,6 +286,16 @@ async def reject(
     return await _decide(request, workspace, approval_id, "reject", body)
 
 
+@post("/workspaces/{workspace:str}/approvals/{approval_id:uuid}/respond", status_code=303)
+async def respond(
+    request: AnyRequest, workspace: WorkspacePath, approval_id: ApprovalPath, data: Form
+) -> Redirect:
+    """An answer instead of a decision (an empty one is refused by the command as invalid)."""
+    person, _ = await member_in(request, workspace)
+    body = {"approval_id": approval_id, "approver": person, "message": data.get("message", "")}
+    return await _decide(request, workspace, approval_id, "respond", body)
+
+
 # -- confirming a decision from an email link --------------------------------------------------
 
 
@@ -396,5 +406,5 @@ async def live(request: AnyRequest, workspace: WorkspacePath) -> ServerSentEvent
 
 HANDLERS = [
     home, sign_in, dev_sign_in, sign_in_link, use_sign_in_link, sign_out, inbox, detail, approve,
-    reject, next_review, live, confirm, confirmed,
+    reject, next_review, live, confirm, confirmed, respond,
 ]  # fmt: skip

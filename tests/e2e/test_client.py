@@ -17,6 +17,7 @@ import pytest
 from approvals.client import (
     ApprovalDenied,
     ApprovalPending,
+    ApprovalResponded,
     ApprovalsClient,
     ApprovalsError,
     require_approval,
@@ -257,6 +258,33 @@ async def test_the_gate_runs_freely_without_approval_and_never_after_a_rejection
     assert (again.replayed, again.approval.reason, again.approval.rerun) == (
         True, "not this week", True,
     )  # fmt: skip
+
+
+async def test_the_gate_never_runs_an_answered_request_and_raises_the_answer(
+    stack: ApprovalsClient,
+) -> None:
+    flow = {**ASK, "skill_execution_id": "answered", "action": LIVE, "payload": {"rows": [2]},
+            "idempotency_key": "enrich:answered"}  # fmt: skip
+    with pytest.raises(ApprovalPending) as pending:
+        async with stack.gate(**flow, wait_s=0.1):
+            pass
+    await send(
+        stack,
+        "respond",
+        {
+            "approval_id": pending.value.approval_id,
+            "approver": "user:ana",
+            "message": "Which rows, and why?",
+        },
+    )
+    # Check: the denial is an answer, carrying the message; code catching ApprovalDenied
+    # today catches it too.
+    with pytest.raises(ApprovalResponded, match="Which rows, and why") as answered:
+        async with stack.gate(**flow, wait_s=5):
+            pytest.fail("an answered action ran")
+    assert isinstance(answered.value, ApprovalDenied)
+    assert (answered.value.message, answered.value.reason) == ("Which rows, and why?",) * 2
+    assert answered.value.approval.status == "responded"
 
 
 async def test_the_decorator_gates_a_call_and_resumes_the_same_call(

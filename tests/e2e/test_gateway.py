@@ -149,6 +149,28 @@ def test_the_api_carries_the_whole_flow(gateway: Gateway) -> None:
                      got.json()["approval"], *found):  # fmt: skip
         assert (approval["status"], approval["reason"], approval["rerun"]) == rejection
     assert len(found) == 1
+    # Check: an answer instead of a decision reaches the requester the same way, never runs.
+    asked = ask(gateway, agent, skill_execution_id="flow-answered")
+    url = f"{gateway.api()}/{asked['id']}"
+    error(httpx.post(f"{url}/respond", json={"message": ""}, headers=ana, timeout=30),
+          400, "invalid")  # fmt: skip
+    error(httpx.post(f"{url}/respond", json={"message": "mine"}, headers=agent, timeout=30),
+          403, "forbidden")  # fmt: skip
+    answered = httpx.post(f"{url}/respond", json={"message": "Which list?"}, headers=ana,
+                          timeout=30)  # fmt: skip
+    assert (answered.status_code, answered.json()["outcome"]) == (200, "responded"), answered.text
+    waited = httpx.get(f"{url}/wait", params={"timeout_s": 10}, headers=agent, timeout=30)
+    got = httpx.get(url, headers=agent, timeout=30)
+    for approval in (
+        answered.json()["approval"],
+        waited.json()["approval"],
+        got.json()["approval"],
+    ):
+        assert (approval["status"], approval["reason"], approval["decided_by"]) == (
+            "responded", "Which list?", "user:ana",
+        )  # fmt: skip
+    error(httpx.post(f"{url}/redeem", json={"digest": asked["digest"]}, headers=agent,
+                     timeout=30), 409, "not_approved")  # fmt: skip
 
 
 def test_the_api_refuses_bad_callers_and_bad_input_with_the_error_shape(gateway: Gateway) -> None:
@@ -524,3 +546,35 @@ def test_the_inbox_groups_near_identical_pending_requests_into_one_row(gateway: 
                      params={"status": "pending", "requested_by": AGENT}).text  # fmt: skip
     assert alike[1]["id"] in listed
     assert "requested_by=service%3Aagent" in page
+
+
+@pytest.mark.timeout(300)
+def test_a_person_answers_in_chromium_instead_of_deciding(gateway: Gateway) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium package is not installed (see README, set-up)"
+    agent = gateway.key(AGENT)
+    asked = ask(gateway, agent, skill_execution_id="browser-answer", title="Sync 7 contacts")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            bob = browser.new_context().new_page()
+            browser_sign_in(bob, gateway.base, "user:bob")
+            bob.goto(f"{gateway.base}/workspaces/default/approvals/{asked['id']}")
+            expect(bob.locator("#status")).to_have_text("pending")
+            # Check: the Respond form sits beside Approve and Reject, and answers with a message.
+            expect(bob.locator("#approve")).to_be_visible()
+            bob.fill("#respond-message", "Which 7? The list has 12.")
+            bob.click("#respond")
+            expect(bob.locator("#status")).to_have_text("responded")
+            expect(bob.locator("#reason")).to_have_text("Which 7? The list has 12.")
+            expect(bob.locator("#outcome")).to_contain_text("user:bob")
+            expect(bob.locator("#respond")).to_have_count(0)  # nothing left to decide
+            expect(bob.locator("#timeline")).to_contain_text("Which 7? The list has 12.")
+        finally:
+            browser.close()
+    got = httpx.get(f"{gateway.api()}/{asked['id']}", headers=agent, timeout=30).json()
+    assert (got["approval"]["status"], got["approval"]["reason"]) == (
+        "responded", "Which 7? The list has 12.",
+    )  # fmt: skip

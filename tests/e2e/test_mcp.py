@@ -176,6 +176,30 @@ async def whole_flow(mcp: Client, people: ApprovalsClient) -> str:
     return str(approval_id)
 
 
+async def an_answer(mcp: Client, people: ApprovalsClient) -> None:
+    """A person answers instead of deciding: the agent reads the message and must not run it."""
+    asked = structured(await mcp.call_tool("request_approval",
+                                           {**ASK, "skill_execution_id": "run-3"}))  # fmt: skip
+    approval_id = asked["approval_id"]
+    answered = await send(people, "respond", {"approval_id": approval_id, "approver": "user:ana",
+                                              "message": "Which list is this?"})  # fmt: skip
+    assert answered["outcome"] == "responded", answered
+    # Check: waiting and getting both say it ended with the person's message, not to run it.
+    waited = structured(
+        await mcp.call_tool("wait_for_approval", {"approval_id": approval_id, "timeout_s": 30})
+    )
+    got = structured(await mcp.call_tool("get_approval", {"approval_id": approval_id}))
+    for seen in (waited, got):
+        assert (seen["status"], seen["message"], seen["reason"]) == (
+            "responded", "Which list is this?", "Which list is this?",
+        )  # fmt: skip
+        assert "Do not run it" in seen["next"]
+    # Check: redeeming it is refused with its code.
+    redeemed = await mcp.call_tool("redeem_approval", {"approval_id": approval_id,
+                                                       "action": ASK["action"]})  # fmt: skip
+    assert "not_approved" in error_text(redeemed)
+
+
 async def a_rejection(mcp: Client, people: ApprovalsClient) -> None:
     """A person rejects and asks for a new request: the agent learns why, and that it may retry."""
     asked = structured(await mcp.call_tool("request_approval",
@@ -225,6 +249,7 @@ async def test_over_stdio_as_the_docs_configure_it(
     async with Client(server) as mcp:
         approval_id = await whole_flow(mcp, stack)
         await a_rejection(mcp, stack)
+        await an_answer(mcp, stack)
         await bad_arguments(mcp)
     # Check: the agent's events name the door it came in by.
     history = json.loads(await stack.query("history", {"approval_id": approval_id}))
@@ -296,6 +321,7 @@ async def test_over_http_with_an_api_key_through_the_gateway(
             async with Client(url) as mcp:
                 await whole_flow(mcp, stack)
                 await a_rejection(mcp, stack)
+                await an_answer(mcp, stack)
                 await bad_arguments(mcp)
     finally:
         await gateway.stop()

@@ -159,3 +159,23 @@ async def test_a_workflow_fire_says_what_it_touches(
     await _view(running, writes["approval"]["id"], 1)
     shown = await approvals_json(url, "show", writes["approval"]["id"])
     assert shown["what_to_review"]["touches"] == ["read", "crm_write"]
+
+
+@pytest.mark.parametrize("settings", ["sqlite"], indirect=True)
+async def test_an_approver_answers_on_the_command_line_and_wait_exits_as_for_a_rejection(
+    running: ApprovalsClient, nats_server: NatsServer
+) -> None:
+    url = nats_server.url
+    asked = (await approvals_json(url, "request", *SCOPED))["approval"]
+    # Check: `approvals respond ID --message ... --by user:...` answers instead of deciding.
+    answered = await approvals_json(url, "respond", asked["id"], "--message", "Which rows?",
+                                    "--by", "user:ana")  # fmt: skip
+    assert answered["outcome"] == "responded", answered
+    assert (answered["approval"]["status"], answered["approval"]["reason"]) == (
+        "responded", "Which rows?",
+    )  # fmt: skip
+    # Check: `wait` ends on it with the exit of a rejection (1); `list` filters by it.
+    code, out, err = await approvals(url, "wait", asked["id"], "--timeout", "20")
+    assert code == 1, (out, err)
+    listed = await approvals_json(url, "list", "--status", "responded")
+    assert [item["id"] for item in listed["items"]] == [asked["id"]]

@@ -457,3 +457,40 @@ async def test_events_reach_the_stream_with_their_subject_and_message_id(
         subjects.STREAM, subjects_filter=subjects.events_of("acme", approval["id"])
     )
     assert sum((info.state.subjects or {}).values()) == 3
+
+
+# -- an answer instead of a decision ------------------------------------------------------------
+
+
+async def test_an_answer_ends_the_request_and_it_never_runs(command_service: Started) -> None:
+    service, client = command_service
+    approval = await request(client)
+    before = stored(service)
+    # Check: the requester cannot answer its own request, an empty answer is invalid, and
+    # neither stores anything.
+    mine = {"approval_id": approval["id"], "approver": "service:enricher", "message": "ok"}
+    assert_error(await send(client, "respond", mine), "forbidden")
+    empty = {"approval_id": approval["id"], "approver": "user:ana", "message": ""}
+    assert_error(await send(client, "respond", empty), "invalid")
+    assert stored(service) == before
+    # Check: a person who may approve it answers; the request ends, with the message.
+    answer = {"approval_id": approval["id"], "approver": "user:ana", "message": "Which list?"}
+    reply = await send(client, "respond", answer)
+    assert (reply["ok"], reply["outcome"]) == (True, "responded"), reply
+    shown = reply["approval"]
+    assert (shown["status"], shown["reason"], shown["decided_by"]) == (
+        "responded", "Which list?", "user:ana",
+    )  # fmt: skip
+    assert [event_decoder.decode(n.state).event_type for n in notifications(service)][-1] == (
+        "responded"
+    )
+    # Check: nothing decides it afterwards, and it is never redeemed.
+    assert_error(
+        await send(client, "approve", approve_body(approval, "user:bo")), "already_decided"
+    )
+    assert_error(await send(client, "respond", answer), "already_decided")
+    redeem = {"approval_id": approval["id"], "digest": approval["digest"],
+              "executor": "service:enricher"}  # fmt: skip
+    refused = await send(client, "redeem", redeem)
+    assert_error(refused, "not_approved")
+    assert refused["error"]["details"]["status"] == "responded"

@@ -412,6 +412,26 @@ async def test_the_webhook_is_told_a_rejection_asks_for_a_new_request(
     assert (told["data"]["reason"], told["data"]["rerun"]) == ("wrong list", True)
 
 
+async def test_the_webhook_is_told_an_answer_instead_of_a_decision_with_its_message(
+    stack: tuple[CommandService, ApprovalsClient], delivery_settings: Settings, hooks: Hooks,
+) -> None:  # fmt: skip
+    commands, client = stack
+    async with DeliveryService(delivery_settings):
+        approval = await ask(client, n=5)
+        await eventually(lambda: len(stored(commands, Delivered)) == 3)
+        answered = await send(client, "respond", {"approval_id": approval["id"],
+                                                  "approver": "user:ana",
+                                                  "message": "Which list?"})  # fmt: skip
+        assert answered["outcome"] == "responded", answered
+        await eventually(lambda: len(hooks.on("/hooks")) == 2)
+    # Check: the request's end is told like a rejection's, the message as its reason.
+    _, told = hooks.on("/hooks")[1]
+    assert told["type"] == "approval.responded"
+    assert (told["data"]["status"], told["data"]["reason"], told["data"]["decided_by"]) == (
+        "responded", "Which list?", "user:ana",
+    )  # fmt: skip
+
+
 def sent(channel: str, outcome: str) -> float:
     """The delivery service's Prometheus counter of sends to ``channel`` ending in ``outcome``."""
     labels = {"channel": channel, "outcome": outcome}

@@ -366,3 +366,25 @@ async def test_the_stored_settings_never_hold_a_secret(gov: Started, settings: S
     leaked["channel"]["slack"]["secret"] = "xoxb-123-abc"
     raw = encoder.encode({"settings": leaked, "by": ADMIN})
     assert_error(await send(client, "configure", raw), "invalid")
+
+
+async def test_check_says_when_a_standing_permission_would_approve_at_once(gov: Started) -> None:
+    service, client = gov
+    assert service.app is not None
+    before = service.app.last_notification_id()
+    # Check: covered by the rule, within its day's allowance: approved at once, naming it.
+    reply = await send(client, "check", SMALL_ENRICHMENT)
+    assert (reply["outcome"], reply["approval"], reply["policy"]["standing_rule"]) == (
+        "approved_at_once", None, "small-enrichment",
+    )  # fmt: skip
+    assert service.app.last_notification_id() == before  # a check stores nothing
+    # Check: once the day's allowance cannot take it, a person decides, and check says so.
+    for i in range(2):
+        asked = await send(client, "request", {**SMALL_ENRICHMENT, "skill_execution_id": f"c{i}"})
+        assert asked["outcome"] == "approved"
+    reply = await send(client, "check", SMALL_ENRICHMENT)
+    assert (reply["outcome"], reply["policy"]["standing_rule"]) == ("approval_required", None)
+    # Check: what no rule covers still needs approval, as before.
+    big = {**SMALL_ENRICHMENT, "action": {**SMALL_ENRICHMENT["action"], "max_credits": 6}}
+    reply = await send(client, "check", big)
+    assert (reply["outcome"], reply["policy"]["standing_rule"]) == ("approval_required", None)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import pytest
 
+from approvals.client import ApprovalsClient
 from approvals.schemas import commands
 from approvals.schemas.codec import event_decoder
 from approvals.schemas.events import RequestCounted, Requested
@@ -19,7 +20,6 @@ from approvals.services.approvals.application import Approvals
 from approvals.services.approvals.errors import RateLimited
 from approvals.services.approvals.service import CommandService
 from approvals.services.approvals.store import store_env
-from approvals.services.client import ApprovalsClient
 from tests.helpers import assert_error, send
 
 if TYPE_CHECKING:

@@ -365,6 +365,7 @@ async def test_a_workspace_caller_is_refused_everything_not_its_own(secured: Sec
             for subject in (
                 "approvals.cmd.globex.request",
                 "approvals.cmd.acme.approve",
+                "approvals.cmd.acme.respond",
                 "approvals.cmd.acme.configure",
                 "approvals.query.globex.get",
                 "approvals.events.acme.forged.requested",
@@ -422,13 +423,13 @@ async def test_no_one_can_destroy_the_streams_and_only_the_doors_decide(
                 with pytest.raises((NatsTimeout, TimeoutError, nats.errors.Error)):
                     await asyncio.wait_for(attempt, 0.5)
                 await secured.refused(user, subject)
-            approve = "approvals.cmd.acme.approve"
-            await nc.publish(approve, b"{}")
-            await nc.flush()
-            if user in ("admin", "gateway"):
-                assert not any(approve in e for e in secured.errors.get(user, []))
-            else:
-                await secured.refused(user, approve)
+            for decision in ("approvals.cmd.acme.approve", "approvals.cmd.acme.respond"):
+                await nc.publish(decision, b"{}")
+                await nc.flush()
+                if user in ("admin", "gateway"):
+                    assert not any(decision in e for e in secured.errors.get(user, []))
+                else:
+                    await secured.refused(user, decision)
             if user != "commands":  # only the relay publishes events
                 await nc.publish("approvals.events.acme.forged.requested", b"{}")
                 await secured.refused(user, "approvals.events.acme.forged.requested")

@@ -307,3 +307,30 @@ async def test_a_wait_open_when_the_projection_stops_is_answered_at_once(
             assert answered["error"]["code"] == "unavailable"
         finally:
             await client.close()
+
+
+async def test_an_answer_instead_of_a_decision_reaches_wait_get_list_and_count(
+    system: System,
+) -> None:
+    approval = await system.request()
+    waiting = asyncio.create_task(
+        system.ask("wait", {"approval_id": approval["id"], "timeout_s": 20})
+    )
+    await asyncio.sleep(0)  # let the wait go out before the answer
+    reply = await system.client.send(
+        "respond",
+        {"approval_id": approval["id"], "approver": "user:bo", "message": "which 40 contacts?"},
+    )
+    assert (reply.ok, reply.outcome) == (True, "responded"), reply.error
+    # Check the wait ends on the answer: terminal, with the message as the reason.
+    answered = await asyncio.wait_for(waiting, 15)
+    answer = ("responded", "which 40 contacts?", False)
+    assert (_rejection(answered["approval"]), answered["timed_out"]) == (answer, False)
+    # Check get, the status filter of list and count show it.
+    got = await system.ask("get", {"approval_id": approval["id"]})
+    assert _rejection(got["approval"]) == answer
+    assert got["approval"]["decided_by"] == "user:bo"
+    listed = await system.ask("list", {"status": "responded"})
+    assert [item["id"] for item in listed["items"]] == [approval["id"]]
+    counted = await system.ask("count", {})
+    assert counted["counts"] == {"responded": 1}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -46,3 +48,18 @@ def test_a_range_counts_what_happened_in_it_and_times_decisions_on_earlier_reque
 def test_a_workspace_filter_and_a_month() -> None:
     assert list(report(Summary("month", workspace="fixtures"))) == ["2026-11"]
     assert report(Summary("month", workspace="other")) == {}
+
+
+def test_an_answer_instead_of_a_decision_ends_a_request_and_is_timed() -> None:
+    fixtures = LOG.parent
+    answered = json.loads((fixtures / "responded.json").read_bytes())
+    asked = {**json.loads((fixtures / "requested.json").read_bytes()),
+             "approval_id": answered["approval_id"]}  # fmt: skip
+    lines = io.BytesIO(b"".join(
+        json.dumps({**event, "position": n}).encode() + b"\n"
+        for n, event in enumerate((asked, answered), 1)
+    ))  # fmt: skip
+    [row] = summarize(export_sections(lines), Summary("day")).rows
+    # Check: counted as responded, no longer pending, and the person's answer is timed.
+    assert (row.requests, row.responded, row.pending, row.rejected) == (1, 1, 0, 0)
+    assert row.median_decision_s == 61  # asked at 09:00:10, answered at 09:01:11

@@ -24,6 +24,7 @@ from approvals.services.approvals.errors import (
     DeadlinePassed,
     DigestMismatch,
     Forbidden,
+    NotApproved,
 )
 from tests.workspaces import workspace
 
@@ -90,6 +91,10 @@ def reject_cmd(approver: str = APPROVER) -> commands.Reject:
     return commands.Reject(approval_id=APPROVAL_ID, approver=approver, reason="no", rerun=True)
 
 
+def respond_cmd(approver: str = APPROVER) -> commands.Respond:
+    return commands.Respond(approval_id=APPROVAL_ID, approver=approver, message="which list?")
+
+
 def cancel_cmd(by: str = REQUESTER) -> commands.Cancel:
     return commands.Cancel(approval_id=APPROVAL_ID, by=by, reason="not needed")
 
@@ -105,11 +110,12 @@ def deliver_cmd(by: str = "service:delivery") -> commands.Deliver:
 VERBS: dict[str, Callable[[domain.Approval, datetime], events.Event]] = {
     "approve": lambda a, now: domain.approve(a, approve_cmd(), now, WS)[-1],
     "reject": lambda a, now: domain.reject(a, reject_cmd(), now, WS),
+    "respond": lambda a, now: domain.respond(a, respond_cmd(), now, WS),
     "cancel": lambda a, now: domain.cancel(a, cancel_cmd(), now, WS),
     "expire": lambda a, now: domain.expire(a, expire_cmd(), now),
     "deliver": lambda a, now: domain.deliver(a, deliver_cmd(), now),
 }
-DECISIONS = ("approve", "reject", "cancel")
+DECISIONS = ("approve", "reject", "cancel", "respond")
 # Every verb but deliver, which records what a channel did whatever the approval's state.
 DECIDING = sorted(set(VERBS) - {"deliver"})
 
@@ -121,6 +127,7 @@ def resolved(status: str) -> domain.Approval:
         "rejected": ("reject", NOW),
         "cancelled": ("cancel", NOW),
         "expired": ("expire", DEADLINE),
+        "responded": ("respond", NOW),
     }[status]
     approval = pending()
     after = domain.mutate(VERBS[verb](approval, when), approval)
@@ -201,6 +208,47 @@ def test_a_service_may_reject() -> None:
     assert isinstance(event, events.Rejected)
     assert event.actor == "service:enricher"
     assert (event.reason, event.rerun) == ("no", True)
+
+
+# -- an answer instead of a decision -----------------------------------------------------------
+
+
+def test_an_answer_ends_the_request_with_its_message_for_the_requester() -> None:
+    event = domain.respond(pending(), respond_cmd(), NOW, WS)
+    assert isinstance(event, events.Responded)
+    assert (event.actor, event.message, event.version) == (APPROVER, "which list?", 2)
+    after = domain.mutate(event, pending())
+    # Check: terminal, with the message where the requester reads a rejection's reason.
+    assert (after.status, after.reason, after.decided_by) == ("responded", "which list?", APPROVER)
+    assert after.is_terminal
+    assert after.resolved_at == NOW
+
+
+@pytest.mark.parametrize("approver", ["service:billing", REQUESTER, ON_BEHALF_OF, "user:ana"])
+def test_only_whoever_may_approve_may_answer(approver: str) -> None:
+    approval = pending(requested_by="user:ana") if approver == "user:ana" else pending()
+    with pytest.raises(Forbidden) as refused:
+        domain.respond(approval, respond_cmd(approver), NOW, WS)
+    assert refused.value.code == "forbidden"
+
+
+def test_an_answer_ends_a_quorum_whatever_votes_came_before() -> None:
+    approval = pending(risk_level="high")
+    approval = msgspec.structs.replace(approval, request=msgspec.structs.replace(
+        approval.request, quorum=2))  # fmt: skip
+    [vote] = domain.approve(approval, approve_cmd(), NOW, WS)
+    voted = domain.mutate(vote, approval)
+    event = domain.respond(voted, respond_cmd("user:dave"), NOW, WS)
+    assert domain.mutate(event, voted).status == "responded"
+
+
+def test_an_answered_request_is_never_redeemable() -> None:
+    answered = domain.mutate(domain.respond(pending(), respond_cmd(), NOW, WS), pending())
+    with pytest.raises(NotApproved) as refused:
+        domain.redeem(answered, redeem_cmd(requested().digest), NOW)
+    assert refused.value.code == "not_approved"
+    assert refused.value.details == {"status": "responded", "reason": "which list?"}
+    assert "answered" in refused.value.message
 
 
 def test_approving_with_another_digest_is_a_digest_mismatch() -> None:
@@ -326,7 +374,7 @@ def test_an_event_before_requested_cannot_be_projected() -> None:
 # -- any sequence of commands ----------------------------------------------------------------
 
 ACTORS = ["user:carol", "user:dave", REQUESTER, ON_BEHALF_OF, "service:x", "policy:y"]
-RESOLVING = (events.Approved, events.Rejected, events.Expired, events.Cancelled)
+RESOLVING = (events.Approved, events.Rejected, events.Expired, events.Cancelled, events.Responded)
 
 
 def command_for(verb: str, actor: str, right_digest: bool) -> Callable[..., events.Event]:
@@ -341,6 +389,9 @@ def command_for(verb: str, actor: str, right_digest: bool) -> Callable[..., even
         case "cancel":
             cmd = cancel_cmd(actor)
             return lambda a, now: domain.cancel(a, cmd, now, WS)
+        case "respond":
+            cmd = respond_cmd(actor)
+            return lambda a, now: domain.respond(a, cmd, now, WS)
         case "expire":
             cmd = expire_cmd(actor)
             return lambda a, now: domain.expire(a, cmd, now)

@@ -23,7 +23,13 @@ from approvals.services.audit.verify import Verifier
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "events"
 VERSIONS = sorted(int(p.name[1:]) for p in FIXTURES.glob("v*") if p.is_dir())
 # Event types a later release added: no earlier version stored them, so none has a fixture.
-FIRST_VERSION = {"grant_given": 2, "grant_used": 2, "grant_revoked": 2, "request_counted": 2}
+FIRST_VERSION = {
+    "grant_given": 2,
+    "grant_used": 2,
+    "grant_revoked": 2,
+    "request_counted": 2,
+    "responded": 2,
+}
 
 
 def stored_in(version: int) -> set[str]:

@@ -67,6 +67,7 @@ EVENTS: dict[str, events.Event | events.WorkspaceEvent] = {
     "rejected": events.Rejected(**COMMON, version=3, actor="user:carol", rerun=True),
     "expired": events.Expired(**COMMON, version=3, actor="service:scheduler"),
     "cancelled": events.Cancelled(**COMMON, version=3, actor="service:enricher", reason="x"),
+    "responded": events.Responded(**COMMON, version=3, actor="user:carol", message="Which?"),
     "vote_cast": events.VoteCast(
         **COMMON, version=3, actor="user:ana", voter="user:ana", signed_as="user:ana",
         for_member="user:dave", digest=DIGEST,
@@ -206,6 +207,7 @@ VALID["create_api_key"] = {"key_id": "k" * 16, "secret_sha256": "a" * 64,
                            "actor": "service:agent", "by": "user:admin"}  # fmt: skip
 VALID["revoke_api_key"] = {"key_id": "k" * 16, "by": "user:admin"}
 VALID["revoke_grant"] = {"grant_id": str(APPROVAL_ID), "by": "user:bo"}
+VALID["respond"] = {"approval_id": str(APPROVAL_ID), "approver": "user:carol", "message": "Why?"}
 
 
 def decode(verb: str, body: dict[str, Any]) -> commands.Command:
