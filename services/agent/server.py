@@ -45,9 +45,10 @@ If the answer is "approval_required", you MUST NOT proceed: tell the user the we
 wait_for_approval (bounded) or come back later with get_approval and the approval_id. Proceed
 only once the status is "approved", and call redeem_approval with exactly the action and payload
 that were approved right before you start (approved_action and approved_payload: a person may
-have approved a narrower version than you asked for; run that one); then report_run. "rejected", "expired" or
-"cancelled" mean: do not run it. A rejection says why (reason); with rerun true the person asks
-you to prepare the action again, taking the reason into account, and request approval anew.
+have approved a narrower version than you asked for; run that one); then report_run.
+"rejected", "expired" or "cancelled" mean: do not run it. A rejection says why (reason); with
+rerun true the person asks you to prepare the action again, taking the reason into account, and
+request approval anew.
 No tool here approves: a person decides.
 """
 
@@ -155,8 +156,9 @@ def build(door_factory: "Callable[[], Awaitable[Door]]", actor: str) -> Agent:
     async def get_approval(approval_id: ApprovalId) -> dict[str, Any]:
         """The approval as it stands now: status pending, approved, rejected, expired or
         cancelled, who decided and why (reason), the web_url; approved: approved_action and
-        approved_payload, what to run (a person may have edited them: see changes). rerun true: the person rejected
-        it asking for a new request (prepare it again with the reason in mind)."""
+        approved_payload, what to run (a person may have edited them: see changes). rerun
+        true: the person rejected it asking for a new request (prepare it again with the
+        reason in mind)."""
         return _summary(_ok(await (await door()).get(approval_id))["approval"])
 
     @server.tool()

@@ -17,8 +17,7 @@ from approvals.schemas import events
 from approvals.schemas.receipts import Receipt
 from approvals.schemas.replies import Delivery
 from approvals.schemas.types import TERMINAL_STATUSES, Status
-from approvals.services.approvals import budget, edits, governance
-from approvals.services.approvals import payload_schemas
+from approvals.services.approvals import budget, edits, governance, payload_schemas
 from approvals.services.approvals.digest import action_differences, action_digest, payload_differs
 from approvals.services.approvals.errors import (
     AlreadyDecided,
@@ -219,7 +218,8 @@ def approve_by_policy(
     """A standing permission covers the request: approved at once, and the history says why."""
     return _next(
         approval, events.Approved, now, f"policy:{rule}", digest=approval.request.digest,
-        requested_digest=approval.request.digest, redeem_by=now + timedelta(seconds=ws.settings.redeem_within_s),
+        requested_digest=approval.request.digest,
+        redeem_by=now + timedelta(seconds=ws.settings.redeem_within_s),
     )  # fmt: skip
 
 

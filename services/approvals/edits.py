@@ -90,7 +90,9 @@ def _edited_scope(scope: Scope, edits: Scope) -> Scope:
     if edits.filters is not None:
         kept = scope.filters or {}
         dropped = sorted(
-            k for k, v in kept.items() if k not in edits.filters or _json(edits.filters[k]) != _json(v)
+            k
+            for k, v in kept.items()
+            if k not in edits.filters or _json(edits.filters[k]) != _json(v)
         )
         if dropped:
             raise _refused("scope.filters", "filters may only add constraints", changed=dropped)
@@ -114,7 +116,9 @@ def diff(request: Requested, action: Action, payload: Any) -> tuple[FieldChange,
     old, new = request.proposed_payload, payload
     if isinstance(old, dict) and isinstance(new, dict):
         changes += [
-            FieldChange(path=f"/proposed_payload/{_pointer(k)}", before=old.get(k), after=new.get(k))
+            FieldChange(
+                path=f"/proposed_payload/{_pointer(k)}", before=old.get(k), after=new.get(k)
+            )
             for k in sorted(set(old) | set(new))
             if _json(old.get(k)) != _json(new.get(k))
         ]

@@ -29,8 +29,9 @@ def require_schema(schema: dict[str, Any]) -> None:
         cls.check_schema(schema)
     except jsonschema.SchemaError as error:
         where = "/".join(str(p) for p in error.absolute_path)
-        raise Invalid(f"payload_schema is not a valid JSON Schema: {error.message}"
-                      + (f" (at /{where})" if where else ""), field="payload_schema") from None  # fmt: skip
+        at = f" (at /{where})" if where else ""
+        raise Invalid(f"payload_schema is not a valid JSON Schema: {error.message}{at}",
+                      field="payload_schema") from None  # fmt: skip
 
 
 def require_valid(schema: dict[str, Any], payload: Any, field: str) -> None:

@@ -181,7 +181,8 @@ def test_votes_for_different_versions_never_add_up() -> None:
     produced = approve(approval, "user:bob", {"max_credits": 5})
     [vote] = produced
     assert isinstance(vote, events.VoteCast)
-    assert vote.action is not None and vote.voter == "user:bob"
+    assert vote.action is not None
+    assert vote.voter == "user:bob"
     approval = fold(approval, produced)
     assert approval.votes == ("user:bob",)
     # Check a vote for the version no longer being decided is a digest mismatch
@@ -194,7 +195,8 @@ def test_votes_for_different_versions_never_add_up() -> None:
     [approved] = approve(approval, "user:ann")
     assert isinstance(approved, events.Approved)
     assert approved.votes == ("user:cy", "user:ann")
-    assert approved.action is not None and approved.action.max_credits == 3
+    assert approved.action is not None
+    assert approved.action.max_credits == 3
 
 
 def test_the_same_edit_again_is_a_vote_for_the_same_version() -> None:
