@@ -30,14 +30,15 @@ class Field(NamedTuple):
 
 def fields(schema: dict[str, Any] | None, payload: Any) -> list[Field] | None:
     """The inputs for an object payload described by ``schema``; None: use the JSON editor."""
-    if not schema or schema.get("type") != "object" or not isinstance(schema.get("properties"), dict):
+    properties = (schema or {}).get("properties")
+    if not schema or schema.get("type") != "object" or not isinstance(properties, dict):
         return None
     if payload is not None and not isinstance(payload, dict):
         return None
     current = payload or {}
     required = set(schema.get("required") or ())
     found = []
-    for name, spec in schema["properties"].items():
+    for name, spec in properties.items():
         spec = spec if isinstance(spec, dict) else {}
         kind = "enum" if "enum" in spec else spec.get("type")
         found.append(Field(name, kind if kind == "enum" or kind in SIMPLE else "json",
@@ -49,7 +50,9 @@ class FormError(ValueError):
     """The form cannot be read as edits (malformed JSON, a number that is not one)."""
 
 
-def edits(form: dict[str, Any], checked_rows: list[str], approval: dict[str, Any]) -> dict[str, Any]:
+def edits(
+    form: dict[str, Any], checked_rows: list[str], approval: dict[str, Any]
+) -> dict[str, Any]:
     """The ``edits`` of an approve command from the submitted form (every field of the form
     goes along; what did not change is no change to the command service)."""
     found: dict[str, Any] = {}
