@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from approvals.services.cli import Context, cli
-from approvals.services.cli.params import ACTOR, APPROVAL_ID, DIGEST, PERSON
+from approvals.services.cli.params import ACTOR, APPROVAL_ID, DIGEST, JSON_OBJECT, PERSON
 from approvals.services.cli.request_options import request_body, request_options
 
 if TYPE_CHECKING:
@@ -55,6 +55,11 @@ async def _send_raw(obj: Context, client: ApprovalsClient, verb: CommandVerb, da
 @click.option(
     "--for", "for_member", type=PERSON, help="user:<id> whose delegation you decide under."
 )
+@click.option(
+    "--edits",
+    type=JSON_OBJECT,
+    help='Approve a narrower version, e.g. \'{"max_credits": 10, "proposed_payload": {...}}\'.',
+)
 @click.pass_obj
 def approve(
     obj: Context,
@@ -63,12 +68,13 @@ def approve(
     digest: str,
     reason: str | None,
     for_member: str | None,
+    edits: dict[str, Any] | None,
 ) -> None:
     """Approve a pending request (one vote where the workspace asks for a quorum)."""
     obj.command(
         "approve",
         {"approval_id": approval_id, "approver": approver, "digest": digest, "reason": reason,
-         "for_member": for_member},
+         "for_member": for_member, "edits": edits},
     )  # fmt: skip
 
 

@@ -4,6 +4,7 @@ schema when it has one; either way the approval binds to the edited version."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from typing import TYPE_CHECKING, Any
 
@@ -117,3 +118,29 @@ def test_with_a_payload_schema_the_payload_is_a_form(gateway: Gateway, page: Any
     assert got["approved_payload"] == {"subject": "Hello", "count": 2, "urgent": True,
                                        "tone": "warm"}  # fmt: skip
     assert got["payload_schema"] == SCHEMA
+
+
+def test_the_http_api_approves_with_edits_and_approvals_verify_names_both_digests(
+    gateway: Gateway,
+) -> None:
+    agent, ana = gateway.key(AGENT), gateway.key("user:ana")
+    asked = ask(gateway, agent, skill_execution_id="edit-api", action=ROWS,
+                proposed_payload={"contacts": 3})  # fmt: skip
+    url = f"{gateway.api()}/{asked['id']}/approve"
+    # Check: a widening edit is refused, naming the field
+    wide = httpx.post(url, json={"digest": asked["digest"], "edits": {"max_credits": 51}},
+                      headers=ana, timeout=30)  # fmt: skip
+    assert wide.status_code == 400, wide.text
+    assert wide.json()["error"]["details"]["field"] == "edits.max_credits"
+    # Check: a narrower one is approved
+    done = httpx.post(url, json={"digest": asked["digest"], "edits": {"max_credits": 5}},
+                      headers=ana, timeout=30)  # fmt: skip
+    assert done.status_code == 200, done.text
+    receipt = done.json()["approval"]["receipt"]
+    assert receipt["requested_digest"] == asked["digest"] != receipt["digest"]
+    # Check: `approvals verify` verifies the edited receipt and shows both digests
+    verified = gateway.cli("verify", json.dumps(receipt))
+    assert verified["valid"] is True
+    assert (verified["receipt"]["digest"], verified["receipt"]["requested_digest"]) == (
+        receipt["digest"], asked["digest"],
+    )  # fmt: skip
