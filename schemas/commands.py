@@ -94,6 +94,27 @@ class Request(Command, frozen=True, kw_only=True):
     proposed_payload: Any = None
     trace_id: ShortText | None = None
     expires_in_s: ExpiresIn | None = None
+    # A JSON Schema for proposed_payload: the web inbox renders a form from it, and an edited
+    # payload must validate against it (checked, and size-bounded, when the request comes in).
+    payload_schema: dict[str, Any] | None = None
+
+
+class Edits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What an approver changes before approving: narrower, never wider, never elsewhere.
+
+    A field left out (or null) is unchanged. ``scope`` names only the parts that change
+    (``row_ids`` a subset, with its ``row_count``; ``filters`` that keep every original
+    key/value). ``kind``, ``mode``, ``provider`` and ``destination`` are named so that a change
+    of them is refused with the field named; they may only repeat the requested value.
+    """
+
+    max_credits: Credits | None = None
+    scope: Scope | None = None
+    proposed_payload: Any | msgspec.UnsetType = msgspec.UNSET  # absent: the payload stays
+    kind: ActionKind | None = None
+    mode: Mode | None = None
+    provider: ShortText | None = None
+    destination: ShortText | None = None
 
 
 class GrantTerms(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -112,10 +133,11 @@ class GrantTerms(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 class Approve(Command, frozen=True, kw_only=True):
     approval_id: UUID
     approver: Actor
-    digest: Digest
+    digest: Digest  # of what the approver saw: the requested action, or the current proposal
     reason: LongText | None = None
     for_member: Person | None = None  # deciding in a member's place, under their delegation
     grant: GrantTerms | None = None  # also grant similar requests for a while (see GrantTerms)
+    edits: Edits | None = None  # approve a narrower version instead (a new digest)
 
 
 class Reject(Command, frozen=True, kw_only=True):

@@ -91,6 +91,17 @@ class Requested(Event, frozen=True, kw_only=True, tag="requested"):
     on_behalf_of: str | None = None
     proposed_payload: Any = None
     quorum: int = 1  # approvals needed, fixed when asked: a later workspace change moves nothing
+    payload_schema: dict[str, Any] | None = None  # a JSON Schema for proposed_payload
+
+
+class FieldChange(msgspec.Struct, frozen=True, kw_only=True):
+    """One change an approver made to what will run, as a reviewer reads it: the path of the
+    field in the request (``/max_credits``, ``/scope/row_ids``, ``/proposed_payload/subject``),
+    its requested value and its value in the edited version (absent: null)."""
+
+    path: str
+    before: Any = None
+    after: Any = None
 
 
 class VoteCast(Event, frozen=True, kw_only=True, tag="vote_cast"):
@@ -99,8 +110,13 @@ class VoteCast(Event, frozen=True, kw_only=True, tag="vote_cast"):
     voter: str  # the member who acted, whichever alias or channel they used
     signed_as: str  # the actor name the command carried
     for_member: str | None = None  # the member they stood in for (a delegation): the vote is theirs
-    digest: str
+    digest: str  # the version voted for
     reason: str | None = None
+    # Set when the vote proposes an edited version (the approver's edits): what it would run
+    # and how that differs from the request. Votes for another version never count toward it.
+    action: Action | None = None
+    proposed_payload: Any = None
+    changes: tuple[FieldChange, ...] = ()
 
 
 class Delivered(Event, frozen=True, kw_only=True, tag="delivered"):
@@ -140,6 +156,13 @@ class Approved(Event, frozen=True, kw_only=True, tag="approved"):
     # The budget period whose committed credits hold this approval's ceiling, if any.
     budget_period: str | None = None
     receipt: Receipt | None = None  # signed by the command service: who approved exactly what
+    # The digest that was requested (``digest`` is the approved one; they differ after an edit;
+    # None in events stored before edits existed: the same as ``digest``).
+    requested_digest: str | None = None
+    # After an edit: the approved action and payload, and how they differ from the request.
+    action: Action | None = None
+    proposed_payload: Any = None
+    changes: tuple[FieldChange, ...] = ()
 
 
 class SpendPicture(msgspec.Struct, frozen=True, kw_only=True):

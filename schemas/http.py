@@ -8,7 +8,7 @@ from uuid import UUID
 
 import msgspec
 
-from approvals.schemas.commands import Action
+from approvals.schemas.commands import Action, Edits
 from approvals.schemas.replies import ErrorBody
 from approvals.schemas.types import Credits, Digest, LongText, Person, ShortText, Status
 
@@ -40,6 +40,7 @@ class ApproveBody(Body, frozen=True, kw_only=True):
     digest: Digest  # the digest of what the approver was shown
     reason: LongText | None = None
     for_member: Person | None = None
+    edits: Edits | None = None  # approve a narrower version (see the approve command)
 
 
 class RejectBody(Body, frozen=True, kw_only=True):

@@ -8,7 +8,8 @@ from uuid import UUID
 
 import msgspec
 
-from approvals.schemas.events import SpendPicture
+from approvals.schemas.commands import Action
+from approvals.schemas.events import FieldChange, SpendPicture
 from approvals.schemas.receipts import Receipt
 from approvals.schemas.types import RiskLevel, Status
 
@@ -100,6 +101,17 @@ class ApprovalView(msgspec.Struct, frozen=True, kw_only=True):
     escalated_to: str | None = None  # the group it was escalated to
     rerun: bool = False  # rejected: the person asks the caller to prepare a new request
     web_url: str = ""
+    # Approve with edits. The request's own action, payload and payload_schema; then the version
+    # approved: its digest, action and payload (the request's own unless an approver edited
+    # them: what the executor must run and redeem) and ``changes`` from the request. While
+    # pending, set only once an approver proposed an edit under a quorum: the version voted on.
+    action: Action | None = None
+    proposed_payload: Any = None
+    payload_schema: dict[str, Any] | None = None
+    approved_digest: str | None = None
+    approved_action: Action | None = None
+    approved_payload: Any = None
+    changes: tuple[FieldChange, ...] = ()
 
 
 class TimelineEntry(msgspec.Struct, frozen=True, kw_only=True):

@@ -3,6 +3,12 @@
 The signature (Ed25519) covers the compact JSON of ``ReceiptBody``: its fields in the order
 declared here, as msgspec writes them. A verifier decodes the receipt, encodes its body the same
 way and checks the signature with the public key named by ``key_id``.
+
+Version 2 adds ``requested_digest`` (what was asked; ``digest`` is what was approved, and they
+differ after an approver's edit). A version 1 body is signed without that key, so the body's
+JSON leaves out a field at its default (``omit_defaults``): ``receipt_version`` has no default
+(nor ``Receipt``'s ``algorithm``) for that reason, and a version 1 receipt encodes exactly as it
+was signed and as it was stored.
 """
 
 from __future__ import annotations
@@ -14,8 +20,8 @@ from uuid import UUID
 import msgspec
 
 
-class ReceiptBody(msgspec.Struct, frozen=True, kw_only=True):
-    receipt_version: Literal[1] = 1
+class ReceiptBody(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    receipt_version: Literal[1, 2]
     key_id: str  # which key signed it (see approvals.query.keys)
     workspace_id: str
     approval_id: UUID
@@ -25,10 +31,11 @@ class ReceiptBody(msgspec.Struct, frozen=True, kw_only=True):
     approved_at: datetime
     redeem_by: datetime  # the action must start before this
     expires_at: datetime  # the request's own deadline
+    requested_digest: str | None = None  # version 2: the digest requested (edits change it)
 
 
 class Receipt(ReceiptBody, frozen=True, kw_only=True):
-    algorithm: Literal["Ed25519"] = "Ed25519"
+    algorithm: Literal["Ed25519"]  # required, so that omit_defaults always writes it
     signature: str  # base64url of the 64-byte signature over the body's JSON
 
     def body(self) -> ReceiptBody:

@@ -14,6 +14,7 @@ from uuid import UUID
 import msgspec
 
 from approvals.schemas.commands import Action
+from approvals.schemas.events import FieldChange
 from approvals.schemas.receipts import Receipt
 from approvals.schemas.types import RiskLevel, Status
 from approvals.schemas.workspace import Change, WorkspaceSettings
@@ -99,6 +100,13 @@ class ApprovalState(msgspec.Struct, frozen=True, kw_only=True):
     redeem_by: datetime | None = None  # approved: the action must start before this
     receipt: Receipt | None = None  # approved: the signed receipt
     rerun: bool = False  # rejected: the person asks the caller to prepare a new request
+    # Approve with edits: the version approved (the request's own unless an approver edited it;
+    # pending: set only once an edit was proposed under a quorum), and how it differs.
+    payload_schema: dict[str, Any] | None = None
+    approved_digest: str | None = None
+    approved_action: Action | None = None
+    approved_payload: Any = None
+    changes: tuple[FieldChange, ...] = ()
 
 
 class PolicyInfo(msgspec.Struct, frozen=True, kw_only=True):

@@ -28,6 +28,11 @@ def fold(row: ApprovalView | None, event: events.Event) -> ApprovalView | None:
     if row is None or event.version <= row.version:
         return row
     if isinstance(event, events.VoteCast):
+        if event.action is not None:  # a new version: its votes start from this one
+            row = msgspec.structs.replace(
+                row, votes=(), approved_digest=event.digest, approved_action=event.action,
+                approved_payload=event.proposed_payload, changes=event.changes,
+            )  # fmt: skip
         votes = (*row.votes, event.for_member or event.voter)
         return msgspec.structs.replace(row, votes=votes, version=event.version)
     if isinstance(event, events.Redeemed):
@@ -46,9 +51,13 @@ def fold(row: ApprovalView | None, event: events.Event) -> ApprovalView | None:
         channels = row.channels if event.channel in row.channels else (*row.channels, event.channel)
         return msgspec.structs.replace(row, channels=channels, version=event.version)
     if isinstance(event, events.Approved):
+        edited = event.action is not None
         row = msgspec.structs.replace(
-            row, votes=event.votes or row.votes, redeem_by=event.redeem_by, receipt=event.receipt
-        )
+            row, votes=event.votes or row.votes, redeem_by=event.redeem_by, receipt=event.receipt,
+            approved_digest=event.digest, changes=event.changes,
+            approved_action=event.action if edited else row.action,
+            approved_payload=event.proposed_payload if edited else row.proposed_payload,
+        )  # fmt: skip
     return msgspec.structs.replace(
         row,
         status=_RESOLVED[type(event)],
@@ -88,4 +97,7 @@ def _requested(event: events.Requested) -> ApprovalView:
         resolved_at=None,
         version=event.version,
         quorum=event.quorum,
+        action=event.action,
+        proposed_payload=event.proposed_payload,
+        payload_schema=event.payload_schema,
     )

@@ -39,6 +39,8 @@ COLUMNS = (
     "destination", "max_credits", "digest", "channels", "decided_by", "reason", "created_at",
     "expires_at", "resolved_at", "version", "quorum", "votes", "redeemed_at", "credits_used",
     "redeem_by", "spend", "receipt", "reminders", "escalated_to", "rerun",
+    "action", "proposed_payload", "payload_schema", "approved_digest", "approved_action",
+    "approved_payload", "changes",
 )  # fmt: skip
 # Columns added after the first release, with what an older table gets when it is upgraded.
 ADDED_COLUMNS = {
@@ -52,8 +54,21 @@ ADDED_COLUMNS = {
     "reminders": "INTEGER NOT NULL DEFAULT 0",
     "escalated_to": "TEXT",
     "rerun": "INTEGER NOT NULL DEFAULT 0",  # 1: the rejection asks for a new request
+    # Approve with edits: the request's action and payload, the version approved (or being
+    # voted on) and how it differs; an upgraded table refolds them from its timeline.
+    "action": "TEXT",
+    "proposed_payload": "TEXT",
+    "payload_schema": "TEXT",
+    "approved_digest": "TEXT",
+    "approved_action": "TEXT",
+    "approved_payload": "TEXT",
+    "changes": "TEXT NOT NULL DEFAULT '[]'",
 }
-JSON_COLUMNS = ("spend", "receipt")  # a struct as JSON text, or NULL
+# A value as JSON text, or NULL (None)
+JSON_COLUMNS = (
+    "spend", "receipt", "action", "proposed_payload", "payload_schema", "approved_action",
+    "approved_payload",
+)  # fmt: skip
 INTEGER_COLUMNS = frozenset({"version", "quorum", "reminders", "rerun"})
 REAL_COLUMNS = frozenset({"max_credits", "credits_used"})
 
@@ -290,13 +305,21 @@ def _to_row(view: ApprovalView) -> tuple[Any, ...]:
         None if view.spend is None else encoder.encode(view.spend).decode(),
         None if view.receipt is None else encoder.encode(view.receipt).decode(),
         view.reminders, view.escalated_to, int(view.rerun),
+        *(_json_text(getattr(view, c)) for c in JSON_COLUMNS[2:5]), view.approved_digest,
+        *(_json_text(getattr(view, c)) for c in JSON_COLUMNS[5:]),
+        encoder.encode(view.changes).decode(),
     )  # fmt: skip
+
+
+def _json_text(value: Any) -> str | None:
+    return None if value is None else encoder.encode(value).decode()
 
 
 def _from_row(row: Any) -> ApprovalView:
     values = {c: row[c] for c in COLUMNS}
     values["channels"] = msgspec.json.decode(values["channels"])
     values["votes"] = msgspec.json.decode(values["votes"])
+    values["changes"] = msgspec.json.decode(values["changes"] or "[]")
     for column in JSON_COLUMNS:
         if values[column] is not None:
             values[column] = msgspec.json.decode(values[column])

@@ -80,15 +80,20 @@ class Caller(abc.ABC):
         Raises ApprovalPending when nobody has decided in time (the request stays; enter the
         gate again later, from any process, with the same ``idempotency_key`` or the id) and
         ApprovalDenied when it was rejected, expired or cancelled. Without an
-        ``idempotency_key`` one is made from the skill, its execution id and the action."""
+        ``idempotency_key`` one is made from the skill, its execution id and the action.
+
+        An approver may have approved a narrower version (edits): the body then runs that one,
+        ``run.action`` and ``run.payload``, never what was asked; the redeem names it."""
         return _gate(self, action, payload, requested_by, approval_id, wait_s, request)
 
 
 class Run:
     """What the gated body may see and set: the approval, and the credits the run used."""
 
-    def __init__(self, approval: ApprovalView | None) -> None:
+    def __init__(self, approval: ApprovalView | None, action: Action, payload: Any) -> None:
         self.approval = approval  # None when the action did not need approval
+        self.action = action  # what to run: the approved version (an approver may have edited)
+        self.payload = payload
         self.credits_used = 0.0
         self.summary = ""
         self.external_refs: tuple[str, ...] = ()
@@ -113,7 +118,7 @@ async def _gate(
             idempotency_key=key,
         )  # fmt: skip
         if asked.outcome == "not_required" or asked.approval is None:
-            yield Run(None)
+            yield Run(None, action, payload)
             return
         approval_id = asked.approval.id
     approval = await client.wait(approval_id, wait_s)
@@ -121,8 +126,10 @@ async def _gate(
         raise ApprovalPending(str(approval.id), approval.web_url)
     if approval.status != "approved":
         raise denial(approval)
+    if approval.approved_action is not None:  # the version approved, edited or not
+        action, payload = approval.approved_action, approval.approved_payload
     await client.redeem(approval.id, action=action, payload=payload, executor=requested_by)
-    run = Run(approval)
+    run = Run(approval, action, payload)
     try:
         yield run
     except BaseException as error:
@@ -169,8 +176,12 @@ def require_approval(
                 action=action, payload=payload, requested_by=requested_by,
                 skill_name=skill_name, skill_execution_id=f"call-{call}", title=title,
                 summary=summary, risk_level=risk_level, wait_s=wait_s,
-            ):  # fmt: skip
-                return await fn(*args, **kwargs)
+            ) as run:  # fmt: skip
+                # The arguments approved: an approver may have edited them.
+                approved = run.payload.get("arguments") if isinstance(run.payload, dict) else None
+                if isinstance(approved, dict):
+                    bound.arguments.update(approved)
+                return await fn(*bound.args, **bound.kwargs)
 
         return gated
 

@@ -44,11 +44,13 @@ A live action that consumes credits needs action.max_credits (the ceiling a pers
 If the answer is "approval_required", you MUST NOT proceed: tell the user the web_url, then call
 wait_for_approval (bounded) or come back later with get_approval and the approval_id. Proceed
 only once the status is "approved", and call redeem_approval with exactly the action and payload
-that were approved right before you start; then report_run. "rejected", "expired" or
-"cancelled" mean: do not run it. A rejection says why (reason); with rerun true the person asks
-you to prepare the action again, taking the reason into account, and request approval anew.
-"responded" means a person answered instead of deciding (message: you asked the wrong question,
-or they need something first): do not run it; act on the message, then ask again if it applies.
+that were approved right before you start (approved_action and approved_payload: a person may
+have approved a narrower version than you asked for; run that one); then report_run.
+"rejected", "expired" or "cancelled" mean: do not run it. A rejection says why (reason); with
+rerun true the person asks you to prepare the action again, taking the reason into account, and
+request approval anew. "responded" means a person answered instead of deciding (message: you
+asked the wrong question, or they need something first): do not run it; act on the message,
+then ask again if it applies.
 No tool here approves: a person decides.
 """
 
@@ -158,9 +160,11 @@ def build(door_factory: "Callable[[], Awaitable[Door]]", actor: str) -> Agent:
     @server.tool()
     async def get_approval(approval_id: ApprovalId) -> dict[str, Any]:
         """The approval as it stands now: status pending, approved, rejected, expired,
-        cancelled or responded, who decided and why (reason), the web_url. rerun true: the
-        person rejected it asking for a new request (prepare it again with the reason in mind).
-        responded: the person answered with a message instead of deciding; do not run it."""
+        cancelled or responded, who decided and why (reason), the web_url; approved:
+        approved_action and approved_payload, what to run (a person may have edited them: see
+        changes). rerun true: the person rejected it asking for a new request (prepare it again
+        with the reason in mind). responded: the person answered with a message instead of
+        deciding; do not run it."""
         return _summary(_ok(await (await door()).get(approval_id))["approval"])
 
     @server.tool()
@@ -245,7 +249,8 @@ def _ok(reply: dict[str, Any]) -> dict[str, Any]:
 
 SUMMARY = ("id", "status", "web_url", "title", "risk_level", "requested_by", "skill_name",
            "skill_execution_id", "digest", "decided_by", "reason", "expires_at", "redeem_by",
-           "redeemed_at", "credits_used", "max_credits", "votes", "quorum", "rerun")  # fmt: skip
+           "redeemed_at", "credits_used", "max_credits", "votes", "quorum", "rerun",
+           "approved_digest", "approved_action", "approved_payload", "changes")  # fmt: skip
 
 
 def _summary(approval: dict[str, Any]) -> dict[str, Any]:
@@ -257,4 +262,8 @@ def _summary(approval: dict[str, Any]) -> dict[str, Any]:
         picked["message"] = picked.get("reason", "")
         picked["next"] = ("Do not run it: a person answered instead of deciding. Act on the "
                           "message, then request approval again if it still applies.")  # fmt: skip
+    if isinstance(picked.get("approved_action"), dict):  # as redeem_approval takes it back
+        picked["approved_action"] = {
+            k: v for k, v in picked["approved_action"].items() if v is not None
+        }
     return picked

@@ -18,7 +18,7 @@ from approvals.schemas.digest import action_differences, action_digest, payload_
 from approvals.schemas.receipts import Receipt
 from approvals.schemas.replies import Delivery
 from approvals.schemas.types import TERMINAL_STATUSES, Status
-from approvals.services.approvals import budget, governance, grants
+from approvals.services.approvals import budget, edits, governance, grants, payload_schemas
 from approvals.services.approvals.errors import (
     AlreadyDecided,
     AlreadyRedeemed,
@@ -64,10 +64,21 @@ class Approval(msgspec.Struct, frozen=True, kw_only=True):
     reminders: int = 0  # how many times the approvers were reminded
     escalated_to: str | None = None  # the group whose members may now decide it too
     rerun: bool = False  # rejected: the person asks the caller to prepare a new request
+    # The edited version in force (an approver's proposal, or the approved edit); None: the
+    # request as asked. ``votes``/``voters`` count toward this version only.
+    proposal: events.VoteCast | events.Approved | None = None
 
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+    @property
+    def current(self) -> edits.Version:
+        """What would run: the version being voted on, or (approved) the one approved."""
+        p = self.proposal
+        if p is None or p.action is None:
+            return edits.requested_version(self.request)
+        return edits.Version(p.action, p.proposed_payload, p.digest, p.changes)
 
 
 # -- decisions ------------------------------------------------------------------------------
@@ -83,6 +94,9 @@ def request(
     quorum: int = 1,
 ) -> events.Requested:
     expires_in = cmd.expires_in_s if cmd.expires_in_s is not None else default_expiry_s
+    if cmd.payload_schema is not None:
+        payload_schemas.require_schema(cmd.payload_schema)
+        payload_schemas.require_valid(cmd.payload_schema, cmd.proposed_payload, "proposed_payload")
     return events.Requested(
         event_id=uuid4(),
         approval_id=approval_id,
@@ -104,6 +118,7 @@ def request(
         on_behalf_of=cmd.on_behalf_of,
         proposed_payload=cmd.proposed_payload,
         quorum=quorum,
+        payload_schema=cmd.payload_schema,
     )
 
 
@@ -123,42 +138,64 @@ def request_again(existing: Approval, cmd: commands.Request) -> None:
 def approve(
     approval: Approval, cmd: commands.Approve, now: datetime, ws: governance.Workspace
 ) -> list[events.Event]:
-    """A vote; the vote that meets the request's quorum is the ``approved`` event itself."""
+    """A vote; the vote that meets the request's quorum is the ``approved`` event itself.
+
+    ``cmd.digest`` names what the approver saw (the version being voted on); with ``edits`` the
+    vote is for a narrower version instead: a new proposal, whose votes start from this one."""
     _require_pending(approval, now)
     who = governance.decider(
         ws, cmd.approver, cmd.for_member, approval.request, now, approving=True,
         escalated_to=approval.escalated_to,
     )  # fmt: skip
-    if cmd.digest != approval.request.digest:
+    current = approval.current
+    if cmd.digest != current.digest:
         raise DigestMismatch(
-            "the digest shown to the approver is not the digest of this request",
-            expected=approval.request.digest,
+            "the digest shown to the approver is not the digest of the version being decided",
+            expected=current.digest,
             given=cmd.digest,
         )
-    # One person, one vote: whichever name they sign with, and in whichever capacity (a
-    # delegate who voted for someone cannot vote again as themselves, nor the other way round).
-    already = set(approval.votes) | set(approval.voters)
+    target = current
+    if cmd.edits is not None:
+        edited = edits.edited_version(approval.request, cmd.edits)
+        target = current if edited.digest == current.digest else edited
+    proposes = target is not current
+    votes, voters = ((), ()) if proposes else (approval.votes, approval.voters)
+    # One person, one vote on a version: whichever name they sign with, and in whichever
+    # capacity (a delegate who voted for someone cannot vote again as themselves, nor the
+    # other way round).
+    already = set(votes) | set(voters)
     if who.counted in already or who.member in already:
         raise Conflict(
-            f"{who.member} has already voted on this request: one person, one vote",
+            f"{who.member} has already voted on this version: one person, one vote",
             rule="one_vote_per_person",
-            votes=list(approval.votes),
+            votes=list(votes),
         )
-    votes = (*approval.votes, who.counted)
+    votes = (*votes, who.counted)
+    version = _version_fields(target) if target.digest != approval.request.digest else {}
     if len(votes) < approval.request.quorum:
         vote = _next(
             approval, events.VoteCast, now, cmd.approver,
             voter=who.member, signed_as=cmd.approver, for_member=who.for_member,
-            digest=cmd.digest, reason=cmd.reason,
+            digest=target.digest, reason=cmd.reason,
+            **(_version_fields(target) if proposes else {}),
         )  # fmt: skip
         return [vote]
     return [
         _next(
             approval, events.Approved, now, cmd.approver,
-            digest=cmd.digest, reason=cmd.reason, votes=votes, for_member=who.for_member,
+            digest=target.digest, reason=cmd.reason, votes=votes, for_member=who.for_member,
             redeem_by=now + timedelta(seconds=ws.settings.redeem_within_s),
+            requested_digest=approval.request.digest, **version,
         )
     ]  # fmt: skip
+
+
+def _version_fields(version: edits.Version) -> dict[str, Any]:
+    return {
+        "action": version.action,
+        "proposed_payload": version.proposed_payload,
+        "changes": version.changes,
+    }
 
 
 def reject(
@@ -198,6 +235,7 @@ def approve_by_policy(
     at once, and the history says why."""
     return _next(
         approval, events.Approved, now, actor or f"policy:{rule}", digest=approval.request.digest,
+        requested_digest=approval.request.digest,
         redeem_by=now + timedelta(seconds=ws.settings.redeem_within_s),
     )  # fmt: skip
 
@@ -281,25 +319,26 @@ def redeem(approval: Approval, cmd: commands.Redeem, now: datetime) -> events.Re
     if now >= deadline:
         raise DeadlinePassed("the time to redeem this approval has passed",
                              redeem_by=deadline.isoformat())  # fmt: skip
-    _require_approved_action(approval.request, cmd)
+    _require_approved_action(approval.current, cmd)
     return _next(approval, events.Redeemed, now, cmd.executor, executor=cmd.executor,
                  digest=cmd.digest)  # fmt: skip
 
 
-def _require_approved_action(request: events.Requested, cmd: commands.Redeem) -> None:
-    """Refuse a redeem for anything but the approved action, saying which part differs; never
-    with the approved digest, which an executor could copy instead of fixing what it runs."""
+def _require_approved_action(approved: edits.Version, cmd: commands.Redeem) -> None:
+    """Refuse a redeem for anything but the approved action (after an edit: the edited one),
+    saying which part differs; never with the approved digest, which an executor could copy
+    instead of fixing what it runs."""
     if cmd.action is None:
-        if cmd.digest != request.digest:
+        if cmd.digest != approved.digest:
             raise DigestMismatch(
                 "the digest of the action about to run is not the approved one; redeem with its "
                 "action and proposed_payload to learn which of them differs",
                 given=cmd.digest,
             )
         return
-    fields = action_differences(request.action, cmd.action)
+    fields = action_differences(approved.action, cmd.action)
     differs = ["action"] if fields else []
-    if payload_differs(request.proposed_payload, cmd.proposed_payload):
+    if payload_differs(approved.proposed_payload, cmd.proposed_payload):
         differs.append("proposed_payload")
     if differs:
         raise DigestMismatch(
@@ -324,7 +363,7 @@ def report(approval: Approval, cmd: commands.Report, now: datetime) -> events.Ru
         raise Conflict("only a redeemed approval has a run to report", status=approval.status)
     if approval.run is not None:
         raise Conflict("this run was reported already", reported_at=approval.run.occurred_at)
-    ceiling = approval.request.action.max_credits
+    ceiling = approval.current.action.max_credits
     return _next(
         approval, events.RunReported, now, cmd.by,
         credits_used=cmd.credits_used, outcome=cmd.outcome, summary=cmd.summary,
@@ -529,6 +568,8 @@ def _waiting(event: events.Reminded | events.Escalated, approval: Approval | Non
 @mutate.register(events.VoteCast)
 def _vote_cast(event: events.VoteCast, approval: Approval | None) -> Approval:
     current = _existing(approval, event)
+    if event.action is not None:  # a new version: its votes start from this one
+        current = msgspec.structs.replace(current, proposal=event, votes=(), voters=())
     return msgspec.structs.replace(
         current,
         version=event.version,
@@ -552,6 +593,7 @@ def _resolved(event: events.Event, approval: Approval | None) -> Approval:
             redeem_by=event.redeem_by,
             budget_period=event.budget_period,
             receipt=event.receipt,
+            proposal=event if event.action is not None else None,
         )
     return msgspec.structs.replace(
         current,

@@ -70,13 +70,16 @@ class Signer:
             workspace_id=approval.workspace_id,
             approval_id=approval.id,
             digest=approved.digest,
-            max_credits=request.action.max_credits,
+            max_credits=(approved.action or request.action).max_credits,
             approvers=approved.votes or (approved.actor,),
             approved_at=approved.occurred_at,
             redeem_by=approved.redeem_by or request.expires_at,
             expires_at=request.expires_at,
+            receipt_version=2,
+            requested_digest=approved.requested_digest or request.digest,
         )
-        return Receipt(**msgspec.structs.asdict(body), signature=self.signature(body))
+        return Receipt(**msgspec.structs.asdict(body), algorithm="Ed25519",
+                       signature=self.signature(body))  # fmt: skip
 
     def signature(self, body: msgspec.Struct) -> str:
         """base64url of the Ed25519 signature over ``body``'s compact JSON."""

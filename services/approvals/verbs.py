@@ -255,7 +255,7 @@ def approve(reads: Reads, workspace_id: str, cmd: commands.Approve, now: datetim
     approval, ws = _approval(reads, workspace_id, cmd.approval_id)
     produced: list[Any] = domain.approve(approval, cmd, now, ws)
     if isinstance(produced[-1], events.Approved):  # the vote that met the quorum
-        ceiling = approval.request.action.max_credits
+        ceiling = (produced[-1].action or approval.request.action).max_credits  # after edits
         held = _period_budget(reads, ws, now) if ceiling is not None else None
         produced = budget.grant(held, ws.settings.budget, produced[-1], ceiling, now)
     if cmd.grant is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from approvals.schemas.replies import ApprovalState, DelegationState, GrantState, WorkspaceState
 from approvals.services.approvals import grants
@@ -49,7 +49,22 @@ def approval_state(approval: Approval, web_url_base: str) -> ApprovalState:
         redeem_by=approval.redeem_by,
         receipt=approval.receipt,
         rerun=approval.rerun,
+        payload_schema=request.payload_schema,
+        **_version(approval),
     )
+
+
+def _version(approval: Approval) -> dict[str, Any]:
+    """The approved version (or the one being voted on after an edit), where there is one."""
+    if approval.status != "approved" and approval.proposal is None:
+        return {}
+    current = approval.current
+    return {
+        "approved_digest": current.digest,
+        "approved_action": current.action,
+        "approved_payload": current.proposed_payload,
+        "changes": current.changes,
+    }
 
 
 def workspace_state(ws: Workspace, now: datetime) -> WorkspaceState:

@@ -9,7 +9,7 @@ import click
 from approvals.services.cli import Context, cli
 from approvals.services.cli.bulk import Decide, decide_many
 from approvals.services.cli.filters import filter_options
-from approvals.services.cli.params import ACTOR, APPROVAL_ID, DIGEST, PERSON
+from approvals.services.cli.params import ACTOR, APPROVAL_ID, DIGEST, JSON_OBJECT, PERSON
 from approvals.services.cli.request_options import request_body, request_options
 
 if TYPE_CHECKING:
@@ -101,6 +101,11 @@ def _many(obj: Context, ids: tuple[str, ...], all_matching: bool, yes: bool,
     "--grant-runs", type=click.IntRange(min=1),
     help="With --grant-hours: the most requests it covers per day (default: no count).",
 )  # fmt: skip
+@click.option(
+    "--edits",
+    type=JSON_OBJECT,
+    help='Approve a narrower version, e.g. \'{"max_credits": 10, "proposed_payload": {...}}\'.',
+)
 @click.pass_obj
 def approve(
     obj: Context,
@@ -115,6 +120,7 @@ def approve(
     grant_hours: float | None,
     grant_max_credits: float | None,
     grant_runs: int | None,
+    edits: dict[str, Any] | None,
     **filters: Any,
 ) -> None:
     """Approve a pending request (one vote where the workspace asks for a quorum).
@@ -137,11 +143,11 @@ def approve(
         obj.command(
             "approve",
             {"approval_id": approval_ids[0], "approver": approver, "digest": digest,
-             "reason": reason, "for_member": for_member, "grant": grant},
+             "reason": reason, "for_member": for_member, "grant": grant, "edits": edits},
         )  # fmt: skip
         return
-    if grant_hours is not None:
-        raise click.UsageError("--grant-hours goes with one approval and its --digest")
+    if grant_hours is not None or edits is not None:
+        raise click.UsageError("--grant-hours and --edits go with one approval and its --digest")
     chosen_by = _many(obj, approval_ids, all_matching, yes, filters)
     decide = Decide(decision="approve", approver=approver, reason=reason, for_member=for_member)
     decide_many(obj, decide, approval_ids, chosen_by, yes)

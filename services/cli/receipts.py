@@ -126,6 +126,8 @@ def _verify(obj: Context, receipt: Receipt, keys: list[PublicKey]) -> int:
     click.echo(console.table([
         ("valid", f"yes, signed by key {body.key_id}"), ("workspace", body.workspace_id),
         ("approval", body.approval_id), ("digest", body.digest),
+        *([("requested digest", body.requested_digest)]
+          if body.requested_digest not in (None, body.digest) else []),
         ("credit ceiling", None if body.max_credits is None else f"{body.max_credits:g}"),
         ("approved by", ", ".join(body.approvers)), ("approved at", body.approved_at.isoformat()),
         ("redeem by", body.redeem_by.isoformat()), ("expires", body.expires_at.isoformat()),

@@ -46,6 +46,11 @@ class Notice(msgspec.Struct, frozen=True, kw_only=True):
     spend: dict[str, Any] | None  # the budget picture, when there is a budget
     web_url: str  # the detail page in the web inbox
 
+    @property
+    def edit_url(self) -> str:
+        """The web page with its "Edit, then approve" form open: a channel cannot edit in place."""
+        return f"{self.web_url}#edit"
+
     def facts(self) -> list[tuple[str, str]]:
         """The review fields as label and text, for channels that show a list."""
         action, scope = self.action, self.action.get("scope") or {}

@@ -27,7 +27,7 @@ from approvals.schemas.codec import event_decoder, reply_error
 from approvals.schemas.events import Event
 from approvals.schemas.upcasting import UnknownSchemaVersion
 from approvals.services import reviews
-from approvals.services.gateway import inbox_groups
+from approvals.services.gateway import edit_form, inbox_groups
 from approvals.services.gateway.bus import Bus, GatewayError
 from approvals.services.gateway.grant_form import grant_terms
 from approvals.services.gateway.identity import METHOD_KEY, SESSION_KEY, Identity, person_name
@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 WorkspacePath = FromPath[str]
 ApprovalPath = FromPath[UUID]
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
+# The approve form: "Edit, then approve" sends a row_id per checked row (a list when several).
+EditForm = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)]
 AnyRequest = Request[Any, Any, Any]
 RISKS = ("low", "medium", "high", "critical")
 KEEPALIVE_S = 15.0
@@ -227,8 +229,25 @@ async def detail(
         "budget_now": None if reply_error(budget) else _json(budget).get("budget"),
         "requested": requested, "action": requested.get("action", {}), "timeline": entries,
         "pretty": _pretty, "when": _when, "error": error, "done": done,
-        "may_decide": "approver" in roles,
+        "may_decide": "approver" in roles, **_edit_context(got["approval"], requested),
     })  # fmt: skip
+
+
+def _edit_context(approval: dict[str, Any], requested: dict[str, Any]) -> dict[str, Any]:
+    """What the "Edit, then approve" form starts from: the version being decided (the request,
+    or the edit proposed under a quorum), and its payload as inputs when a schema allows."""
+    proposed = bool(approval.get("approved_digest")) and approval.get("status") == "pending"
+    action = approval["approved_action"] if proposed else requested.get("action", {})
+    payload = approval.get("approved_payload") if proposed else requested.get("proposed_payload")
+    schema = requested.get("payload_schema")
+    return {
+        "current_digest": approval["approved_digest"] if proposed else approval["digest"],
+        "current_action": action or {},
+        "requested_rows": (requested.get("action") or {}).get("scope", {}).get("row_ids") or [],
+        "edit_payload": payload,
+        "form_fields": edit_form.fields(schema, payload),
+        "schema_json": json.dumps(schema) if schema else "",
+    }
 
 
 def _when(value: str | None) -> str:
@@ -266,13 +285,24 @@ async def _decide(
 
 @post("/workspaces/{workspace:str}/approvals/{approval_id:uuid}/approve", status_code=303)
 async def approve(
-    request: AnyRequest, workspace: WorkspacePath, approval_id: ApprovalPath, data: Form
+    request: AnyRequest, workspace: WorkspacePath, approval_id: ApprovalPath, data: EditForm
 ) -> Redirect:
     person, _ = await member_in(request, workspace)
     body = {"approval_id": approval_id, "approver": person, "digest": data.get("digest", ""),
             "reason": data.get("reason") or None}  # fmt: skip
     if (grant := grant_terms(data)) is not None:
         body["grant"] = grant
+    if data.get("edited"):  # "Edit, then approve": the form read back as edits
+        data_got = await _bus(request).query(workspace, "get", {"approval_id": approval_id})
+        if reply_error(data_got):
+            raise GatewayError("not_found", "no such approval in this workspace")
+        got = _json(data_got)
+        rows = data.get("row_id", [])
+        rows = [rows] if isinstance(rows, str) else list(rows)  # one checked row, or several
+        try:
+            body["edits"] = edit_form.edits(data, rows, got["approval"])
+        except edit_form.FormError as error:
+            return _back(workspace, approval_id, error=f"invalid: {error}"[:300])
     return await _decide(request, workspace, approval_id, "approve", body)
 
 

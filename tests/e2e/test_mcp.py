@@ -218,6 +218,36 @@ async def a_rejection(mcp: Client, people: ApprovalsClient) -> None:
     assert (got["status"], got["reason"], got["rerun"]) == ("rejected", "wrong list", True)
 
 
+async def an_edited_approval(mcp: Client, people: ApprovalsClient) -> None:
+    """A person approves a narrower version: the agent is told what to run, and runs that."""
+    asked = structured(await mcp.call_tool("request_approval",
+                                           {**ASK, "skill_execution_id": "run-3"}))  # fmt: skip
+    approval_id = asked["approval_id"]
+    approved = await send(people, "approve", {
+        "approval_id": approval_id, "approver": "user:ana", "digest": asked["digest"],
+        "edits": {"max_credits": 20, "proposed_payload": {"contacts": 20}},
+    })  # fmt: skip
+    assert approved["outcome"] == "approved", approved
+    # Check: waiting and getting both return the approved action and payload
+    waited = structured(
+        await mcp.call_tool("wait_for_approval", {"approval_id": approval_id, "timeout_s": 30})
+    )
+    assert waited["approved_payload"] == {"contacts": 20}
+    assert waited["approved_action"]["max_credits"] == 20
+    got = structured(await mcp.call_tool("get_approval", {"approval_id": approval_id}))
+    assert got["approved_digest"] == approved["approval"]["approved_digest"] != got["digest"]
+    # Check: what the agent asked for no longer redeems; the approved version does
+    asked_for = await mcp.call_tool("redeem_approval", {"approval_id": approval_id,
+                                                        "action": ACTION,
+                                                        "proposed_payload": PAYLOAD})  # fmt: skip
+    assert "digest_mismatch" in error_text(asked_for)
+    redeemed = structured(await mcp.call_tool("redeem_approval", {
+        "approval_id": approval_id, "action": got["approved_action"],
+        "proposed_payload": got["approved_payload"],
+    }))  # fmt: skip
+    assert redeemed["outcome"] == "redeemed", redeemed
+
+
 async def bad_arguments(mcp: Client) -> None:
     # Check: each bad argument is a tool error saying what is wrong; nothing is stored.
     no_ceiling = {**ASK, "action": {"kind": "provider_call", "mode": "live", "provider": "x"}}
@@ -250,6 +280,7 @@ async def test_over_stdio_as_the_docs_configure_it(
         approval_id = await whole_flow(mcp, stack)
         await a_rejection(mcp, stack)
         await an_answer(mcp, stack)
+        await an_edited_approval(mcp, stack)
         await bad_arguments(mcp)
     # Check: the agent's events name the door it came in by.
     history = json.loads(await stack.query("history", {"approval_id": approval_id}))

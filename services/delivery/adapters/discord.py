@@ -71,6 +71,7 @@ def message(notice: Notice) -> dict[str, Any]:
             {"type": 2, "style": 4, "label": "Reject",
              "custom_id": custom_id(REJECT, notice.approval_id, notice.workspace_id)},
             {"type": 2, "style": 5, "label": "Details", "url": notice.web_url},
+            {"type": 2, "style": 5, "label": "Edit…", "url": notice.edit_url},
         ]}],
     }  # fmt: skip
 

@@ -72,7 +72,7 @@ class EmailAdapter:
         return str(message["Message-ID"])
 
     def links(self, notice: Notice, recipient: str) -> dict[str, str]:
-        links = {"details": notice.web_url}
+        links = {"details": notice.web_url, "edit": notice.edit_url}
         if self.tokens is None:
             return links  # without the gateway's secret, the detail page only
         for decision in ("approve", "reject"):
@@ -92,7 +92,7 @@ class EmailAdapter:
         facts = notice.facts()
         text = [notice.title, "", notice.summary, ""]
         text += [f"{label}: {value}" for label, value in facts]
-        text += ["", f"Details: {links['details']}"]
+        text += ["", f"Details: {links['details']}", f"Edit, then approve: {links['edit']}"]
         text += [f"{d.title()}: {links[d]}" for d in ("approve", "reject") if d in links]
         text += ["", "Each link opens a page where you confirm, signed in; nothing is decided by "
                  "opening it."]  # fmt: skip
@@ -106,7 +106,8 @@ class EmailAdapter:
         message.add_alternative(
             f"<h2>{html.escape(notice.title)}</h2><p>{html.escape(notice.summary)}</p>"
             f"<table>{rows}</table><p>{buttons} · "
-            f'<a href="{html.escape(links["details"])}">Details</a></p>'
+            f'<a href="{html.escape(links["details"])}">Details</a> · '
+            f'<a href="{html.escape(links["edit"])}">Edit…</a></p>'
             "<p>Each link opens a page where you confirm, signed in.</p>",
             subtype="html",
         )

@@ -62,6 +62,7 @@ def blocks(notice: Notice) -> list[dict[str, Any]]:
             ButtonElement(action_id="approve", style="primary", value=value, text="Approve"),
             ButtonElement(action_id="reject", style="danger", value=value, text="Reject"),
             ButtonElement(action_id="details", url=notice.web_url, text="Details"),
+            ButtonElement(action_id="edit", url=notice.edit_url, text="Edit…"),
         ]),
     ]  # fmt: skip
     return [block.to_dict() for block in made]
