@@ -29,7 +29,7 @@ from approvals.services.approvals.store import MsgspecMapper, stored_topic
 from approvals.services.approvals.verbs import IDEMPOTENCY_NAMESPACE, VERBS, Decision
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     from eventsourcing.persistence import Notification, Recording
 
@@ -261,20 +261,24 @@ class Approvals(Application[UUID]):
     def api_key(self, workspace_id: str, key_id: str) -> apikeys.ApiKey | None:
         return State(self).api_key(workspace_id, key_id)
 
+    def notifications_of(self, cls: type, after: int) -> Iterator[Notification]:
+        """The stored events of one class after notification ``after``, in order, a thousand
+        at a time (filtered by their stored topic in the store's own query)."""
+        topic, last = stored_topic(cls), after
+        while page := self.recorder.select_notifications(
+            start=last + 1, limit=1000, topics=[topic], inclusive_of_start=True
+        ):
+            yield from page
+            last = page[-1].id
+
     def configured_workspaces(self, after: int) -> tuple[set[str], int]:
         """Workspaces configured after notification ``after``, and the last notification read."""
-        topic = stored_topic(events.WorkspaceConfigured)
         found: set[str] = set()
         last = after
-        while True:
-            page = self.recorder.select_notifications(
-                start=last + 1, limit=1000, topics=[topic], inclusive_of_start=True
-            )
-            if not page:
-                return found, last
-            for notification in page:
-                found.add(codec.envelope_decoder.decode(notification.state).workspace_id)
-            last = page[-1].id
+        for notification in self.notifications_of(events.WorkspaceConfigured, after):
+            found.add(codec.envelope_decoder.decode(notification.state).workspace_id)
+            last = notification.id
+        return found, last
 
     def workspace(self, workspace_id: str) -> governance.Workspace | None:
         return State(self).workspace(workspace_id)
@@ -282,20 +286,15 @@ class Approvals(Application[UUID]):
     def grant_slots(self, after: int) -> tuple[dict[str, set[UUID]], int]:
         """The slots given a grant after notification ``after``, by workspace, and the last
         notification read (a grant's slot is where its uses and its revoke are stored too)."""
-        topic = stored_topic(events.GrantGiven)
         found: dict[str, set[UUID]] = {}
         last = after
-        while True:
-            page = self.recorder.select_notifications(
-                start=last + 1, limit=1000, topics=[topic], inclusive_of_start=True
+        for notification in self.notifications_of(events.GrantGiven, after):
+            envelope = codec.envelope_decoder.decode(notification.state)
+            found.setdefault(envelope.workspace_id, set()).add(
+                UUID(str(notification.originator_id))
             )
-            if not page:
-                return found, last
-            for notification in page:
-                envelope = codec.envelope_decoder.decode(notification.state)
-                slot = UUID(str(notification.originator_id))
-                found.setdefault(envelope.workspace_id, set()).add(slot)
-            last = page[-1].id
+            last = notification.id
+        return found, last
 
     def grant(self, slot: UUID) -> grants.Grant | None:
         return State(self).grant(slot)
