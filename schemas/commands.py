@@ -25,6 +25,10 @@ from approvals.schemas.workspace import WorkspaceSettings
 
 IdempotencyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 ExpiresIn = Annotated[int, msgspec.Meta(ge=1, le=30 * 24 * 3600)]
+# An http(s) URL with a host; where it may point (SSRF) is checked when it is called.
+ResumeUrl = Annotated[
+    str, msgspec.Meta(pattern=r"^https?://[^\s/?#@]+([/?#]\S*)?" + END, max_length=2000)
+]
 
 
 class Scope(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -97,6 +101,9 @@ class Request(Command, frozen=True, kw_only=True):
     # A JSON Schema for proposed_payload: the web inbox renders a form from it, and an edited
     # payload must validate against it (checked, and size-bounded, when the request comes in).
     payload_schema: dict[str, Any] | None = None
+    # Where to POST the outcome (signed per Standard Webhooks with the workspace's ``[resume]``
+    # secret) once it is decided, expired or cancelled: a workflow engine's callback URL.
+    resume_url: ResumeUrl | None = None
 
 
 class Edits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -92,6 +92,7 @@ class Requested(Event, frozen=True, kw_only=True, tag="requested"):
     proposed_payload: Any = None
     quorum: int = 1  # approvals needed, fixed when asked: a later workspace change moves nothing
     payload_schema: dict[str, Any] | None = None  # a JSON Schema for proposed_payload
+    resume_url: str | None = None  # the outcome is POSTed there (see the delivery service)
 
 
 class FieldChange(msgspec.Struct, frozen=True, kw_only=True):

@@ -86,6 +86,14 @@ class Grants(Settings, frozen=True, kw_only=True):
     granted_by: Literal["approver", "admin"] = "approver"
 
 
+class Resume(Settings, frozen=True, kw_only=True):
+    """``[resume]``: ``secret`` names the environment variable holding the Standard Webhooks
+    secret (``whsec_...``) the outcome POSTed to a request's ``resume_url`` is signed with.
+    Without it a request with ``resume_url`` is refused: an unsigned callback is forgeable."""
+
+    secret: SecretName
+
+
 PerRequester = Annotated[int, msgspec.Meta(ge=1, le=1000)]
 
 
@@ -119,6 +127,7 @@ class WorkspaceSettings(Settings, frozen=True, kw_only=True):
     reminders: Reminders | None = None
     grants: Grants | None = None  # None: grants of up to 24 hours, by the approving approver
     limits: Limits | None = None
+    resume: Resume | None = None  # None: no request may carry resume_url
 
     def quorum_for(self, risk: RiskLevel) -> int:
         return self.quorum.get(risk, 1)

@@ -25,6 +25,7 @@ from approvals.services.approvals.errors import (
     Conflict,
     DeadlinePassed,
     DigestMismatch,
+    Invalid,
     NotApproved,
     SpendCapExceeded,
 )
@@ -92,8 +93,13 @@ def request(
     now: datetime,
     default_expiry_s: int,
     quorum: int = 1,
+    resume_signed: bool = False,
 ) -> events.Requested:
     expires_in = cmd.expires_in_s if cmd.expires_in_s is not None else default_expiry_s
+    if cmd.resume_url is not None and not resume_signed:
+        # An unsigned callback could be forged by anyone who learns the URL: refuse it.
+        raise Invalid("resume_url needs a signing secret: name one in the workspace file's "
+                      "[resume] table (secret = \"ENV_NAME\")", field="resume_url")  # fmt: skip
     if cmd.payload_schema is not None:
         payload_schemas.require_schema(cmd.payload_schema)
         payload_schemas.require_valid(cmd.payload_schema, cmd.proposed_payload, "proposed_payload")
@@ -119,6 +125,7 @@ def request(
         proposed_payload=cmd.proposed_payload,
         quorum=quorum,
         payload_schema=cmd.payload_schema,
+        resume_url=cmd.resume_url,
     )
 
 

@@ -138,6 +138,7 @@ def request(reads: Reads, workspace_id: str, cmd: commands.Request, now: datetim
     requested = domain.request(
         cmd, approval_id=approval_id, workspace_id=workspace_id, now=now, quorum=quorum,
         default_expiry_s=ws.settings.default_expiry_s or reads.default_expiry_s,
+        resume_signed=ws.settings.resume is not None,
     )  # fmt: skip
     granted = _at_once(reads, ws, requested, rule, now)
     if granted:
@@ -179,6 +180,7 @@ def _check(
     requested = domain.request(
         cmd, approval_id=uuid4(), workspace_id=ws.workspace_id, now=now, quorum=quorum,
         default_expiry_s=ws.settings.default_expiry_s or reads.default_expiry_s,
+        resume_signed=ws.settings.resume is not None,
     )  # fmt: skip
     if _at_once(reads, ws, requested, governance.standing_rule(ws, cmd), now):
         return Decision("approved_at_once", [], policy=info)

@@ -19,6 +19,11 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     reason: str | None
     web_url: str
     rerun: bool = False  # rejected: the person asks the requester for a new request
+    # approved: what may run (the request's own unless an approver edited it), for a caller
+    # told by a callback (resume_url) rather than by reading the approval
+    approved_digest: str | None = None
+    approved_action: dict[str, Any] | None = None
+    approved_payload: Any = None
 
     def line(self) -> str:
         if self.status == "responded":  # not a decision: say so, with the person's message

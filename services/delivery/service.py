@@ -33,6 +33,7 @@ from nats.js.errors import KeyNotFoundError
 from approvals.schemas import events, subjects
 from approvals.schemas.codec import encoder, reply_error
 from approvals.schemas.workspace import ChannelConfig, WorkspaceSettings
+from approvals.services.delivery import resume
 from approvals.services.delivery.adapters import ADAPTERS, DeliveryError
 from approvals.services.delivery.notice import Notice, Outcome
 from approvals.services.runtime.bus import ensure_kv
@@ -166,6 +167,18 @@ class Delivery:
             rerun=ending["event"].get("rerun", False),
             web_url=view["web_url"],
         )  # fmt: skip
+        if ending["type"] == "approved":
+            outcome = msgspec.structs.replace(outcome, approved_digest=view.get("approved_digest"),
+                approved_action=view.get("approved_action"),
+                approved_payload=view.get("approved_payload"))  # fmt: skip
+        url = timeline[0]["event"].get("resume_url")
+        if url and event.version == ending["version"]:  # the ending itself: once per outcome
+            key = f"{outcome.approval_id}.{resume.CHANNEL}.{outcome.status}"
+            assert self.records is not None, "start() first"
+            webhook = self.adapters.get("webhook") or ADAPTERS["webhook"](self.settings)
+            await resume.resume(self.records, webhook, loaded.settings,
+                                outcome, url, attempts=self.settings.delivery_attempts,
+                                recorded=await self._recorded(key))  # fmt: skip
         for entry in timeline:
             # The later of a channel's ``delivered`` and the ending tells it: one event only.
             teller = max(entry["version"], ending["version"])
