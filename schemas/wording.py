@@ -32,6 +32,8 @@ WORDS: dict[str, str] = {
     pattern_of(workspace.SecretName): "a secret's name: an upper-case letter, then up to 127 "
     "upper-case letters, digits or '_'",
     subjects.TOKEN_PATTERN: "only letters, digits, '-' and '_', 1 to 64 of them",
+    pattern_of(commands.ResumeUrl): "an http:// or https:// URL with a host (no user@ part, no "
+    "spaces)",
 }
 
 
