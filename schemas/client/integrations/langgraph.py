@@ -1,0 +1,154 @@
+"""LangGraph: ask this service inside a node or tool, pause the graph with ``interrupt()``
+while a person decides, and resume the right thread with ``Command(resume=...)`` once they have.
+
+    decision = await require(client, action=..., payload=..., requested_by=..., title=...)
+    if decision.approved:
+        send(decision.payload)  # the approved version: an approver may have edited it
+
+``require`` pauses only when a person must decide (not when the action needs no approval or a
+standing permission or grant covers it). ``resume`` is called when the approval is decided, from
+any process with the graph's checkpointer; a decision delivered twice resumes the thread once,
+and an approved action is redeemed (single use) before the node goes on, so it never runs twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from langgraph.config import get_config
+from langgraph.types import Command, interrupt
+
+from approvals.client.errors import ApprovalPending
+from approvals.schemas.commands import Action
+from approvals.schemas.digest import action_digest
+
+if TYPE_CHECKING:
+    from langgraph.pregel import Pregel
+
+    from approvals.client.flow import Caller
+    from approvals.schemas.queries import ApprovalView
+
+__all__ = ["Decision", "require", "resume"]
+
+
+class Decision(msgspec.Struct, frozen=True, kw_only=True):
+    """What became of the ask. ``status``: ``not_required``, ``approved``, ``rejected``,
+    ``responded``, ``expired`` or ``cancelled``. ``action`` and ``payload`` are what may run
+    (approved: the approved version, already redeemed); ``reason`` is why it was rejected, or
+    the person's message when they answered instead of deciding; ``rerun``: they ask for a new
+    request."""
+
+    status: str
+    action: Action
+    payload: Any
+    approval_id: str | None = None
+    decided_by: str | None = None
+    reason: str | None = None
+    rerun: bool = False
+    web_url: str = ""
+
+    @property
+    def approved(self) -> bool:
+        """The action may run (it was approved, or needed no approval)."""
+        return self.status in ("approved", "not_required")
+
+    @property
+    def message(self) -> str | None:
+        """The person's answer when they responded instead of deciding."""
+        return self.reason if self.status == "responded" else None
+
+
+async def require(
+    client: Caller,
+    *,
+    action: Action | dict[str, Any],
+    payload: Any,
+    requested_by: str,
+    title: str,
+    key: str = "",
+    wait_s: float = 5.0,
+    **request: Any,
+) -> Decision:
+    """Ask inside a node (or a tool it calls); pause the graph while a person decides.
+
+    The idempotency key is made of the thread, the node's task and the action's digest (and
+    ``key``, e.g. a tool call id, when one node asks more than once), so the node run again
+    after the resume finds the same approval. Approved, it redeems the approved version before
+    returning: run ``decision.payload``. A second redeem is refused (``already_redeemed``, an
+    ApprovalsError), so a node run twice never runs the action twice. ``request``: other fields
+    of the request (``summary``, ``risk_level``, ``skill_name``, ``expires_in_s``, ...)."""
+    action = msgspec.convert(action, Action)
+    config = get_config()
+    thread = str(config["configurable"]["thread_id"])
+    task = str(config["configurable"].get("checkpoint_ns", ""))
+    digest = action_digest(action, payload)
+    call = hashlib.sha256(f"{thread}\n{task}\n{key}\n{digest}".encode()).hexdigest()[:32]
+    request.setdefault("skill_name", "langgraph")
+    request.setdefault("summary", "")
+    request.setdefault("risk_level", "medium")
+    request.setdefault("skill_execution_id", thread[:200])
+    asked = await client.request(
+        **request, requested_by=requested_by, title=title, action=action,
+        proposed_payload=payload, idempotency_key=f"langgraph:{call}",
+    )  # fmt: skip
+    if asked.outcome == "not_required" or asked.approval is None:
+        return Decision(status="not_required", action=action, payload=payload)
+    approval_id, status = str(asked.approval.id), asked.approval.status
+    view = None
+    while status == "pending":
+        # The first run stops here; the run after ``resume`` gets the decision back and reads
+        # it from the service (what was decided is the service's word, not the resume value's).
+        interrupt({"approval_id": approval_id, "web_url": asked.approval.web_url,
+                   "thread_id": thread, "title": title, "digest": digest})  # fmt: skip
+        view = await client.wait(approval_id, wait_s)
+        status = view.status
+    view = view or await client.wait(approval_id, wait_s)  # approved at once, or replayed
+    return await _decided(client, view, action, payload, requested_by)
+
+
+async def _decided(
+    client: Caller, view: ApprovalView, action: Action, payload: Any, executor: str
+) -> Decision:
+    if view.status == "pending":  # decided in the store, not yet in the view: ask again later
+        raise ApprovalPending(str(view.id), view.web_url)
+    if view.status == "approved":
+        if view.approved_action is not None:  # the version approved, edited or not
+            action, payload = view.approved_action, view.approved_payload
+        await client.redeem(view.id, action=action, payload=payload, executor=executor)
+    return Decision(
+        status=view.status, action=action, payload=payload, approval_id=str(view.id),
+        decided_by=view.decided_by, reason=view.reason, rerun=view.rerun, web_url=view.web_url,
+    )  # fmt: skip
+
+
+async def resume(
+    graph: Pregel[Any, Any, Any, Any],
+    client: Caller,
+    approval_id: str,
+    *,
+    thread_id: str,
+    wait_s: float = 30.0,
+) -> dict[str, Any] | None:
+    """Resume ``thread_id`` once ``approval_id`` is decided: wait up to ``wait_s`` for the
+    decision (ApprovalPending if nobody decided), then ``Command(resume=...)`` the interrupt
+    that asked for it; the graph's result. None when no interrupt of the thread waits for this
+    approval (resumed already: a decision delivered again does nothing)."""
+    config: Any = {"configurable": {"thread_id": thread_id}}
+    state = await graph.aget_state(config)
+    waiting = [i for i in state.interrupts if _asks(i.value, approval_id)]
+    if not waiting:
+        return None
+    view = await client.wait(approval_id, wait_s)
+    if view.status == "pending":
+        raise ApprovalPending(approval_id, view.web_url)
+    told = {"approval_id": approval_id, "status": view.status, "reason": view.reason}
+    result: dict[str, Any] = await graph.ainvoke(
+        Command(resume={i.id: told for i in waiting}), config
+    )
+    return result
+
+
+def _asks(value: Any, approval_id: str) -> bool:
+    return isinstance(value, dict) and value.get("approval_id") == approval_id

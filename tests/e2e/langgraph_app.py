@@ -1,0 +1,66 @@
+"""The graph the LangGraph tests drive: one node asks before sending rows, and writes one line
+per send to a file (the side effect that must happen at most once). Run as a module, it asks
+and prints the interrupt, then waits to be killed: the process that asked is gone when the
+person decides.
+
+    python -m tests.e2e.langgraph_app NATS_URL CHECKPOINTS EFFECTS THREAD_ID
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+
+from approvals.client import ApprovalsClient
+from approvals.client.integrations.langgraph import require
+
+AGENT = "service:agent"
+LIVE = {"kind": "provider_call", "mode": "live", "provider": "clearbit", "max_credits": 40}
+
+
+class Rows(TypedDict, total=False):
+    rows: list[int]
+    action: dict[str, Any]
+    expires_in_s: int
+    result: str
+
+
+def build(client: ApprovalsClient, checkpointer: Any, effects: Path) -> Any:
+    """The graph, compiled on ``checkpointer``; each send appends its payload to ``effects``."""
+
+    async def send_rows(state: Rows) -> Rows:
+        decision = await require(client, action=state.get("action", LIVE),
+                                 payload={"rows": state["rows"]}, requested_by=AGENT,
+                                 title="Send rows", skill_name="send-rows",
+                                 expires_in_s=state.get("expires_in_s"))  # fmt: skip
+        if not decision.approved:
+            return {"result": f"{decision.status}: {decision.reason} rerun={decision.rerun}"}
+        with effects.open("a") as out:
+            out.write(json.dumps(decision.payload) + "\n")
+        return {"result": f"sent {decision.payload['rows']}"}
+
+    builder = StateGraph(Rows)
+    builder.add_node("send_rows", send_rows)
+    builder.add_edge(START, "send_rows")
+    builder.add_edge("send_rows", END)
+    return builder.compile(checkpointer=checkpointer)
+
+
+async def ask(url: str, checkpoints: str, effects: str, thread_id: str) -> None:
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    client = await ApprovalsClient.connect(url, "default", reply_timeout=10.0)
+    async with AsyncSqliteSaver.from_conn_string(checkpoints) as saver:
+        graph = build(client, saver, Path(effects))
+        out = await graph.ainvoke({"rows": [1, 2, 3]}, {"configurable": {"thread_id": thread_id}})
+        print(json.dumps(out["__interrupt__"][0].value), flush=True)
+        await asyncio.Event().wait()  # until killed, between the ask and the decision
+
+
+if __name__ == "__main__":
+    asyncio.run(ask(*sys.argv[1:5]))
