@@ -28,7 +28,8 @@ SERVER_ONLY = {"litestar", "uvicorn", "eventsourcing", "faststream", "matplotlib
                "prometheus-client", "psycopg", "mcp", "click", "approvals"}  # fmt: skip
 CLIENT_DEPENDENCIES = {"nats-py", "msgspec", "cryptography", "httpx"}
 # The agent frameworks the client integrates with: its extras, never its dependencies.
-FRAMEWORKS = {"pydantic-ai-slim", "pydantic-ai", "langgraph", "langchain-core"}
+FRAMEWORKS = {"pydantic-ai-slim", "pydantic-ai", "langgraph", "langchain-core",
+              "openai-agents", "openai"}  # fmt: skip
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
