@@ -23,7 +23,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from approvals.client.errors import ApprovalPending, ApprovalsError
+from approvals.client.errors import ApprovalPending
+from approvals.client.integrations.tool_calls import redeem_once, why_not
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -130,7 +131,7 @@ async def _refusal(
 ) -> str | None:
     """None once the approved call is redeemed (single use); else the model's message."""
     if approval.status != "approved":
-        return _why_not(approval)
+        return why_not(approval)
     action, payload = approval.action, approval.proposed_payload
     if approval.approved_action is not None and (
         approval.approved_payload != payload or approval.approved_action != action
@@ -140,27 +141,4 @@ async def _refusal(
             f" version: {json.dumps(approval.approved_payload)}."
         )
     assert action is not None, "the projection shows the action of every approval"
-    try:
-        await client.redeem(approval.id, action=action, payload=payload, executor=executor)
-    except ApprovalsError as error:
-        if error.code != "already_redeemed":
-            raise
-        return (
-            f"Approval {approval.id} was already used: this call ran (or started) once, and"
-            " does not run again."
-        )
-    return None
-
-
-def _why_not(approval: ApprovalView) -> str:
-    """The message the model reads in place of the tool's result."""
-    by = f" by {approval.decided_by}" if approval.decided_by else ""
-    if approval.status == "responded":
-        return approval.reason or f"A person answered{by} instead of deciding."
-    if approval.status == "rejected":
-        again = " (they ask for a new, changed request)" if approval.rerun else ""
-        return (approval.reason or f"Rejected{by}.") + again
-    if approval.status == "expired":
-        return "Nobody decided before the approval request expired; the tool did not run."
-    why = f": {approval.reason}" if approval.reason else ""
-    return f"The approval request was {approval.status}{by}{why}; the tool did not run."
+    return await redeem_once(client, approval, action, payload, executor)

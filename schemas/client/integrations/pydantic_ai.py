@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic_ai import DeferredToolRequests, DeferredToolResults, ToolApproved, ToolDenied
 
-from approvals.client.errors import ApprovalPending, ApprovalsError
+from approvals.client.errors import ApprovalPending
+from approvals.client.integrations.tool_calls import redeem_once, why_not
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -90,7 +91,7 @@ async def results(
         elif view.status == "approved":
             out.approvals[call_id] = await _redeemed(client, view, executor)
         else:
-            out.approvals[call_id] = ToolDenied(_why_not(view))
+            out.approvals[call_id] = ToolDenied(why_not(view))
     return out
 
 
@@ -102,28 +103,8 @@ async def _redeemed(
     if approval.approved_action is not None:  # the version approved, edited or not
         action, payload = approval.approved_action, approval.approved_payload
     assert action is not None, "the projection shows the action of every approval"
-    try:
-        await client.redeem(approval.id, action=action, payload=payload, executor=executor)
-    except ApprovalsError as error:
-        if error.code != "already_redeemed":
-            raise
-        return ToolDenied(
-            f"Approval {approval.id} was already used: this call ran (or started) once, and"
-            " does not run again."
-        )
+    used = await redeem_once(client, approval, action, payload, executor)
+    if used is not None:
+        return ToolDenied(used)
     edited = payload != approval.proposed_payload and isinstance(payload, dict)
     return ToolApproved(override_args=payload if edited else None)
-
-
-def _why_not(approval: ApprovalView) -> str:
-    """The message the model reads in place of the tool's result."""
-    by = f" by {approval.decided_by}" if approval.decided_by else ""
-    if approval.status == "responded":
-        return approval.reason or f"A person answered{by} instead of deciding."
-    if approval.status == "rejected":
-        again = " (they ask for a new, changed request)" if approval.rerun else ""
-        return (approval.reason or f"Rejected{by}.") + again
-    if approval.status == "expired":
-        return "Nobody decided before the approval request expired; the tool did not run."
-    why = f": {approval.reason}" if approval.reason else ""
-    return f"The approval request was {approval.status}{by}{why}; the tool did not run."
