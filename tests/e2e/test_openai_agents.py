@@ -6,10 +6,8 @@ the tool runs at most once."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import sys
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -25,15 +23,12 @@ from openai.types.responses import (
 
 from approvals.client import ApprovalPending, ApprovalsClient
 from approvals.client.integrations.openai_agents import apply, ask_for, needs_approval
-from tests.e2e.test_pydantic_ai import decide, decided_in_view, shown, stack, url_of
-from tests.examples import example
+from tests.e2e.agent_stack import decide, decided_in_view, run_example, shown, url_of
 from tests.helpers import eventually, send
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
-
-__all__ = ["stack"]  # the fixture, shared with the Pydantic AI tests
 
 AGENT = "service:agent"
 ENRICH = {"kind": "provider_call", "mode": "live", "provider": "clearbit", "max_credits": 40}
@@ -187,30 +182,20 @@ async def test_a_call_the_policy_allows_runs_without_asking(stack: ApprovalsClie
     assert ran == [40]
 
 
-async def run_example(step: str, env: dict[str, str]) -> str:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", example("openai-agents"), step, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode == 0, (out.decode(), err.decode())
-    return out.decode()
-
-
 @pytest.mark.timeout(120)
 async def test_the_docs_example_asks_in_one_process_and_resumes_in_another(
     stack: ApprovalsClient, tmp_path: Path
 ) -> None:
     env = {**os.environ, "NATS_URL": url_of(stack), "AGENT_STATE": str(tmp_path / "state.json")}
-    asked = (await run_example("ask", env)).split()
+    asked = (await run_example("openai-agents", "ask", env)).split()
     assert asked[0] == "asked"
-    assert (await run_example("resume", env)).startswith("still pending:")
+    assert (await run_example("openai-agents", "resume", env)).startswith("still pending:")
     await decide(stack, asked[1], "approve")
-    assert (await run_example("resume", env)).splitlines() == [
+    assert (await run_example("openai-agents", "resume", env)).splitlines() == [
         "spending credits on 40 rows",
         "Done: enriched 40 rows",
     ]
     # Check: a third process reading the same decision does not spend again.
-    again = (await run_example("resume", env)).splitlines()
+    again = (await run_example("openai-agents", "resume", env)).splitlines()
     assert len(again) == 1
     assert "already used" in again[0]

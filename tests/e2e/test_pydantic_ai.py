@@ -6,9 +6,7 @@ at most once."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import sys
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -25,42 +23,15 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from approvals.client import ApprovalPending, ApprovalsClient
 from approvals.client.integrations.pydantic_ai import ask_for, results
-from approvals.projections.status.service import ProjectionService
-from approvals.services.approvals.receipts import Signer
-from approvals.services.approvals.service import CommandService
-from approvals.services.dev import bootstrap_workspace
-from approvals.services.runtime.settings import Settings
-from tests.examples import example
+from tests.e2e.agent_stack import decide, decided_in_view, run_example, shown, url_of
 from tests.helpers import eventually, send
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
     from pathlib import Path
 
-    from approvals.schemas.queries import ApprovalView
-    from approvals.services.runtime.natsserver import NatsServer
 
 AGENT = "service:agent"
 ENRICH = {"kind": "provider_call", "mode": "live", "provider": "clearbit", "max_credits": 40}
-
-
-@pytest.fixture
-async def stack(tmp_path: Path, nats_server: NatsServer) -> AsyncIterator[ApprovalsClient]:
-    """Commands and projection services on the example workspace ``default``."""
-    settings = Settings(
-        nats_url=nats_server.url,
-        sqlite_path=tmp_path / "approvals.db",
-        view_sqlite_path=tmp_path / "status.db",
-        signing_key_path=tmp_path / "signing-key.pem",
-    )
-    Signer.from_file(tmp_path / "signing-key.pem", create=True)
-    await asyncio.to_thread(bootstrap_workspace, settings)
-    async with CommandService(settings), ProjectionService(settings):
-        client = await ApprovalsClient.connect(nats_server.url, "default", reply_timeout=10.0)
-        try:
-            yield client
-        finally:
-            await client.close()
 
 
 def stand_in_model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
@@ -106,43 +77,6 @@ async def resume(url: str, history: bytes, approval_id: str, ran: list[int]) -> 
         )
     assert isinstance(run.output, str)
     return run.output
-
-
-async def shown(client: ApprovalsClient, approval_id: str) -> ApprovalView:
-    """The approval once the projection shows it (a person sees it in the inbox)."""
-    seen: list[ApprovalView] = []
-
-    async def visible() -> bool:
-        page = await client.query("get", {"approval_id": approval_id})
-        if b'"ok":false' in page:
-            return False
-        seen.append(await client.get(approval_id))
-        return True
-
-    await eventually(visible)
-    return seen[-1]
-
-
-async def decide(client: ApprovalsClient, approval_id: str, verb: str, **body: Any) -> None:
-    """A person decides through the command service."""
-    approval = await shown(client, approval_id)
-    reply = await send(client, verb, {"approval_id": approval_id, "approver": "user:ana",
-                                      "digest": approval.digest, **body})  # fmt: skip
-    assert reply["ok"], reply
-    await decided_in_view(client, approval_id)
-
-
-async def decided_in_view(client: ApprovalsClient, approval_id: str) -> None:
-    """Wait until the projection shows the decision (``results`` reads the view)."""
-
-    async def decided() -> bool:
-        return (await client.get(approval_id)).status != "pending"
-
-    await eventually(decided)
-
-
-def url_of(client: ApprovalsClient) -> str:
-    return client.nc.connected_url.geturl()  # type: ignore[union-attr]
 
 
 async def test_approved_runs_the_tool_once_after_a_restart(stack: ApprovalsClient) -> None:
@@ -226,30 +160,20 @@ async def test_an_expired_request_denies_the_call(stack: ApprovalsClient) -> Non
     assert ran == []
 
 
-async def run_example(step: str, env: dict[str, str]) -> str:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", example("pydantic-ai"), step, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode == 0, (out.decode(), err.decode())
-    return out.decode()
-
-
 @pytest.mark.timeout(120)
 async def test_the_docs_example_asks_in_one_process_and_resumes_in_another(
     stack: ApprovalsClient, tmp_path: Path
 ) -> None:
     env = {**os.environ, "NATS_URL": url_of(stack), "AGENT_STATE": str(tmp_path / "state.json")}
-    asked = (await run_example("ask", env)).split()
+    asked = (await run_example("pydantic-ai", "ask", env)).split()
     assert asked[0] == "asked"
-    assert (await run_example("resume", env)).startswith("still pending:")
+    assert (await run_example("pydantic-ai", "resume", env)).startswith("still pending:")
     await decide(stack, asked[1], "approve")
-    assert (await run_example("resume", env)).splitlines() == [
+    assert (await run_example("pydantic-ai", "resume", env)).splitlines() == [
         "spending credits on 40 rows",
         "Done: enriched 40 rows",
     ]
     # Check: a third process reading the same decision does not spend again.
-    again = (await run_example("resume", env)).splitlines()
+    again = (await run_example("pydantic-ai", "resume", env)).splitlines()
     assert len(again) == 1
     assert "already used" in again[0]

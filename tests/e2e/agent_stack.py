@@ -1,0 +1,94 @@
+"""The stack the agent-framework integrations are tested on (the command service and the
+projection on a real nats-server and SQLite, the example workspace) and what a test does on it:
+wait for a request to show, decide it as a person, run a docs page's example as a process."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from approvals.client import ApprovalsClient
+from approvals.projections.status.service import ProjectionService
+from approvals.schemas.codec import reply_error
+from approvals.services.approvals.receipts import Signer
+from approvals.services.approvals.service import CommandService
+from approvals.services.dev import bootstrap_workspace
+from approvals.services.runtime.settings import Settings
+from tests.examples import example
+from tests.helpers import eventually, send
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+    from approvals.schemas.queries import ApprovalView
+    from approvals.services.runtime.natsserver import NatsServer
+
+
+@pytest.fixture
+async def stack(tmp_path: Path, nats_server: NatsServer) -> AsyncIterator[ApprovalsClient]:
+    """Commands and projection services on the example workspace ``default``."""
+    settings = Settings(
+        nats_url=nats_server.url,
+        sqlite_path=tmp_path / "approvals.db",
+        view_sqlite_path=tmp_path / "status.db",
+        signing_key_path=tmp_path / "signing-key.pem",
+    )
+    Signer.from_file(tmp_path / "signing-key.pem", create=True)
+    await asyncio.to_thread(bootstrap_workspace, settings)
+    async with CommandService(settings), ProjectionService(settings):
+        client = await ApprovalsClient.connect(nats_server.url, "default", reply_timeout=10.0)
+        try:
+            yield client
+        finally:
+            await client.close()
+
+
+async def shown(client: ApprovalsClient, approval_id: str) -> ApprovalView:
+    """The approval once the projection shows it (a person sees it in the inbox)."""
+    seen: list[ApprovalView] = []
+
+    async def visible() -> bool:
+        if reply_error(await client.query("get", {"approval_id": approval_id})):
+            return False
+        seen.append(await client.get(approval_id))
+        return True
+
+    await eventually(visible)
+    return seen[-1]
+
+
+async def decide(client: ApprovalsClient, approval_id: str, verb: str, **body: Any) -> None:
+    """A person decides through the command service."""
+    approval = await shown(client, approval_id)
+    reply = await send(client, verb, {"approval_id": approval_id, "approver": "user:ana",
+                                      "digest": approval.digest, **body})  # fmt: skip
+    assert reply["ok"], reply
+    await decided_in_view(client, approval_id)
+
+
+async def decided_in_view(client: ApprovalsClient, approval_id: str) -> None:
+    """Wait until the projection shows the decision (``results`` reads the view)."""
+
+    async def decided() -> bool:
+        return (await client.get(approval_id)).status != "pending"
+
+    await eventually(decided)
+
+
+def url_of(client: ApprovalsClient) -> str:
+    return client.nc.connected_url.geturl()  # type: ignore[union-attr]
+
+
+async def run_example(name: str, step: str, env: dict[str, str]) -> str:
+    """The docs page's example ``name`` run as a process, given ``step``; its output."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", example(name), step, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0, (out.decode(), err.decode())
+    return out.decode()
