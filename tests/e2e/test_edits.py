@@ -11,7 +11,7 @@ import pytest
 from approvals.client import ApprovalPending, ApprovalsClient
 from approvals.schemas.digest import action_digest
 from tests.e2e.test_client import ASK, LIVE, stack
-from tests.helpers import send
+from tests.helpers import eventually, send
 
 if TYPE_CHECKING:
     from approvals.schemas.queries import ApprovalView
@@ -44,8 +44,12 @@ async def test_the_gate_runs_the_body_with_the_edited_payload(stack: ApprovalsCl
         assert run.payload == {"rows": [2], "note": "one"}
         assert run.action.max_credits == 15
         assert run.approval is not None
+
+    async def redeemed() -> bool:  # the view follows the command service
+        return (await stack.get(approval_id)).redeemed_at is not None
+
+    await eventually(redeemed)
     view: ApprovalView = await stack.get(approval_id)
-    assert view.redeemed_at is not None
     assert view.approved_digest == approved_digest != view.digest
     assert view.approved_payload == {"rows": [2], "note": "one"}
     assert [c.path for c in view.changes] == [

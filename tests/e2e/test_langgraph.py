@@ -83,8 +83,11 @@ async def test_approved_after_the_asking_process_was_killed_runs_once(
     config: Any = {"configurable": {"thread_id": "t-approved"}}
     await graph.ainvoke(Command(resume={"approval_id": asked["approval_id"]}), config)
     assert effects(tmp_path) == [{"rows": [1, 2, 3]}]
-    view = await stack.get(asked["approval_id"])
-    assert view.redeemed_at is not None
+
+    async def redeemed() -> bool:  # the view follows the command service
+        return (await stack.get(asked["approval_id"])).redeemed_at is not None
+
+    await eventually(redeemed)
 
 
 @pytest.mark.timeout(120)
