@@ -78,8 +78,9 @@ def serve(obj: Context, only: str | None) -> None:
 @click.option("--temporal-address", default="localhost:7233", show_default=True,
               envvar="TEMPORAL_ADDRESS", show_envvar=True,
               help="The Temporal frontend (host:port) the workflows run on.")  # fmt: skip
-@click.option("--namespace", default="default", show_default=True, envvar="TEMPORAL_NAMESPACE",
-              show_envvar=True, help="The Temporal namespace whose workflows it signals.")  # fmt: skip
+@click.option("--namespace", default="default", show_default=True,
+              envvar="TEMPORAL_NAMESPACE", show_envvar=True,
+              help="The Temporal namespace whose workflows it signals.")  # fmt: skip
 @click.pass_obj
 def temporal_resumer(obj: Context, temporal_address: str, namespace: str) -> None:
     """Signal each Temporal workflow when the approval it waits on ends (needs the client's

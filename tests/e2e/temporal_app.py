@@ -35,8 +35,8 @@ class SendRows:
         self, rows: list[int], expires_in_s: int | None, action: dict[str, Any] | None
     ) -> str:
         decision = await approval(
-            action=action or LIVE, payload={"rows": rows}, requested_by=AGENT, title="Send the rows",
-            skill_name="temporal-test", expires_in_s=expires_in_s,
+            action=action or LIVE, payload={"rows": rows}, requested_by=AGENT,
+            title="Send the rows", skill_name="temporal-test", expires_in_s=expires_in_s,
         )  # fmt: skip
         if not decision.approved:
             return f"{decision.status}: {decision.reason} rerun={decision.rerun}"

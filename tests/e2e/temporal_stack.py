@@ -20,7 +20,7 @@ from temporalio.service import RPCError
 from tests.helpers import eventually
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import Iterator
 
 ROOT = Path(__file__).parents[2]
 BIN = Path(sys.executable).parent
@@ -55,7 +55,7 @@ def temporal_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-async def temporal(temporal_address: str) -> AsyncIterator[Client]:
+async def temporal(temporal_address: str) -> Client:
     """A client of the dev server, once it answers."""
     connected: list[Client] = []
 
@@ -67,7 +67,7 @@ async def temporal(temporal_address: str) -> AsyncIterator[Client]:
         return bool(connected)
 
     await eventually(answers, within_s=60)
-    yield connected[0]
+    return connected[0]
 
 
 class Process:
@@ -97,8 +97,8 @@ class Process:
 
 
 def worker(nats_url: str, address: str, task_queue: str, effects: Path) -> Process:
-    return Process(effects.with_suffix(".worker.log"), sys.executable, "-m", "tests.e2e.temporal_app", nats_url, address,
-                   task_queue, effects)  # fmt: skip
+    return Process(effects.with_suffix(".worker.log"), sys.executable, "-m",
+                   "tests.e2e.temporal_app", nats_url, address, task_queue, effects)  # fmt: skip
 
 
 def resumer(nats_url: str, address: str, log: Path) -> Process:

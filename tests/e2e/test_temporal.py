@@ -23,7 +23,7 @@ from approvals.schemas import events
 from approvals.services.runtime.settings import Settings
 from approvals.services.temporal.resumer import Resumer
 from tests.e2e.agent_stack import decide, shown, url_of
-from tests.e2e.temporal_stack import Process, resumer, temporal, temporal_address, worker
+from tests.e2e.temporal_stack import resumer, temporal, temporal_address, worker
 from tests.e2e.test_edits import edit_and_approve
 from tests.helpers import eventually, send
 

@@ -142,7 +142,7 @@ async def approval(
     requested_by: str,
     title: str,
     key: str = "",
-    timeout: timedelta | None = None,
+    within: timedelta | None = None,
     ask_timeout: timedelta = timedelta(seconds=30),
     **request: Any,
 ) -> Decision:
@@ -151,7 +151,7 @@ async def approval(
 
     Args:
         key: tells apart the asks of one workflow (a step name) when it asks more than once.
-        timeout: how long to wait for the outcome; then ``asyncio.TimeoutError`` is raised
+        within: how long to wait for the outcome; then ``asyncio.TimeoutError`` is raised
             (the request stays: it expires by its own ``expires_in_s``, and is signalled).
         ask_timeout: the ask activity's start-to-close timeout (it is retried until it works).
         request: other fields of the request (``summary``, ``risk_level``, ``skill_name``,
@@ -160,13 +160,13 @@ async def approval(
     outcomes = _outcomes()
     asking = Asking(action=msgspec.to_builtins(msgspec.convert(action, Action)), payload=payload,
                     requested_by=requested_by, title=title, key=key, request=request)  # fmt: skip
-    asked = await workflow.execute_activity(
+    asked: Decision = await workflow.execute_activity(
         ASK, asking, result_type=Decision, start_to_close_timeout=ask_timeout
     )
     if asked.status != "pending" or asked.approval_id is None:
         return asked
     approval_id = asked.approval_id
-    await workflow.wait_condition(lambda: approval_id in outcomes.told, timeout=timeout)
+    await workflow.wait_condition(lambda: approval_id in outcomes.told, timeout=within)
     return outcomes.told[approval_id]
 
 
@@ -186,15 +186,19 @@ class ApprovalActivities:
         """Request (idempotent per workflow id, ``key`` and the action's digest); ``pending``
         while a person must decide, else the decision as it stands."""
         info = activity.info()
+        if info.workflow_id is None:
+            raise ApplicationError("approvals.ask runs in a workflow (approval()), not alone",
+                                   type="invalid", non_retryable=True)  # fmt: skip
+        namespace = info.workflow_namespace or info.namespace
         action = msgspec.convert(asking.action, Action)
         digest = action_digest(action, asking.payload)
-        step = f"{info.workflow_namespace}\n{info.workflow_id}\n{asking.key}\n{digest}"
+        step = f"{namespace}\n{info.workflow_id}\n{asking.key}\n{digest}"
         request = {"skill_name": "temporal", "summary": "", "risk_level": "medium",
                    **asking.request}  # fmt: skip
         asked = await self.client.request(
             **request, requested_by=asking.requested_by, title=asking.title, action=action,
             proposed_payload=asking.payload,
-            skill_execution_id=execution_id(info.workflow_namespace, info.workflow_id),
+            skill_execution_id=execution_id(namespace, info.workflow_id),
             idempotency_key=f"temporal:{hashlib.sha256(step.encode()).hexdigest()[:32]}",
         )  # fmt: skip
         if asked.outcome == "not_required" or asked.approval is None:
