@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -24,7 +26,9 @@ from approvals.services.runtime.settings import Settings
 from approvals.services.temporal.resumer import Resumer
 from tests.e2e.agent_stack import decide, shown, url_of
 from tests.e2e.temporal_stack import resumer, temporal, temporal_address, worker
+from tests.e2e.test_client import approve_what_waits
 from tests.e2e.test_edits import edit_and_approve
+from tests.examples import example
 from tests.helpers import eventually, send
 
 if TYPE_CHECKING:
@@ -220,3 +224,25 @@ async def test_an_action_that_needs_no_approval_never_waits(scene: Scene) -> Non
     assert await finished(handle) == "sent [9]"
     assert scene.sent() == [{"rows": [9]}]
     assert await signals(handle) == 0
+
+
+async def test_the_docs_temporal_example_runs_as_written(
+    scene: Scene, temporal_address: str, tmp_path: Path
+) -> None:
+    env = {**os.environ, "NATS_URL": url_of(scene.stack), "TEMPORAL_ADDRESS": temporal_address}
+    # A file, as a user runs it: Temporal's sandbox reloads a workflow's module from its file.
+    script = tmp_path / "enrich.py"
+    script.write_text(example("temporal"))
+    running = await asyncio.create_subprocess_exec(
+        sys.executable, script, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert running.stdout is not None
+    first = await asyncio.wait_for(running.stdout.readline(), timeout=60)
+    if not first.decode().startswith("waiting for enrich-"):
+        running.kill()
+        pytest.fail(f"{first!r} {(await running.communicate())[1].decode()[-3000:]}")
+    await approve_what_waits(scene.stack)
+    out, err = await asyncio.wait_for(running.communicate(), timeout=60)
+    assert running.returncode == 0, (out.decode(), err.decode())
+    assert out.decode().splitlines() == ["enriched [1, 2]"]
