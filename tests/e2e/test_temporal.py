@@ -20,7 +20,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.exceptions import ApplicationError
 
 from approvals.client import ApprovalsClient
-from approvals.client.integrations.temporal import ApprovalActivities, Decision
+from approvals.client.integrations.temporal import SIGNAL, ApprovalActivities, Decision
 from approvals.schemas import events
 from approvals.services.runtime.settings import Settings
 from approvals.services.temporal.resumer import Resumer
@@ -88,7 +88,7 @@ async def signals(handle: WorkflowHandle[Any, Any]) -> int:
     return sum(
         1 for e in history.events
         if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
-        and e.workflow_execution_signaled_event_attributes.signal_name == "approvals.outcome"
+        and e.workflow_execution_signaled_event_attributes.signal_name == SIGNAL
     )  # fmt: skip
 
 
@@ -116,11 +116,11 @@ async def test_approved_resumes_by_itself_and_runs_once(scene: Scene) -> None:
     approval_id = await scene.asked(handle)
     assert scene.sent() == []  # Check: nothing ran before the decision
     # Check: a person approves; the workflow resumes by itself and sends once.
-    decided_at = time.monotonic()
     approval = await shown(scene.stack, approval_id)
     reply = await send(scene.stack, "approve", {"approval_id": approval_id,
                        "approver": "user:ana", "digest": approval.digest})  # fmt: skip
     assert reply["ok"], reply
+    decided_at = time.monotonic()  # the decision is stored; the rest is the resume's path
     assert await finished(handle) == "sent [1, 2, 3]"
     print(f"resumed {time.monotonic() - decided_at:.3f} s after the decision")
     assert scene.sent() == [{"rows": [1, 2, 3]}]
@@ -212,7 +212,12 @@ async def test_the_worker_killed_while_waiting_resumes_once(
     assert await again.resume(ending[0]) is None
     assert await again.resume(ending[0]) is None
     assert await signals(handle) == 1
-    # Check: a new worker replays the workflow, reads the signal, and sends once.
+    # Check: a later signal for the same approval (another sender, its own request id) is kept
+    # out by the workflow: the first outcome stands.
+    late = Decision(status="rejected", action={}, approval_id=approval_id, reason="late")
+    await handle.signal(SIGNAL, late)
+    assert await signals(handle) == 2
+    # Check: a new worker replays the workflow, reads the signals, and sends once.
     await scene.worker.start()
     assert await finished(handle) == "sent [7]"
     assert scene.sent() == [{"rows": [7]}]
