@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from temporalio.api.enums.v1 import EventType
-from temporalio.exceptions import ApplicationError
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 from approvals.client import ApprovalsClient
 from approvals.client.integrations.temporal import SIGNAL, ApprovalActivities, Decision
@@ -130,6 +131,17 @@ async def test_approved_resumes_by_itself_and_runs_once(scene: Scene) -> None:
     with pytest.raises(ApplicationError) as refused:
         await ApprovalActivities(scene.stack).redeem(decision, executor="service:agent")
     assert refused.value.type == "already_redeemed"
+    # Check: the workflow run again under its id finds the same approval, decided, and its
+    # send is refused the redeem: the rows are not sent a second time.
+    again = await scene.temporal.start_workflow(
+        "SendRows", args=[[1, 2, 3], None, None], id=handle.id, task_queue=scene.queue
+    )
+    with pytest.raises(WorkflowFailureError) as failed:
+        await asyncio.wait_for(again.result(), timeout=30)
+    assert isinstance(failed.value.cause, ActivityError)
+    assert isinstance(failed.value.cause.cause, ApplicationError)
+    assert failed.value.cause.cause.type == "already_redeemed"
+    assert scene.sent() == [{"rows": [1, 2, 3]}]
 
 
 async def test_approved_with_edits_runs_the_edited_payload(scene: Scene) -> None:
