@@ -263,3 +263,14 @@ async def test_the_docs_temporal_example_runs_as_written(
     out, err = await asyncio.wait_for(running.communicate(), timeout=60)
     assert running.returncode == 0, (out.decode(), err.decode())
     assert out.decode().splitlines() == ["enriched [1, 2]"]
+
+
+async def test_a_refused_ask_fails_the_workflow_with_the_code(scene: Scene) -> None:
+    handle = await scene.start([10], action={"kind": "launch_rockets", "mode": "live"})
+    with pytest.raises(WorkflowFailureError) as failed:
+        await asyncio.wait_for(handle.result(), timeout=30)
+    # Check: not retried for ever: the workflow fails with the stable code, nothing ran.
+    assert isinstance(failed.value.cause, ActivityError)
+    assert isinstance(failed.value.cause.cause, ApplicationError)
+    assert failed.value.cause.cause.type == "invalid"
+    assert scene.sent() == []

@@ -41,6 +41,9 @@ SIGNAL = "approvals.outcome"  # the signal the resume service sends, a Decision 
 ASK = "approvals.ask"  # the activity that asks
 PREFIX = "temporal:"  # skill_execution_id of a request asked from a workflow
 ENDINGS = frozenset({"approved", "rejected", "responded", "expired", "cancelled"})
+# Refusals of the ask worth trying again (the activity's retry policy); any other is final and
+# fails the workflow's ask with the refusal's code as the ApplicationError's type.
+RETRIED = frozenset({"unavailable", "internal", "rate_limited", "conflict"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,8 +161,10 @@ async def approval(
             ``expires_in_s``, ``payload_schema``, ...).
     """
     outcomes = _outcomes()
-    asking = Asking(action=msgspec.to_builtins(msgspec.convert(action, Action)), payload=payload,
-                    requested_by=requested_by, title=title, key=key, request=request)  # fmt: skip
+    # Checked in the activity: a refusal there fails the workflow with its code, not its task.
+    plain = action if isinstance(action, dict) else msgspec.to_builtins(action)
+    asking = Asking(action=plain, payload=payload, requested_by=requested_by, title=title,
+                    key=key, request=request)  # fmt: skip
     asked: Decision = await workflow.execute_activity(
         ASK, asking, result_type=Decision, start_to_close_timeout=ask_timeout
     )
@@ -190,15 +195,26 @@ class ApprovalActivities:
             raise ApplicationError("approvals.ask runs in a workflow (approval()), not alone",
                                    type="invalid", non_retryable=True)  # fmt: skip
         namespace = info.workflow_namespace or info.namespace
+        try:
+            return await self._ask(asking, namespace, info.workflow_id)
+        except msgspec.ValidationError as error:
+            raise ApplicationError(str(error), type="invalid", non_retryable=True) from None
+        except ApprovalsError as error:
+            if error.code in RETRIED:
+                raise
+            raise ApplicationError(str(error), error.details, type=error.code,
+                                   non_retryable=True) from None  # fmt: skip
+
+    async def _ask(self, asking: Asking, namespace: str, workflow_id: str) -> Decision:
         action = msgspec.convert(asking.action, Action)
         digest = action_digest(action, asking.payload)
-        step = f"{namespace}\n{info.workflow_id}\n{asking.key}\n{digest}"
+        step = f"{namespace}\n{workflow_id}\n{asking.key}\n{digest}"
         request = {"skill_name": "temporal", "summary": "", "risk_level": "medium",
                    **asking.request}  # fmt: skip
         asked = await self.client.request(
             **request, requested_by=asking.requested_by, title=asking.title, action=action,
             proposed_payload=asking.payload,
-            skill_execution_id=execution_id(namespace, info.workflow_id),
+            skill_execution_id=execution_id(namespace, workflow_id),
             idempotency_key=f"temporal:{hashlib.sha256(step.encode()).hexdigest()[:32]}",
         )  # fmt: skip
         if asked.outcome == "not_required" or asked.approval is None:
