@@ -156,7 +156,8 @@ async def approval(
         key: tells apart the asks of one workflow (a step name) when it asks more than once.
         within: how long to wait for the outcome; then ``asyncio.TimeoutError`` is raised
             (the request stays: it expires by its own ``expires_in_s``, and is signalled).
-        ask_timeout: the ask activity's start-to-close timeout (it is retried until it works).
+        ask_timeout: the ask activity's start-to-close timeout (retried while the service
+            cannot answer; a final refusal fails it with the refusal's code as its type).
         request: other fields of the request (``summary``, ``risk_level``, ``skill_name``,
             ``expires_in_s``, ``payload_schema``, ...).
     """
