@@ -74,6 +74,31 @@ def serve(obj: Context, only: str | None) -> None:
     asyncio.run(run_until_stopped(*services, ops=ops))
 
 
+@cli.command("temporal-resumer")
+@click.option("--temporal-address", default="localhost:7233", show_default=True,
+              envvar="TEMPORAL_ADDRESS", show_envvar=True,
+              help="The Temporal frontend (host:port) the workflows run on.")  # fmt: skip
+@click.option("--namespace", default="default", show_default=True,
+              envvar="TEMPORAL_NAMESPACE", show_envvar=True,
+              help="The Temporal namespace whose workflows it signals.")  # fmt: skip
+@click.pass_obj
+def temporal_resumer(obj: Context, temporal_address: str, namespace: str) -> None:
+    """Signal each Temporal workflow when the approval it waits on ends (needs the client's
+    temporal extra: pip install 'approvals-client[temporal]')."""
+    try:
+        from approvals.services.temporal.resumer import ResumerService
+    except ImportError as missing:  # temporalio is an optional extra, not the server's
+        raise click.ClickException(
+            f"{missing}: install the client's temporal extra: pip install"
+            " 'approvals-client[temporal]'"
+        ) from None
+    from approvals.services.dev import run_until_stopped
+
+    settings = Settings.from_env(nats_url=obj.nats_url)
+    service = ResumerService(settings, address=temporal_address, namespace=namespace)
+    asyncio.run(run_until_stopped(service))
+
+
 @cli.group()
 def schema() -> None:
     """The JSON Schema of every message."""

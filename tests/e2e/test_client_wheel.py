@@ -29,7 +29,7 @@ SERVER_ONLY = {"litestar", "uvicorn", "eventsourcing", "faststream", "matplotlib
 CLIENT_DEPENDENCIES = {"nats-py", "msgspec", "cryptography", "httpx"}
 # The agent frameworks the client integrates with: its extras, never its dependencies.
 FRAMEWORKS = {"pydantic-ai-slim", "pydantic-ai", "langgraph", "langchain-core",
-              "openai-agents", "openai"}  # fmt: skip
+              "openai-agents", "openai", "temporalio"}  # fmt: skip
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

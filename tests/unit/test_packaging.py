@@ -71,6 +71,18 @@ def test_the_server_depends_on_the_client_and_the_client_on_no_server_part() -> 
             assert not server, (module, server)
 
 
+def test_temporalio_is_an_extra_and_the_server_starts_without_it() -> None:
+    server = setuptools_of(ROOT)["project"]
+    client = setuptools_of(CLIENT)["project"]
+    # Check: the client's temporal extra pins it; neither distribution depends on it.
+    assert client["optional-dependencies"]["temporal"] == ["temporalio==1.35.0"]
+    for project in (server, client):
+        assert not [d for d in project["dependencies"] if d.startswith("temporalio")]
+    # Check: the command line (every command but temporal-resumer's body) never imports it.
+    probe = "import sys, approvals.services.cli; print('temporalio' in sys.modules)"
+    assert run(sys.executable, "-c", probe).strip() == "False"
+
+
 def run(*command: str | Path, cwd: Path | None = None) -> str:
     done = subprocess.run([str(c) for c in command], cwd=cwd, capture_output=True, text=True,
                           timeout=300)  # fmt: skip
