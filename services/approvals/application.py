@@ -21,7 +21,15 @@ from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import get_topic
 
 from approvals.schemas import chain, codec, commands, events
-from approvals.services.approvals import apikeys, budget, domain, governance, grants, ratelimit
+from approvals.services.approvals import (
+    apikeys,
+    budget,
+    domain,
+    governance,
+    grants,
+    passkeys,
+    ratelimit,
+)
 from approvals.services.approvals.aggregates import EVOLVERS, evolve, project
 from approvals.services.approvals.errors import ApprovalError, Conflict, NotFound, Unavailable
 from approvals.services.approvals.receipts import Signer
@@ -104,6 +112,9 @@ class State(dict[UUID, Any]):
 
     def grant(self, slot: UUID) -> grants.Grant | None:
         return self._aggregate(slot)  # type: ignore[no-any-return]
+
+    def passkey(self, workspace_id: str, credential_id: str) -> passkeys.Passkey | None:
+        return self._aggregate(passkeys.passkey_key(workspace_id, credential_id))  # type: ignore[no-any-return]
 
     def requester_count(self, workspace_id: str, requester: str) -> ratelimit.RequesterCount | None:
         key = ratelimit.count_key(workspace_id, requester)

@@ -35,8 +35,19 @@ from approvals.schemas.replies import (
 from approvals.schemas.wording import WORDS, in_words
 from approvals.services.approvals import governance
 from approvals.services.approvals.budget import period_of
-from approvals.services.approvals.errors import ApprovalError, Invalid, NotFound, TooLarge
-from approvals.services.approvals.views import approval_state, grant_state, workspace_state
+from approvals.services.approvals.errors import (
+    ApprovalError,
+    Invalid,
+    NotFound,
+    PasskeyRequired,
+    TooLarge,
+)
+from approvals.services.approvals.views import (
+    approval_state,
+    grant_state,
+    web_url,
+    workspace_state,
+)
 from approvals.services.runtime.ops import counted
 
 if TYPE_CHECKING:
@@ -288,6 +299,11 @@ class CommandHandlers:
 
     def _encode_result(self, result: Result | ApprovalError) -> bytes:
         if isinstance(result, ApprovalError):
+            if isinstance(result, PasskeyRequired) and "approval_id" in result.details:
+                # Where the person can finish it: the web inbox runs the passkey ceremony.
+                ws = result.details.get("workspace_id", "")
+                result.details["web_url"] = web_url(self.settings.web_url, ws,
+                                                    result.details["approval_id"])  # fmt: skip
             return encode_error(result)
         state = (
             approval_state(result.approval, self.settings.web_url)

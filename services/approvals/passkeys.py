@@ -1,0 +1,172 @@
+"""Passkeys: members register WebAuthn credentials; decisions the workspace requires a passkey for
+carry the deciding member's assertion over the decision's own challenge.
+
+Pure, like the domain (the signature checks are computation, through ``assertions``). Each
+credential is its own aggregate (uuid5 of workspace and credential id): its registration, its
+uses (the counter, saved with each decision it signs) and its removal.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+from uuid import UUID, uuid4, uuid5
+
+import msgspec
+
+from approvals.schemas import events
+from approvals.schemas.passkeys import SignedDecision, Statement, unb64
+from approvals.services.approvals import assertions
+from approvals.services.approvals.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    PasskeyInvalid,
+    PasskeyRequired,
+)
+from approvals.services.approvals.governance import Workspace, require_role
+
+if TYPE_CHECKING:
+    from approvals.schemas import commands
+    from approvals.schemas.passkeys import Assertion, Decision
+    from approvals.services.approvals.domain import Approval
+
+PASSKEY_NAMESPACE = UUID("4f3c2b1a-8e7d-4c6b-9a5f-0e1d2c3b4a59")
+
+
+def passkey_key(workspace_id: str, credential_id: str) -> UUID:
+    return uuid5(PASSKEY_NAMESPACE, f"passkey\x00{workspace_id}\x00{credential_id}")
+
+
+class Passkey(msgspec.Struct, frozen=True, kw_only=True):
+    id: UUID
+    version: int
+    workspace_id: str
+    member: str
+    credential_id: str
+    public_key: str
+    algorithm: int
+    rp_id: str
+    origin: str
+    sign_count: int
+    registered_at: datetime
+    removed_at: datetime | None = None
+
+    def credential(self) -> assertions.Credential:
+        return assertions.Credential(self.member, self.credential_id, self.public_key,
+                                     self.rp_id, self.origin)  # fmt: skip
+
+
+def register(
+    ws: Workspace, cmd: commands.RegisterPasskey, now: datetime
+) -> events.PasskeyRegistered:
+    """The registration, once the ``webauthn`` library verified it (the caller refuses a
+    credential id registered already: it is known only from the verified response)."""
+    member = ws.member_of(cmd.member)
+    if member is None:
+        raise Forbidden(f"{cmd.member} is not a member of the workspace",
+                        rule="passkey_member", member=cmd.member)  # fmt: skip
+    try:
+        challenge = unb64(cmd.challenge)
+        registered = assertions.check_registration(cmd.credential, challenge, cmd.rp_id,
+                                                   cmd.origin)  # fmt: skip
+    except (assertions.Refused, ValueError) as error:
+        reason = error.reason if isinstance(error, assertions.Refused) else "malformed"
+        raise PasskeyInvalid(str(error), reason=reason) from None
+    return events.PasskeyRegistered(
+        event_id=uuid4(), aggregate_id=passkey_key(ws.workspace_id, registered.credential_id),
+        version=1, workspace_id=ws.workspace_id, occurred_at=now, actor=member, member=member,
+        credential_id=registered.credential_id, public_key=registered.public_key,
+        algorithm=registered.algorithm, sign_count=registered.sign_count, rp_id=cmd.rp_id,
+        origin=cmd.origin, session=cmd.session, name=cmd.name,
+    )  # fmt: skip
+
+
+def remove(
+    ws: Workspace, existing: Passkey | None, cmd: commands.RemovePasskey, now: datetime
+) -> events.PasskeyRemoved:
+    if existing is None:
+        raise NotFound("no such passkey", credential_id=cmd.credential_id, kind="passkey")
+    if ws.member_of(cmd.by) != existing.member:
+        require_role(ws, cmd.by, "admin", "remove another member's passkey")
+    if existing.removed_at is not None:
+        raise Conflict("the passkey was removed already", credential_id=cmd.credential_id)
+    return events.PasskeyRemoved(
+        event_id=uuid4(), aggregate_id=existing.id, version=existing.version + 1,
+        workspace_id=ws.workspace_id, occurred_at=now, actor=cmd.by, member=existing.member,
+        credential_id=existing.credential_id, reason=cmd.reason,
+    )  # fmt: skip
+
+
+def require(
+    ws: Workspace,
+    approval: Approval,
+    decision: Decision,
+    digest: str,
+    member: str,
+    assertion: Assertion | None,
+    credential: Passkey | None,
+) -> SignedDecision | None:
+    """The decision's signature where the workspace requires one for the request's risk level
+    (None where it does not); PasskeyRequired without an assertion, PasskeyInvalid when it does
+    not sign exactly this decision by ``member`` with a registered credential of theirs."""
+    risk = approval.request.risk_level
+    if not ws.settings.passkey_required(risk):
+        return None
+    if assertion is None:
+        raise PasskeyRequired(
+            f"the workspace requires a passkey to {decision} {risk}-risk requests: decide in "
+            "the web inbox, which signs the decision with your passkey",
+            workspace_id=approval.workspace_id, approval_id=str(approval.id), risk_level=risk,
+            decision=decision,
+        )  # fmt: skip
+    if credential is None or credential.workspace_id != ws.workspace_id:
+        raise PasskeyInvalid("the passkey is not registered in this workspace",
+                             reason="unknown_credential")  # fmt: skip
+    if credential.removed_at is not None:
+        raise PasskeyInvalid("the passkey was removed: it signs nothing any more",
+                             reason="credential_removed")  # fmt: skip
+    signed = SignedDecision(member=member, version=approval.version, decision=decision,
+                            assertion=assertion)  # fmt: skip
+    expected = statement(approval, decision, digest, member)
+    try:
+        counter = assertions.check(credential.credential(), expected, signed,
+                                   credential.sign_count)  # fmt: skip
+    except assertions.Refused as refused:
+        raise PasskeyInvalid(refused.message, reason=refused.reason) from None
+    return msgspec.structs.replace(signed, sign_count=counter)
+
+
+def statement(approval: Approval, decision: Decision, digest: str, member: str) -> Statement:
+    """The decision a passkey must sign now: the approval as it stands (its version)."""
+    return Statement(workspace_id=approval.workspace_id, approval_id=approval.id,
+                     version=approval.version, decision=decision, digest=digest,
+                     approver=member)  # fmt: skip
+
+
+def used(credential: Passkey, signed: SignedDecision, approval_id: UUID,
+         now: datetime) -> events.PasskeyUsed:  # fmt: skip
+    return events.PasskeyUsed(
+        event_id=uuid4(), aggregate_id=credential.id, version=credential.version + 1,
+        workspace_id=credential.workspace_id, occurred_at=now, actor=signed.member,
+        member=signed.member, credential_id=credential.credential_id, approval_id=approval_id,
+        sign_count=signed.sign_count,
+    )  # fmt: skip
+
+
+def evolve(
+    key: Passkey | None,
+    event: events.PasskeyRegistered | events.PasskeyRemoved | events.PasskeyUsed,
+) -> Passkey:
+    if isinstance(event, events.PasskeyRegistered):
+        return Passkey(
+            id=event.aggregate_id, version=event.version, workspace_id=event.workspace_id,
+            member=event.member, credential_id=event.credential_id, public_key=event.public_key,
+            algorithm=event.algorithm, rp_id=event.rp_id, origin=event.origin,
+            sign_count=event.sign_count, registered_at=event.occurred_at,
+        )  # fmt: skip
+    if key is None:
+        raise TypeError(f"{event.event_type} before passkey_registered for {event.credential_id}")
+    if isinstance(event, events.PasskeyUsed):
+        return msgspec.structs.replace(key, version=event.version, sign_count=event.sign_count)
+    return msgspec.structs.replace(key, version=event.version, removed_at=event.occurred_at)
