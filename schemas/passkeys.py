@@ -78,9 +78,13 @@ class RegisteredPasskey(msgspec.Struct, frozen=True, kw_only=True):
     origin: str
     registered_at: datetime
     removed_at: datetime | None = None
+    name: str = ""
 
 
 class PasskeysExport(msgspec.Struct, frozen=True, kw_only=True):
+    """The reply of ``approvals.query.<workspace>.passkeys``, and the file a verifier keeps."""
+
+    ok: Literal[True] = True
     format: Literal["approvals-passkeys-v1"] = "approvals-passkeys-v1"
     passkeys: tuple[RegisteredPasskey, ...] = ()
 

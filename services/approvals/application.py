@@ -310,6 +310,22 @@ class Approvals(Application[UUID]):
     def grant(self, slot: UUID) -> grants.Grant | None:
         return State(self).grant(slot)
 
+    def passkey_ids(self, after: int) -> tuple[dict[str, set[UUID]], int]:
+        """The credentials registered after notification ``after``, by workspace, and the last
+        notification read (a credential's uses and removal are stored where it was)."""
+        found: dict[str, set[UUID]] = {}
+        last = after
+        for notification in self.notifications_of(events.PasskeyRegistered, after):
+            envelope = codec.envelope_decoder.decode(notification.state)
+            found.setdefault(envelope.workspace_id, set()).add(
+                UUID(str(notification.originator_id))
+            )
+            last = notification.id
+        return found, last
+
+    def passkey(self, aggregate_id: UUID) -> passkeys.Passkey | None:
+        return State(self)._aggregate(aggregate_id)  # type: ignore[no-any-return]
+
     def budget_in(self, workspace_id: str, period: str) -> budget.Budget | None:
         """A period's budget aggregate (None when nothing was reserved in it yet)."""
         return State(self).budget(workspace_id, period)

@@ -78,6 +78,9 @@ class Approval(msgspec.Struct, frozen=True, kw_only=True):
     proposal: events.VoteCast | events.Approved | None = None
     # The passkey assertions of ``votes``, where the workspace requires them (in vote order).
     signatures: tuple[SignedDecision, ...] = ()
+    # The version of the last event that changed what is decided (the request, a vote, an
+    # edit): a passkey may sign any version from it on (see passkeys.signed_version).
+    settled_version: int = 1
 
     @property
     def is_terminal(self) -> bool:
@@ -559,6 +562,7 @@ def _requested(event: events.Requested, approval: Approval | None) -> Approval:
         status="pending",
         request=event,
         modified_at=event.occurred_at,
+        settled_version=event.version,
     )
 
 
@@ -615,6 +619,7 @@ def _vote_cast(event: events.VoteCast, approval: Approval | None) -> Approval:
         votes=(*current.votes, event.for_member or event.voter),
         voters=(*current.voters, event.voter),
         signatures=signatures,
+        settled_version=event.version,
     )
 
 

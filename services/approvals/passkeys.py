@@ -15,7 +15,7 @@ from uuid import UUID, uuid4, uuid5
 import msgspec
 
 from approvals.schemas import events
-from approvals.schemas.passkeys import SignedDecision, Statement, unb64
+from approvals.schemas.passkeys import SignedDecision, Statement, signed_statement, unb64
 from approvals.services.approvals import assertions
 from approvals.services.approvals.errors import (
     Conflict,
@@ -51,6 +51,7 @@ class Passkey(msgspec.Struct, frozen=True, kw_only=True):
     sign_count: int
     registered_at: datetime
     removed_at: datetime | None = None
+    name: str = ""
 
     def credential(self) -> assertions.Credential:
         return assertions.Credential(self.member, self.credential_id, self.public_key,
@@ -126,9 +127,12 @@ def require(
     if credential.removed_at is not None:
         raise PasskeyInvalid("the passkey was removed: it signs nothing any more",
                              reason="credential_removed")  # fmt: skip
-    signed = SignedDecision(member=member, version=approval.version, decision=decision,
+    version = signed_version(approval, assertion)
+    signed = SignedDecision(member=member, version=version, decision=decision,
                             assertion=assertion)  # fmt: skip
-    expected = statement(approval, decision, digest, member)
+    expected = Statement(workspace_id=approval.workspace_id, approval_id=approval.id,
+                         version=version, decision=decision, digest=digest,
+                         approver=member)  # fmt: skip
     try:
         counter = assertions.check(credential.credential(), expected, signed,
                                    credential.sign_count)  # fmt: skip
@@ -137,11 +141,15 @@ def require(
     return msgspec.structs.replace(signed, sign_count=counter)
 
 
-def statement(approval: Approval, decision: Decision, digest: str, member: str) -> Statement:
-    """The decision a passkey must sign now: the approval as it stands (its version)."""
-    return Statement(workspace_id=approval.workspace_id, approval_id=approval.id,
-                     version=approval.version, decision=decision, digest=digest,
-                     approver=member)  # fmt: skip
+def signed_version(approval: Approval, assertion: Assertion) -> int:
+    """The approval version a signature may name: the one its challenge names, where nothing
+    that changes the decision (a vote, an edit) was recorded since it (a delivery or a reminder
+    changes nothing the person decides on); otherwise the current one, which it then fails."""
+    named = signed_statement(SignedDecision(member="", version=0, decision="approve",
+                                            assertion=assertion))  # fmt: skip
+    if named is not None and approval.settled_version <= named.version <= approval.version:
+        return named.version
+    return approval.version
 
 
 def used(credential: Passkey, signed: SignedDecision, approval_id: UUID,
@@ -163,7 +171,7 @@ def evolve(
             id=event.aggregate_id, version=event.version, workspace_id=event.workspace_id,
             member=event.member, credential_id=event.credential_id, public_key=event.public_key,
             algorithm=event.algorithm, rp_id=event.rp_id, origin=event.origin,
-            sign_count=event.sign_count, registered_at=event.occurred_at,
+            sign_count=event.sign_count, registered_at=event.occurred_at, name=event.name,
         )  # fmt: skip
     if key is None:
         raise TypeError(f"{event.event_type} before passkey_registered for {event.credential_id}")

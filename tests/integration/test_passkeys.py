@@ -306,3 +306,20 @@ def test_low_risk_and_workspaces_without_passkeys_work_as_before(app: Approvals)
     )
     assert done.outcome == "approved"
     assert done.approval.receipt.receipt_version == 2
+
+
+def test_a_delivery_during_the_ceremony_changes_nothing_a_vote_does(app: Approvals) -> None:
+    ana, bob = register(app, "user:ana"), register(app, "user:bob")
+    approval = ask(app, "critical")
+    # Check: signed at version 1; a delivery (version 2) changes nothing ana decides on
+    early = ana.sign(statement(approval, "user:ana"))
+    app.handle(WS, commands.Deliver(approval_id=approval.id, channel="inbox", target="inbox"))
+    assert app.get(approval.id).version == 2
+    assert approve(app, approval, "user:ana", early).outcome == "vote_cast"
+    # Check: a signature over a version before ana's vote no longer signs bob's decision
+    stale = bob.sign(statement(approval, "user:bob", version=2))
+    refused(app, approval.id, "passkey_invalid", "other_version",
+            lambda: approve(app, approval, "user:bob", stale))  # fmt: skip
+    # Check: nor does ana's assertion, sent again as bob's
+    refused(app, approval.id, "passkey_invalid", "other_member",
+            lambda: approve(app, approval, "user:bob", early))  # fmt: skip
