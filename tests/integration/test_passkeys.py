@@ -8,6 +8,7 @@ assertions are real: ES256 signatures of a software authenticator (tests/authent
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -18,12 +19,14 @@ from approvals.schemas.passkeys import Statement, b64
 from approvals.schemas.workspace import Member, Passkeys, WorkspaceSettings
 from approvals.services.approvals.application import Approvals
 from approvals.services.approvals.errors import ApprovalError
+from approvals.services.audit.passkeys import LogAudit, check_receipt
 from tests.authenticator import ORIGIN, RP_ID, Authenticator
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from uuid import UUID
 
+    from approvals.schemas.passkeys import RegisteredPasskey
     from approvals.services.approvals.domain import Approval
 
 WS = "keys"
@@ -323,3 +326,69 @@ def test_a_delivery_during_the_ceremony_changes_nothing_a_vote_does(app: Approva
     # Check: nor does ana's assertion, sent again as bob's
     refused(app, approval.id, "passkey_invalid", "other_member",
             lambda: approve(app, approval, "user:bob", early))  # fmt: skip
+
+
+def export_of(app: Approvals) -> list[RegisteredPasskey]:
+    """The registered credentials as `approvals passkeys export` writes them."""
+    audit = LogAudit()
+    for notification in app.notifications(1, 10_000):
+        audit.feed(msgspec.json.decode(notification.state))
+    return list(audit.keys.values())
+
+
+def test_a_receipt_verifies_offline_and_a_moved_assertion_fails_by_name(app: Approvals) -> None:
+    ana, bob = register(app, "user:ana"), register(app, "user:bob")
+    first, second = ask(app), ask(app)
+    one = approve(app, first, "user:ana", ana.sign(statement(first, "user:ana"))).approval
+    two = approve(app, second, "user:bob", bob.sign(statement(second, "user:bob"))).approval
+    keys = export_of(app)
+    # Check: each receipt's assertion holds against the export of registered credentials
+    assert [c.reason for c in check_receipt(one.receipt, keys)] == [None]
+    assert [c.reason for c in check_receipt(two.receipt, keys)] == [None]
+    # Check: ana's assertion moved onto bob's approval, onto another digest, or claimed by
+    # another member, each fails with its reason
+    moved = msgspec.structs.replace(two.receipt, passkeys=one.receipt.passkeys,
+                                    approvers=("user:ana",))  # fmt: skip
+    assert [c.reason for c in check_receipt(moved, keys)] == ["other_approval"]
+    other_digest = msgspec.structs.replace(one.receipt, digest="0" * 64)
+    assert [c.reason for c in check_receipt(other_digest, keys)] == ["other_digest"]
+    as_bob = msgspec.structs.replace(one.receipt, approvers=("user:bob",), passkeys=(
+        msgspec.structs.replace(one.receipt.passkeys[0], member="user:bob"),))  # fmt: skip
+    assert [c.reason for c in check_receipt(as_bob, keys)] == ["other_member"]
+    # Check: an approver without an assertion, and a credential nobody registered, fail too
+    unsigned = msgspec.structs.replace(one.receipt, approvers=("user:ana", "user:carol"))
+    assert [c.reason for c in check_receipt(unsigned, keys)] == [None, "unsigned_approver"]
+    assert [c.reason for c in check_receipt(one.receipt, [])] == ["unknown_credential"]
+    # Check: a credential registered after the decision does not vouch for it
+    late = [msgspec.structs.replace(k, registered_at=one.receipt.approved_at + timedelta(
+        seconds=1)) for k in keys]  # fmt: skip
+    assert [c.reason for c in check_receipt(one.receipt, late)] == ["registered_after"]
+
+
+def test_the_audit_checks_every_signed_decision_in_the_log(app: Approvals) -> None:
+    ana, bob = register(app, "user:ana"), register(app, "user:bob")
+    approval = ask(app, "critical")
+    approve(app, approval, "user:ana", ana.sign(statement(approval, "user:ana")))
+    now = app.get(approval.id)
+    approve(app, now, "user:bob", bob.sign(statement(now, "user:bob")))
+    rejected = ask(app)
+    app.handle(
+        WS,
+        commands.Reject(
+            approval_id=rejected.id,
+            approver="user:ana",
+            passkey=ana.sign(statement(rejected, "user:ana", "reject")),
+        ),
+    )
+    stored = [msgspec.json.decode(n.state) for n in app.notifications(1, 10_000)]
+    # Check: the log as stored checks out: three signed decisions
+    audit = LogAudit()
+    assert [audit.feed(raw) for raw in stored] == [None] * len(stored)
+    assert audit.checked == 3
+    # Check: bob's assertion moved onto the rejection is named
+    signed = next(e for e in stored if e["type"] == "approved")["passkey"]
+    forged = [{**e, "passkey": {**signed, "decision": "reject"}} if e["type"] == "rejected"
+              else e for e in stored]  # fmt: skip
+    audit = LogAudit()
+    failures = [f for raw in forged if (f := audit.feed(raw)) is not None]
+    assert [(f.member, f.reason) for f in failures] == [("user:bob", "other_approval")]
