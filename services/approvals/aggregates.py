@@ -57,5 +57,5 @@ EVOLVERS: dict[type, Callable[[Any, Any], Any]] = {
     events.RequestCounted: _aggregate(ratelimit.evolve),
     events.PasskeyRegistered: _aggregate(passkeys.evolve),
     events.PasskeyRemoved: _aggregate(passkeys.evolve),
-    events.PasskeyUsed: _aggregate(passkeys.evolve),
+    events.PasskeyUsed: _aggregate(passkeys.evolve_counter),
 }

@@ -116,6 +116,13 @@ class State(dict[UUID, Any]):
     def passkey(self, workspace_id: str, credential_id: str) -> passkeys.Passkey | None:
         return self._aggregate(passkeys.passkey_key(workspace_id, credential_id))  # type: ignore[no-any-return]
 
+    def passkey_counter(self, workspace_id: str, credential_id: str) -> passkeys.Counter | None:
+        key = passkeys.counter_key(workspace_id, credential_id)
+        if key not in self:
+            assert self._app is not None, "a state without an application loads nothing"
+            self[key] = self._app._load_last(key, self)
+        return self[key]  # type: ignore[no-any-return]
+
     def requester_count(self, workspace_id: str, requester: str) -> ratelimit.RequesterCount | None:
         key = ratelimit.count_key(workspace_id, requester)
         if key not in self:

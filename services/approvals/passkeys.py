@@ -2,8 +2,9 @@
 carry the deciding member's assertion over the decision's own challenge.
 
 Pure, like the domain (the signature checks are computation, through ``assertions``). Each
-credential is its own aggregate (uuid5 of workspace and credential id): its registration, its
-uses (the counter, saved with each decision it signs) and its removal.
+credential is its own aggregate (uuid5 of workspace and credential id): its registration and its
+removal; its uses are another (``counter_key``), one ``passkey_used`` event saved with each
+decision it signs, each carrying the whole count.
 """
 
 from __future__ import annotations
@@ -38,6 +39,18 @@ def passkey_key(workspace_id: str, credential_id: str) -> UUID:
     return uuid5(PASSKEY_NAMESPACE, f"passkey\x00{workspace_id}\x00{credential_id}")
 
 
+def counter_key(workspace_id: str, credential_id: str) -> UUID:
+    """The id of a credential's uses: an aggregate of its own whose every event carries the
+    whole count, so a decision reads only its last event however often the passkey was used."""
+    return uuid5(PASSKEY_NAMESPACE, f"passkey-uses\x00{workspace_id}\x00{credential_id}")
+
+
+class Counter(msgspec.Struct, frozen=True, kw_only=True):
+    id: UUID
+    version: int
+    sign_count: int
+
+
 class Passkey(msgspec.Struct, frozen=True, kw_only=True):
     id: UUID
     version: int
@@ -52,6 +65,7 @@ class Passkey(msgspec.Struct, frozen=True, kw_only=True):
     registered_at: datetime
     removed_at: datetime | None = None
     name: str = ""
+    uses: int = 0  # the version of its counter (see counter_key): how many decisions it signed
 
     def credential(self) -> assertions.Credential:
         return assertions.Credential(self.member, self.credential_id, self.public_key,
@@ -152,20 +166,30 @@ def signed_version(approval: Approval, assertion: Assertion) -> int:
     return approval.version
 
 
+def with_counter(credential: Passkey, counter: Counter | None) -> Passkey:
+    """The credential with its counter as its uses left it."""
+    if counter is None:
+        return credential
+    return msgspec.structs.replace(credential, sign_count=counter.sign_count, uses=counter.version)
+
+
 def used(credential: Passkey, signed: SignedDecision, approval_id: UUID,
          now: datetime) -> events.PasskeyUsed:  # fmt: skip
     return events.PasskeyUsed(
-        event_id=uuid4(), aggregate_id=credential.id, version=credential.version + 1,
+        event_id=uuid4(), aggregate_id=counter_key(credential.workspace_id,
+                                                   credential.credential_id),
+        version=credential.uses + 1,
         workspace_id=credential.workspace_id, occurred_at=now, actor=signed.member,
         member=signed.member, credential_id=credential.credential_id, approval_id=approval_id,
         sign_count=signed.sign_count,
     )  # fmt: skip
 
 
-def evolve(
-    key: Passkey | None,
-    event: events.PasskeyRegistered | events.PasskeyRemoved | events.PasskeyUsed,
-) -> Passkey:
+def evolve_counter(counter: Counter | None, event: events.PasskeyUsed) -> Counter:
+    return Counter(id=event.aggregate_id, version=event.version, sign_count=event.sign_count)
+
+
+def evolve(key: Passkey | None, event: events.PasskeyRegistered | events.PasskeyRemoved) -> Passkey:
     if isinstance(event, events.PasskeyRegistered):
         return Passkey(
             id=event.aggregate_id, version=event.version, workspace_id=event.workspace_id,
@@ -175,6 +199,4 @@ def evolve(
         )  # fmt: skip
     if key is None:
         raise TypeError(f"{event.event_type} before passkey_registered for {event.credential_id}")
-    if isinstance(event, events.PasskeyUsed):
-        return msgspec.structs.replace(key, version=event.version, sign_count=event.sign_count)
     return msgspec.structs.replace(key, version=event.version, removed_at=event.occurred_at)

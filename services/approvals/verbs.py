@@ -48,6 +48,7 @@ class Reads(Protocol):
     def api_key(self, workspace_id: str, key_id: str) -> apikeys.ApiKey | None: ...
     def grant(self, slot: UUID) -> grants.Grant | None: ...
     def passkey(self, workspace_id: str, credential_id: str) -> passkeys.Passkey | None: ...
+    def passkey_counter(self, workspace_id: str, credential_id: str) -> passkeys.Counter | None: ...
     def requester_count(
         self, workspace_id: str, requester: str
     ) -> ratelimit.RequesterCount | None: ...
@@ -280,7 +281,11 @@ def _credential(
     """The stored credential a decision's passkey assertion names, if it names one."""
     if cmd.passkey is None:
         return None
-    return reads.passkey(workspace_id, cmd.passkey.credential_id)
+    credential_id = cmd.passkey.credential_id
+    credential = reads.passkey(workspace_id, credential_id)
+    if credential is None:
+        return None
+    return passkeys.with_counter(credential, reads.passkey_counter(workspace_id, credential_id))
 
 
 def _signed(credential: passkeys.Passkey | None, decided: Any, now: datetime) -> list[Any]:
