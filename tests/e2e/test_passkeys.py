@@ -32,6 +32,8 @@ roles = ["admin"]
 roles = ["approver"]
 [members."user:bob"]
 roles = ["approver"]
+[members."user:carol"]
+roles = ["approver"]
 [members."service:agent"]
 roles = ["requester"]
 [quorum]
@@ -62,10 +64,10 @@ class Stack:
         assert done.returncode == 0, (done.stdout, done.stderr)
         return json.loads(done.stdout)
 
-    def ask(self, risk: str, title: str) -> dict[str, Any]:
+    def ask(self, risk: str, title: str, action: dict[str, Any] = ACTION) -> dict[str, Any]:
         body = {"requested_by": AGENT, "skill_name": "crm-sync", "skill_execution_id": title,
                 "title": title, "summary": "to HubSpot", "risk_level": risk,
-                "action": ACTION}  # fmt: skip
+                "action": action}  # fmt: skip
         reply = httpx.post(f"{self.base}/v1/workspaces/{WORKSPACE}/approvals", json=body,
                            headers=self.agent, timeout=30)  # fmt: skip
         assert reply.status_code == 201, reply.text
@@ -199,7 +201,38 @@ def test_a_passkey_signs_approvals_in_the_browser(stack: Stack, browser: Any) ->
     # Check: every signed decision in the log checks out
     audited = stack.cli("audit", "verify", "--no-checkpoints")
     assert audited["ok"] is True, audited
-    assert audited["passkeys"] == 3
+    assert audited["passkeys"] == 3  # ana's high, ana's and bob's critical
+
+
+@pytest.mark.timeout(300)
+def test_an_edited_approval_and_a_rejection_are_signed_too(stack: Stack, browser: Any) -> None:
+    from playwright.sync_api import expect
+
+    carol = signed_in(browser, stack.base, "user:carol")
+    register(carol, stack.base, "carol's key")
+    rows = {
+        **ACTION,
+        "max_credits": 30,
+        "scope": {"table": "contacts", "row_ids": ["c1", "c2", "c3"], "row_count": 3},
+    }
+    edited = stack.ask("high", "Sync 3 contacts", rows)
+    # Check: "Edit, then approve" signs the edited version's digest, which is what is approved
+    carol.goto(f"{stack.base}/workspaces/{WORKSPACE}/approvals/{edited['id']}#edit")
+    carol.uncheck("input[name=row_id][value=c2]")
+    carol.fill("#edit-max-credits", "20")
+    carol.click("#approve-edited")
+    expect(carol.locator("#status")).to_have_text("approved")
+    got = stack.approval(edited["id"])
+    assert got["approved_digest"] != edited["digest"]
+    assert got["receipt"]["digest"] == got["approved_digest"]
+    assert [s["member"] for s in got["receipt"]["passkeys"]] == ["user:carol"]
+    # Check: a rejection is signed the same way
+    rejected = stack.ask("high", "Write 9 deals")
+    carol.goto(f"{stack.base}/workspaces/{WORKSPACE}/approvals/{rejected['id']}")
+    carol.fill("#reject-reason", "wrong deals")
+    carol.click("#reject")
+    expect(carol.locator("#status")).to_have_text("rejected")
+    expect(carol.locator("#reason")).to_have_text("wrong deals")
 
 
 @pytest.mark.timeout(300)
