@@ -12,6 +12,7 @@ until the registration comes back; a decision's challenge is the decision itself
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
@@ -92,7 +93,9 @@ async def registration_options(request: AnyRequest, workspace: WorkspacePath) ->
     return {
         "challenge": b64(nonce),
         "rp": {"id": rp_id, "name": "Approvals"},
-        "user": {"id": b64(f"{workspace}\x00{member}".encode()), "name": member,
+        # The user handle: an opaque id of the member in this workspace (no personal data).
+        "user": {"id": b64(hashlib.sha256(f"{workspace}\x00{member}".encode()).digest()),
+                 "name": member,
                  "displayName": f"{member} ({workspace})"},
         "pubKeyCredParams": [{"type": "public-key", "alg": alg} for alg in ALGORITHMS],
         "authenticatorSelection": {"residentKey": "preferred", "userVerification": "required"},
