@@ -103,6 +103,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         dev.kill()
 
 
+def page_of(approval: dict[str, Any]) -> str:
+    """The approval's page, once the status view holds it (``min_version``: the page waits)."""
+    return f"{approval['web_url']}?min_version={approval['version']}"
+
+
 def with_authenticator(context: Any, page: Any) -> Any:
     """A virtual platform authenticator for this page: user verified, resident keys."""
     cdp = context.new_cdp_session(page)
@@ -164,7 +169,7 @@ def test_a_passkey_signs_approvals_in_the_browser(stack: Stack, browser: Any) ->
     assert export["passkeys"][0]["rp_id"] == "localhost"
     # Check: she approves a high-risk request: her browser signs the decision with it
     high = stack.ask("high", "Sync 40 contacts")
-    ana.goto(f"{stack.base}/workspaces/{WORKSPACE}/approvals/{high['id']}")
+    ana.goto(page_of(high))
     expect(ana.locator("#passkey-note")).to_be_visible()
     ana.click("#approve")
     expect(ana.locator("#status")).to_have_text("approved")
@@ -185,10 +190,10 @@ def test_a_passkey_signs_approvals_in_the_browser(stack: Stack, browser: Any) ->
     # Check: a critical request needs two: ana signs her vote, bob registers and signs his
     register(bob, stack.base, "bob's phone")
     critical = stack.ask("critical", "Sync 400 contacts")
-    ana.goto(f"{stack.base}/workspaces/{WORKSPACE}/approvals/{critical['id']}")
+    ana.goto(page_of(critical))
     ana.click("#approve")
     expect(ana.locator("#quorum")).to_contain_text("1 of 2")
-    bob.goto(f"{stack.base}/workspaces/{WORKSPACE}/approvals/{critical['id']}")
+    bob.goto(page_of(critical))
     bob.click("#approve")
     expect(bob.locator("#status")).to_have_text("approved")
     receipt = stack.approval(critical["id"])["receipt"]
@@ -217,7 +222,7 @@ def test_an_edited_approval_and_a_rejection_are_signed_too(stack: Stack, browser
     }
     edited = stack.ask("high", "Sync 3 contacts", rows)
     # Check: "Edit, then approve" signs the edited version's digest, which is what is approved
-    carol.goto(f"{stack.base}/workspaces/{WORKSPACE}/approvals/{edited['id']}#edit")
+    carol.goto(page_of(edited) + "#edit")
     carol.uncheck("input[name=row_id][value=c2]")
     carol.fill("#edit-max-credits", "20")
     carol.click("#approve-edited")
@@ -228,7 +233,7 @@ def test_an_edited_approval_and_a_rejection_are_signed_too(stack: Stack, browser
     assert [s["member"] for s in got["receipt"]["passkeys"]] == ["user:carol"]
     # Check: a rejection is signed the same way
     rejected = stack.ask("high", "Write 9 deals")
-    carol.goto(f"{stack.base}/workspaces/{WORKSPACE}/approvals/{rejected['id']}")
+    carol.goto(page_of(rejected))
     carol.fill("#reject-reason", "wrong deals")
     carol.click("#reject")
     expect(carol.locator("#status")).to_have_text("rejected")
