@@ -12,12 +12,16 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
+from approvals.services.runtime.settings import Settings
+from approvals.services.runtime.signed_links import ConfirmTokens
 from tests.e2e.devserver import APPROVALS, Dev, free_port
+from tests.e2e.test_gateway import csrf_token
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -257,4 +261,23 @@ def test_doors_that_cannot_sign_are_sent_to_the_web_page(stack: Stack) -> None:
     assert done.returncode != 0
     assert "passkey_required" in done.stdout + done.stderr
     assert web_url in done.stdout + done.stderr
+    # Check: so is an email link (one issued before the workspace asked for passkeys): its
+    # confirm page, signed in, sends the decision and shows the refusal
+    secret = (stack.root / "data" / "gateway-secret").read_text().strip()
+    tokens = ConfirmTokens.from_settings(Settings(gateway_secret=secret))
+    assert tokens is not None
+    token = tokens.issue(high["id"], "approve", "bob@example.com",
+                         datetime.fromisoformat(high["expires_at"]))  # fmt: skip
+    bob = httpx.Client(base_url=stack.base, timeout=30, follow_redirects=False)
+    bob.post(
+        "/sign-in/dev",
+        data={"member": "user:bob", "_csrf_token": csrf_token(bob.get("/sign-in").text)},
+    )
+    confirm = f"/workspaces/{WORKSPACE}/approvals/{high['id']}/confirm"
+    page = bob.get(confirm, params={"token": token})
+    done_by_mail = bob.post(confirm, data={"token": token, "digest": high["digest"],
+                                           "_csrf_token": csrf_token(page.text)})  # fmt: skip
+    assert done_by_mail.status_code == 303, done_by_mail.text
+    shown = bob.get(done_by_mail.headers["location"]).text
+    assert "passkey_required" in shown
     assert stack.approval(high["id"])["status"] == "pending"
