@@ -178,6 +178,7 @@ def test_a_passkey_signs_approvals_in_the_browser(stack: Stack, browser: Any) ->
     ana.click("#approve")
     expect(ana.locator("#status")).to_have_text("approved")
     expect(ana.locator("#receipt-passkeys")).to_contain_text("user:ana")
+    expect(ana.locator("#timeline")).to_contain_text("passkey")
     receipt = stack.approval(high["id"])["receipt"]
     assert [s["member"] for s in receipt["passkeys"]] == ["user:ana"]
     # Check: the receipt verifies offline, with the service's key and ana's public key
