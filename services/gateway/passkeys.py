@@ -51,11 +51,21 @@ ALGORITHMS = (-7, -8, -257)  # ES256, EdDSA, RS256: what the webauthn library ve
 _export = msgspec.json.Decoder(PasskeysExport)
 
 
+LOOPBACK = ("127.0.0.1", "::1")
+
+
 def relying_party(request: AnyRequest) -> tuple[str, str]:
-    """The RP ID and origin: the web inbox's public address."""
+    """The RP ID and origin: the web inbox's public address. A loopback address (``approvals
+    dev``'s default) becomes ``localhost``: browsers refuse an IP address as the RP ID, and treat
+    http://localhost as a secure context."""
     settings: Settings = request.app.state.settings
     parts = urlsplit(settings.web_url)
-    return parts.hostname or "localhost", f"{parts.scheme}://{parts.netloc}"
+    host = parts.hostname or "localhost"
+    if host in LOOPBACK:
+        host = "localhost"
+        port = f":{parts.port}" if parts.port else ""
+        return host, f"{parts.scheme}://{host}{port}"
+    return host, f"{parts.scheme}://{parts.netloc}"
 
 
 async def registered(request: AnyRequest, workspace: str, member: str) -> list[dict[str, Any]]:
