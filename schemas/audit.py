@@ -126,12 +126,14 @@ class Problem(msgspec.Struct, frozen=True, kw_only=True):
     code: Literal[
         "hash_mismatch", "missing_event", "version_mismatch",
         "checkpoint_mismatch", "log_truncated", "checkpoint_invalid", "unreadable",
+        "passkey_invalid",
     ]  # fmt: skip
     position: int
     aggregate_id: UUID | None = None
     version: int | None = None
     type: str | None = None
     message: str
+    reason: str | None = None  # passkey_invalid: why (see docs/passkeys.md)
 
 
 class Verification(msgspec.Struct, frozen=True, kw_only=True):
@@ -146,6 +148,7 @@ class Verification(msgspec.Struct, frozen=True, kw_only=True):
     last_checkpoint: int | None  # the position of the last one that matched
     first_problem: Problem | None
     problems: int
+    passkeys: int = 0  # passkey-signed votes and decisions checked
 
 
 class ReportRow(msgspec.Struct, frozen=True, kw_only=True):

@@ -8,6 +8,7 @@ from uuid import UUID
 
 import msgspec
 
+from approvals.schemas.passkeys import Assertion, Challenge, CredentialId
 from approvals.schemas.types import (
     END,
     ActionKind,
@@ -145,6 +146,9 @@ class Approve(Command, frozen=True, kw_only=True):
     for_member: Person | None = None  # deciding in a member's place, under their delegation
     grant: GrantTerms | None = None  # also grant similar requests for a while (see GrantTerms)
     edits: Edits | None = None  # approve a narrower version instead (a new digest)
+    # Where the workspace requires a passkey at this risk level: the approver's WebAuthn
+    # assertion over this decision's challenge (schemas/passkeys.py); only the web inbox runs it.
+    passkey: Assertion | None = None
 
 
 class Reject(Command, frozen=True, kw_only=True):
@@ -153,6 +157,7 @@ class Reject(Command, frozen=True, kw_only=True):
     reason: LongText | None = None
     rerun: bool = False
     for_member: Person | None = None
+    passkey: Assertion | None = None  # as Approve's: where the workspace requires a passkey
 
 
 class Cancel(Command, frozen=True, kw_only=True):
@@ -289,6 +294,30 @@ class Respond(Command, frozen=True, kw_only=True):
     for_member: Person | None = None
 
 
+class RegisterPasskey(Command, frozen=True, kw_only=True):
+    """``member`` registers a passkey: ``credential`` is what ``navigator.credentials.create()``
+    returned (its JSON form), over ``challenge`` (base64url) that the web inbox issued for this
+    sign-in ``session``, at ``origin`` for the relying party ``rp_id``. The command service
+    checks it with the ``webauthn`` library (user verification required) and records it."""
+
+    member: Person
+    credential: dict[str, Any]
+    challenge: Challenge
+    rp_id: ShortText
+    origin: ShortText
+    session: ShortText | None = None
+    name: ShortText = ""
+
+
+class RemovePasskey(Command, frozen=True, kw_only=True):
+    """Remove a registered passkey: it signs nothing from now on (``by``: its member, or an
+    admin of the workspace)."""
+
+    credential_id: CredentialId
+    by: Person
+    reason: LongText | None = None
+
+
 COMMANDS: dict[str, type[Command]] = {
     "request": Request,
     "approve": Approve,
@@ -309,4 +338,6 @@ COMMANDS: dict[str, type[Command]] = {
     "revoke_api_key": RevokeApiKey,
     "revoke_grant": RevokeGrant,
     "respond": Respond,
+    "register_passkey": RegisterPasskey,
+    "remove_passkey": RemovePasskey,
 }

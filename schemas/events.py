@@ -20,6 +20,7 @@ from uuid import UUID
 import msgspec
 
 from approvals.schemas.commands import Action, Via
+from approvals.schemas.passkeys import SignedDecision
 from approvals.schemas.receipts import Receipt
 from approvals.schemas.types import ActionKind, Actor, RiskLevel
 from approvals.schemas.workspace import Change, WorkspaceSettings
@@ -118,6 +119,7 @@ class VoteCast(Event, frozen=True, kw_only=True, tag="vote_cast"):
     action: Action | None = None
     proposed_payload: Any = None
     changes: tuple[FieldChange, ...] = ()
+    passkey: SignedDecision | None = None  # the voter's passkey assertion, where one is required
 
 
 class Delivered(Event, frozen=True, kw_only=True, tag="delivered"):
@@ -164,6 +166,10 @@ class Approved(Event, frozen=True, kw_only=True, tag="approved"):
     action: Action | None = None
     proposed_payload: Any = None
     changes: tuple[FieldChange, ...] = ()
+    # Where a passkey is required: the deciding vote's assertion, and every approver's (the
+    # votes that met the quorum, this one last), which the receipt carries too.
+    passkey: SignedDecision | None = None
+    passkeys: tuple[SignedDecision, ...] = ()
 
 
 class SpendPicture(msgspec.Struct, frozen=True, kw_only=True):
@@ -209,6 +215,7 @@ class Rejected(Event, frozen=True, kw_only=True, tag="rejected"):
     reason: str | None = None
     rerun: bool = False
     for_member: str | None = None
+    passkey: SignedDecision | None = None  # the rejecting member's assertion, where required
 
 
 class Expired(Event, frozen=True, kw_only=True, tag="expired"):
@@ -343,6 +350,41 @@ class GrantRevoked(WorkspaceEvent, frozen=True, kw_only=True, tag="grant_revoked
     reason: str | None = None
 
 
+class PasskeyRegistered(WorkspaceEvent, frozen=True, kw_only=True, tag="passkey_registered"):
+    """``member`` registered a passkey (WebAuthn credential) from the web inbox, signed in as
+    themselves (``session``: how). The aggregate is the credential (uuid5 of workspace and
+    credential id). ``public_key``: base64url of its COSE key; ``rp_id`` and ``origin``: where
+    it was registered, which its assertions must name too."""
+
+    member: str
+    credential_id: str
+    public_key: str
+    algorithm: int
+    sign_count: int
+    rp_id: str
+    origin: str
+    session: str | None = None
+    name: str = ""
+
+
+class PasskeyRemoved(WorkspaceEvent, frozen=True, kw_only=True, tag="passkey_removed"):
+    """The credential no longer signs anything (removed by its member or an admin)."""
+
+    member: str
+    credential_id: str
+    reason: str | None = None
+
+
+class PasskeyUsed(WorkspaceEvent, frozen=True, kw_only=True, tag="passkey_used"):
+    """The credential signed a decision on ``approval_id``: its counter is now ``sign_count``
+    (saved with the decision, so the same assertion, or an older one, is refused after it)."""
+
+    member: str
+    credential_id: str
+    approval_id: UUID
+    sign_count: int
+
+
 class PendingHeld(msgspec.Struct, frozen=True, kw_only=True):
     """A request its requester holds pending, until when."""
 
@@ -377,7 +419,7 @@ ApprovalEvent = (
 AnyEvent = (
     ApprovalEvent | WorkspaceConfigured | Delegated | StandingUsed | CreditsReserved
     | CreditsSettled | CreditsReleased | ApiKeyCreated | ApiKeyRevoked | GrantGiven | GrantUsed
-    | GrantRevoked | RequestCounted
+    | GrantRevoked | RequestCounted | PasskeyRegistered | PasskeyRemoved | PasskeyUsed
 )  # fmt: skip
 # Every event type, derived from the union the decoders use (a test checks that it names every
 # subclass of EventBase, so a new event cannot be left out of one of them).

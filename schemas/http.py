@@ -29,6 +29,8 @@ HTTP_STATUS: dict[str, int] = {
     "internal": 500,
     "unavailable": 503,
     "rate_limited": 429,
+    "passkey_required": 403,  # details.web_url: where the browser can sign it
+    "passkey_invalid": 403,
 }
 
 

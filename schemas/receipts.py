@@ -4,6 +4,10 @@ The signature (Ed25519) covers the compact JSON of ``ReceiptBody``: its fields i
 declared here, as msgspec writes them. A verifier decodes the receipt, encodes its body the same
 way and checks the signature with the public key named by ``key_id``.
 
+Version 3 adds ``passkeys``: each approver's WebAuthn assertion over the challenge of exactly
+this decision (see ``schemas/passkeys.py``), where the workspace requires passkeys; a receipt
+without any stays version 2.
+
 Version 2 adds ``requested_digest`` (what was asked; ``digest`` is what was approved, and they
 differ after an approver's edit). A version 1 body is signed without that key, so the body's
 JSON leaves out a field at its default (``omit_defaults``): ``receipt_version`` has no default
@@ -19,9 +23,11 @@ from uuid import UUID
 
 import msgspec
 
+from approvals.schemas.passkeys import SignedDecision
+
 
 class ReceiptBody(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    receipt_version: Literal[1, 2]
+    receipt_version: Literal[1, 2, 3]
     key_id: str  # which key signed it (see approvals.query.keys)
     workspace_id: str
     approval_id: UUID
@@ -32,6 +38,9 @@ class ReceiptBody(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     redeem_by: datetime  # the action must start before this
     expires_at: datetime  # the request's own deadline
     requested_digest: str | None = None  # version 2: the digest requested (edits change it)
+    # Version 3: each approver's passkey assertion over this decision (where the workspace
+    # requires passkeys): checkable without trusting this service's key.
+    passkeys: tuple[SignedDecision, ...] = ()
 
 
 class Receipt(ReceiptBody, frozen=True, kw_only=True):

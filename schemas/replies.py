@@ -36,6 +36,8 @@ ErrorCode = Literal[
     "unauthorized",
     "internal",
     "rate_limited",
+    "passkey_required",
+    "passkey_invalid",
 ]
 
 Outcome = Literal[
@@ -58,6 +60,8 @@ Outcome = Literal[
     "released",
     "api_key_created",
     "api_key_revoked",
+    "passkey_registered",
+    "passkey_removed",
     "grant_revoked",
     "responded",  # a person answered with a message instead of deciding
     "approved_at_once",  # check: a standing permission (policy.standing_rule) would approve it

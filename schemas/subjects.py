@@ -36,6 +36,8 @@ CommandVerb = Literal[
     "revoke_api_key",
     "revoke_grant",
     "respond",
+    "register_passkey",
+    "remove_passkey",
 ]
 COMMAND_VERBS: Final[tuple[CommandVerb, ...]] = get_args(CommandVerb)
 

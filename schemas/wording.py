@@ -9,7 +9,7 @@ from typing import Any, get_args
 
 import msgspec
 
-from approvals.schemas import commands, subjects, types, workspace
+from approvals.schemas import commands, passkeys, subjects, types, workspace
 
 
 def pattern_of(annotated: Any) -> str:
@@ -34,6 +34,11 @@ WORDS: dict[str, str] = {
     subjects.TOKEN_PATTERN: "only letters, digits, '-' and '_', 1 to 64 of them",
     pattern_of(commands.ResumeUrl): "an http:// or https:// URL with a host (no user@ part, no "
     "spaces)",
+    pattern_of(passkeys.B64): "base64url: letters, digits, '-' and '_' (no padding)",
+    pattern_of(passkeys.CredentialId): "a passkey's credential id: 16 to 1400 base64url "
+    "characters (letters, digits, '-' and '_')",
+    pattern_of(passkeys.Challenge): "a challenge: 16 to 512 base64url characters (letters, "
+    "digits, '-' and '_')",
 }
 
 

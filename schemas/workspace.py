@@ -94,6 +94,14 @@ class Resume(Settings, frozen=True, kw_only=True):
     secret: SecretName
 
 
+class Passkeys(Settings, frozen=True, kw_only=True):
+    """``[passkeys]``: decisions on requests of the risk levels in ``require`` must be signed
+    with the deciding member's own passkey (WebAuthn), in the web inbox; every other door is
+    refused with ``passkey_required`` and the link to finish there (see docs/passkeys.md)."""
+
+    require: tuple[RiskLevel, ...] = ()
+
+
 PerRequester = Annotated[int, msgspec.Meta(ge=1, le=1000)]
 
 
@@ -128,6 +136,10 @@ class WorkspaceSettings(Settings, frozen=True, kw_only=True):
     grants: Grants | None = None  # None: grants of up to 24 hours, by the approving approver
     limits: Limits | None = None
     resume: Resume | None = None  # None: no request may carry resume_url
+    passkeys: Passkeys | None = None  # None: no decision needs a passkey
+
+    def passkey_required(self, risk: RiskLevel) -> bool:
+        return self.passkeys is not None and risk in self.passkeys.require
 
     def quorum_for(self, risk: RiskLevel) -> int:
         return self.quorum.get(risk, 1)

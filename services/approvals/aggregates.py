@@ -9,7 +9,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, get_args
 
 from approvals.schemas import events
-from approvals.services.approvals import apikeys, budget, domain, governance, grants, ratelimit
+from approvals.services.approvals import (
+    apikeys,
+    budget,
+    domain,
+    governance,
+    grants,
+    passkeys,
+    ratelimit,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -47,4 +55,7 @@ EVOLVERS: dict[type, Callable[[Any, Any], Any]] = {
     events.GrantUsed: _aggregate(grants.evolve),
     events.GrantRevoked: _aggregate(grants.evolve),
     events.RequestCounted: _aggregate(ratelimit.evolve),
+    events.PasskeyRegistered: _aggregate(passkeys.evolve),
+    events.PasskeyRemoved: _aggregate(passkeys.evolve),
+    events.PasskeyUsed: _aggregate(passkeys.evolve_counter),
 }

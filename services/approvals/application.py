@@ -21,7 +21,15 @@ from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import get_topic
 
 from approvals.schemas import chain, codec, commands, events
-from approvals.services.approvals import apikeys, budget, domain, governance, grants, ratelimit
+from approvals.services.approvals import (
+    apikeys,
+    budget,
+    domain,
+    governance,
+    grants,
+    passkeys,
+    ratelimit,
+)
 from approvals.services.approvals.aggregates import EVOLVERS, evolve, project
 from approvals.services.approvals.errors import ApprovalError, Conflict, NotFound, Unavailable
 from approvals.services.approvals.receipts import Signer
@@ -104,6 +112,16 @@ class State(dict[UUID, Any]):
 
     def grant(self, slot: UUID) -> grants.Grant | None:
         return self._aggregate(slot)  # type: ignore[no-any-return]
+
+    def passkey(self, workspace_id: str, credential_id: str) -> passkeys.Passkey | None:
+        return self._aggregate(passkeys.passkey_key(workspace_id, credential_id))  # type: ignore[no-any-return]
+
+    def passkey_counter(self, workspace_id: str, credential_id: str) -> passkeys.Counter | None:
+        key = passkeys.counter_key(workspace_id, credential_id)
+        if key not in self:
+            assert self._app is not None, "a state without an application loads nothing"
+            self[key] = self._app._load_last(key, self)
+        return self[key]  # type: ignore[no-any-return]
 
     def requester_count(self, workspace_id: str, requester: str) -> ratelimit.RequesterCount | None:
         key = ratelimit.count_key(workspace_id, requester)
@@ -298,6 +316,22 @@ class Approvals(Application[UUID]):
 
     def grant(self, slot: UUID) -> grants.Grant | None:
         return State(self).grant(slot)
+
+    def passkey_ids(self, after: int) -> tuple[dict[str, set[UUID]], int]:
+        """The credentials registered after notification ``after``, by workspace, and the last
+        notification read (a credential's uses and removal are stored where it was)."""
+        found: dict[str, set[UUID]] = {}
+        last = after
+        for notification in self.notifications_of(events.PasskeyRegistered, after):
+            envelope = codec.envelope_decoder.decode(notification.state)
+            found.setdefault(envelope.workspace_id, set()).add(
+                UUID(str(notification.originator_id))
+            )
+            last = notification.id
+        return found, last
+
+    def passkey(self, aggregate_id: UUID) -> passkeys.Passkey | None:
+        return State(self)._aggregate(aggregate_id)  # type: ignore[no-any-return]
 
     def budget_in(self, workspace_id: str, period: str) -> budget.Budget | None:
         """A period's budget aggregate (None when nothing was reserved in it yet)."""

@@ -15,10 +15,18 @@ import msgspec
 
 from approvals.schemas import events
 from approvals.schemas.digest import action_differences, action_digest, payload_differs
+from approvals.schemas.passkeys import SignedDecision
 from approvals.schemas.receipts import Receipt
 from approvals.schemas.replies import Delivery
 from approvals.schemas.types import TERMINAL_STATUSES, Status
-from approvals.services.approvals import budget, edits, governance, grants, payload_schemas
+from approvals.services.approvals import (
+    budget,
+    edits,
+    governance,
+    grants,
+    passkeys,
+    payload_schemas,
+)
 from approvals.services.approvals.errors import (
     AlreadyDecided,
     AlreadyRedeemed,
@@ -68,6 +76,11 @@ class Approval(msgspec.Struct, frozen=True, kw_only=True):
     # The edited version in force (an approver's proposal, or the approved edit); None: the
     # request as asked. ``votes``/``voters`` count toward this version only.
     proposal: events.VoteCast | events.Approved | None = None
+    # The passkey assertions of ``votes``, where the workspace requires them (in vote order).
+    signatures: tuple[SignedDecision, ...] = ()
+    # The version of the last event that changed what is decided (the request, a vote, an
+    # edit): a passkey may sign any version from it on (see passkeys.signed_version).
+    settled_version: int = 1
 
     @property
     def is_terminal(self) -> bool:
@@ -143,12 +156,18 @@ def request_again(existing: Approval, cmd: commands.Request) -> None:
 
 
 def approve(
-    approval: Approval, cmd: commands.Approve, now: datetime, ws: governance.Workspace
+    approval: Approval,
+    cmd: commands.Approve,
+    now: datetime,
+    ws: governance.Workspace,
+    credential: passkeys.Passkey | None = None,
 ) -> list[events.Event]:
     """A vote; the vote that meets the request's quorum is the ``approved`` event itself.
 
     ``cmd.digest`` names what the approver saw (the version being voted on); with ``edits`` the
-    vote is for a narrower version instead: a new proposal, whose votes start from this one."""
+    vote is for a narrower version instead: a new proposal, whose votes start from this one.
+    Where the workspace requires a passkey, ``cmd.passkey`` must sign exactly this vote with
+    ``credential`` (the one it names, as stored)."""
     _require_pending(approval, now)
     who = governance.decider(
         ws, cmd.approver, cmd.for_member, approval.request, now, approving=True,
@@ -178,21 +197,25 @@ def approve(
             votes=list(votes),
         )
     votes = (*votes, who.counted)
+    signed = passkeys.require(ws, approval, "approve", target.digest, who.member, cmd.passkey,
+                              credential)  # fmt: skip
     version = _version_fields(target) if target.digest != approval.request.digest else {}
     if len(votes) < approval.request.quorum:
         vote = _next(
             approval, events.VoteCast, now, cmd.approver,
             voter=who.member, signed_as=cmd.approver, for_member=who.for_member,
-            digest=target.digest, reason=cmd.reason,
+            digest=target.digest, reason=cmd.reason, passkey=signed,
             **(_version_fields(target) if proposes else {}),
         )  # fmt: skip
         return [vote]
+    signatures = () if proposes else approval.signatures
+    signing = {"passkey": signed, "passkeys": (*signatures, signed)} if signed else {}
     return [
         _next(
             approval, events.Approved, now, cmd.approver,
             digest=target.digest, reason=cmd.reason, votes=votes, for_member=who.for_member,
             redeem_by=now + timedelta(seconds=ws.settings.redeem_within_s),
-            requested_digest=approval.request.digest, **version,
+            requested_digest=approval.request.digest, **version, **signing,
         )
     ]  # fmt: skip
 
@@ -206,17 +229,24 @@ def _version_fields(version: edits.Version) -> dict[str, Any]:
 
 
 def reject(
-    approval: Approval, cmd: commands.Reject, now: datetime, ws: governance.Workspace
+    approval: Approval,
+    cmd: commands.Reject,
+    now: datetime,
+    ws: governance.Workspace,
+    credential: passkeys.Passkey | None = None,
 ) -> events.Rejected:
-    """One allowed rejection rejects (a veto), whatever votes came before."""
+    """One allowed rejection rejects (a veto), whatever votes came before. Where the workspace
+    requires a passkey, ``cmd.passkey`` signs the rejection of the version being decided."""
     _require_pending(approval, now)
     who = governance.decider(
         ws, cmd.approver, cmd.for_member, approval.request, now, approving=False,
         escalated_to=approval.escalated_to,
     )  # fmt: skip
+    signed = passkeys.require(ws, approval, "reject", approval.current.digest, who.member,
+                              cmd.passkey, credential)  # fmt: skip
     return _next(
         approval, events.Rejected, now, cmd.approver,
-        reason=cmd.reason, rerun=cmd.rerun, for_member=who.for_member,
+        reason=cmd.reason, rerun=cmd.rerun, for_member=who.for_member, passkey=signed,
     )  # fmt: skip
 
 
@@ -532,6 +562,7 @@ def _requested(event: events.Requested, approval: Approval | None) -> Approval:
         status="pending",
         request=event,
         modified_at=event.occurred_at,
+        settled_version=event.version,
     )
 
 
@@ -576,13 +607,19 @@ def _waiting(event: events.Reminded | events.Escalated, approval: Approval | Non
 def _vote_cast(event: events.VoteCast, approval: Approval | None) -> Approval:
     current = _existing(approval, event)
     if event.action is not None:  # a new version: its votes start from this one
-        current = msgspec.structs.replace(current, proposal=event, votes=(), voters=())
+        current = msgspec.structs.replace(
+            current, proposal=event, votes=(), voters=(), signatures=()
+        )
+    signatures = current.signatures if event.passkey is None else (*current.signatures,
+                                                                   event.passkey)  # fmt: skip
     return msgspec.structs.replace(
         current,
         version=event.version,
         modified_at=event.occurred_at,
         votes=(*current.votes, event.for_member or event.voter),
         voters=(*current.voters, event.voter),
+        signatures=signatures,
+        settled_version=event.version,
     )
 
 
@@ -601,6 +638,7 @@ def _resolved(event: events.Event, approval: Approval | None) -> Approval:
             budget_period=event.budget_period,
             receipt=event.receipt,
             proposal=event if event.action is not None else None,
+            signatures=event.passkeys or current.signatures,
         )
     return msgspec.structs.replace(
         current,

@@ -73,3 +73,17 @@ class RateLimited(ApprovalError):
     try again."""
 
     code = "rate_limited"
+
+
+class PasskeyRequired(ApprovalError):
+    """The workspace requires a passkey for this decision and none came with it (or the door
+    cannot run the ceremony): ``details.web_url`` is where to finish it in the browser."""
+
+    code = "passkey_required"
+
+
+class PasskeyInvalid(ApprovalError):
+    """The passkey assertion does not sign this decision by this member with a registered
+    credential: ``details.reason`` names why (see docs/passkeys.md)."""
+
+    code = "passkey_invalid"

@@ -21,6 +21,7 @@ import msgspec
 
 from approvals.schemas import codec, subjects
 from approvals.schemas.codec import command_decoders, encoder
+from approvals.schemas.passkeys import PasskeysExport
 from approvals.schemas.receipts import KeysReply
 from approvals.schemas.replies import (
     ApiKeyReply,
@@ -35,8 +36,20 @@ from approvals.schemas.replies import (
 from approvals.schemas.wording import WORDS, in_words
 from approvals.services.approvals import governance
 from approvals.services.approvals.budget import period_of
-from approvals.services.approvals.errors import ApprovalError, Invalid, NotFound, TooLarge
-from approvals.services.approvals.views import approval_state, grant_state, workspace_state
+from approvals.services.approvals.errors import (
+    ApprovalError,
+    Invalid,
+    NotFound,
+    PasskeyRequired,
+    TooLarge,
+)
+from approvals.services.approvals.views import (
+    approval_state,
+    grant_state,
+    passkey_state,
+    web_url,
+    workspace_state,
+)
 from approvals.services.runtime.ops import counted
 
 if TYPE_CHECKING:
@@ -75,6 +88,8 @@ class CommandHandlers:
         self._scanned = 0  # the notification the set is built up to
         self._grant_slots: dict[str, set[UUID]] = {}  # every slot given a grant, by workspace
         self._grants_scanned = 0
+        self._passkey_ids: dict[str, set[UUID]] = {}  # every credential registered, by workspace
+        self._passkeys_scanned = 0
 
     async def start(self) -> None:
         for verb in subjects.COMMAND_VERBS:
@@ -92,6 +107,7 @@ class CommandHandlers:
             ("budget", self._on_budget_query),
             ("api_key", self._on_api_key_query),
             ("grants", self._on_grants_query),
+            ("passkeys", self._on_passkeys_query),
         ):
             self._subscriptions.append(
                 await self.nc.subscribe(
@@ -157,6 +173,27 @@ class CommandHandlers:
         ]
         listed = [g for g in listed if every or g.status == "active"]
         return GrantsReply(grants=tuple(sorted(listed, key=lambda g: g.granted_at, reverse=True)))
+
+    async def _on_passkeys_query(self, msg: Msg) -> None:
+        await self._answer(msg, lambda ws: self._passkeys_reply(ws, msg.data))
+
+    def _passkeys_reply(self, ws: governance.Workspace, data: bytes) -> PasskeysExport:
+        """The workspace's registered passkeys (removed ones with ``removed_at``), or with
+        ``{"member": "user:ana"}`` one member's: what verifiers check assertions against."""
+        try:
+            member = (msgspec.json.decode(data) if data.strip() else {}).get("member")
+        except (msgspec.DecodeError, AttributeError):
+            raise Invalid('the query must be a JSON object, e.g. {"member": "user:ana"}') from None
+        found, self._passkeys_scanned = self.app.passkey_ids(self._passkeys_scanned)
+        for workspace_id, ids in found.items():
+            self._passkey_ids.setdefault(workspace_id, set()).update(ids)
+        listed = [
+            passkey_state(key)
+            for aggregate_id in self._passkey_ids.get(ws.workspace_id, ())
+            if (key := self.app.passkey(aggregate_id)) is not None
+            and (member is None or key.member == member)
+        ]
+        return PasskeysExport(passkeys=tuple(sorted(listed, key=lambda k: k.registered_at)))
 
     async def _on_keys_query(self, msg: Msg) -> None:
         if msg.reply:
@@ -288,6 +325,12 @@ class CommandHandlers:
 
     def _encode_result(self, result: Result | ApprovalError) -> bytes:
         if isinstance(result, ApprovalError):
+            if isinstance(result, PasskeyRequired) and "approval_id" in result.details:
+                # Where the person can finish it: the web inbox runs the passkey ceremony.
+                ws = result.details.get("workspace_id", "")
+                url = web_url(self.settings.web_url, ws, result.details["approval_id"])
+                result.details["web_url"] = url
+                result.message = f"{result.message}: {url}"
             return encode_error(result)
         state = (
             approval_state(result.approval, self.settings.web_url)

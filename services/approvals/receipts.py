@@ -75,8 +75,9 @@ class Signer:
             approved_at=approved.occurred_at,
             redeem_by=approved.redeem_by or request.expires_at,
             expires_at=request.expires_at,
-            receipt_version=2,
+            receipt_version=3 if approved.passkeys else 2,
             requested_digest=approved.requested_digest or request.digest,
+            passkeys=approved.passkeys,
         )
         return Receipt(**msgspec.structs.asdict(body), algorithm="Ed25519",
                        signature=self.signature(body))  # fmt: skip

@@ -21,6 +21,7 @@ from approvals.services.approvals import (
     domain,
     governance,
     grants,
+    passkeys,
     policy,
     ratelimit,
 )
@@ -46,6 +47,8 @@ class Reads(Protocol):
     def allowance(self, workspace_id: str, rule: str, day: str) -> governance.Allowance | None: ...
     def api_key(self, workspace_id: str, key_id: str) -> apikeys.ApiKey | None: ...
     def grant(self, slot: UUID) -> grants.Grant | None: ...
+    def passkey(self, workspace_id: str, credential_id: str) -> passkeys.Passkey | None: ...
+    def passkey_counter(self, workspace_id: str, credential_id: str) -> passkeys.Counter | None: ...
     def requester_count(
         self, workspace_id: str, requester: str
     ) -> ratelimit.RequesterCount | None: ...
@@ -97,6 +100,25 @@ def create_api_key(
     ws = _governing(reads, workspace_id)
     created = apikeys.create(ws, reads.api_key(workspace_id, cmd.key_id), cmd, now)
     return Decision("api_key_created", [created])
+
+
+def register_passkey(
+    reads: Reads, workspace_id: str, cmd: commands.RegisterPasskey, now: datetime
+) -> Decision:
+    ws = _governing(reads, workspace_id)
+    registered = passkeys.register(ws, cmd, now)
+    existing = reads.passkey(workspace_id, registered.credential_id)
+    if existing is not None:
+        raise Conflict("this passkey is registered already", credential_id=existing.credential_id)
+    return Decision("passkey_registered", [registered])
+
+
+def remove_passkey(
+    reads: Reads, workspace_id: str, cmd: commands.RemovePasskey, now: datetime
+) -> Decision:
+    ws = _governing(reads, workspace_id)
+    existing = reads.passkey(workspace_id, cmd.credential_id)
+    return Decision("passkey_removed", [passkeys.remove(ws, existing, cmd, now)])
 
 
 def revoke_api_key(
@@ -253,9 +275,37 @@ def _decided(approval: domain.Approval, produced: list[Any]) -> Decision:
     return Decision(mine[-1].event_type, produced, approval.id)
 
 
+def _credential(
+    reads: Reads, workspace_id: str, cmd: commands.Approve | commands.Reject
+) -> passkeys.Passkey | None:
+    """The stored credential a decision's passkey assertion names, if it names one."""
+    if cmd.passkey is None:
+        return None
+    credential_id = cmd.passkey.credential_id
+    credential = reads.passkey(workspace_id, credential_id)
+    if credential is None:
+        return None
+    return passkeys.with_counter(credential, reads.passkey_counter(workspace_id, credential_id))
+
+
+def _signed(credential: passkeys.Passkey | None, decided: Any, now: datetime) -> list[Any]:
+    """The credential's use, saved with the decision it signed (its counter moves forward)."""
+    signed = getattr(decided, "passkey", None)
+    if credential is None or signed is None:
+        return []
+    return [passkeys.used(credential, signed, decided.approval_id, now)]
+
+
 def approve(reads: Reads, workspace_id: str, cmd: commands.Approve, now: datetime) -> Decision:
     approval, ws = _approval(reads, workspace_id, cmd.approval_id)
-    produced: list[Any] = domain.approve(approval, cmd, now, ws)
+    if cmd.grant is not None and ws.settings.passkey_required(approval.request.risk_level):
+        raise Forbidden(
+            "a request that needs a passkey cannot grant similar requests in advance: each "
+            "decision is signed by its own person", rule="grants:passkeys",
+        )  # fmt: skip
+    credential = _credential(reads, workspace_id, cmd)
+    produced: list[Any] = domain.approve(approval, cmd, now, ws, credential)
+    used = _signed(credential, produced[-1], now)
     if isinstance(produced[-1], events.Approved):  # the vote that met the quorum
         ceiling = (produced[-1].action or approval.request.action).max_credits  # after edits
         held = _period_budget(reads, ws, now) if ceiling is not None else None
@@ -268,7 +318,7 @@ def approve(reads: Reads, workspace_id: str, cmd: commands.Approve, now: datetim
             )  # fmt: skip
         slot = reads.grant(grants.slot_of(approval.request))
         produced.append(grants.give(slot, ws, produced[0], approval.request, cmd.grant, now))
-    return _decided(approval, produced)
+    return _decided(approval, [*produced, *used])
 
 
 def revoke_grant(
@@ -285,7 +335,9 @@ def revoke_grant(
 
 def reject(reads: Reads, workspace_id: str, cmd: commands.Reject, now: datetime) -> Decision:
     approval, ws = _approval(reads, workspace_id, cmd.approval_id)
-    return _decided(approval, [domain.reject(approval, cmd, now, ws)])
+    credential = _credential(reads, workspace_id, cmd)
+    rejected = domain.reject(approval, cmd, now, ws, credential)
+    return _decided(approval, [rejected, *_signed(credential, rejected, now)])
 
 
 def respond(reads: Reads, workspace_id: str, cmd: commands.Respond, now: datetime) -> Decision:
@@ -374,4 +426,6 @@ VERBS: dict[type[commands.Command], Callable[[Reads, str, Any, datetime], Decisi
     commands.RevokeApiKey: revoke_api_key,
     commands.RevokeGrant: revoke_grant,
     commands.Respond: respond,
+    commands.RegisterPasskey: register_passkey,
+    commands.RemovePasskey: remove_passkey,
 }

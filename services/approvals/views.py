@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from approvals.schemas.passkeys import RegisteredPasskey
 from approvals.schemas.replies import ApprovalState, DelegationState, GrantState, WorkspaceState
 from approvals.services.approvals import grants
 
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
     from approvals.services.approvals.domain import Approval
     from approvals.services.approvals.governance import Workspace
     from approvals.services.approvals.grants import Grant
+    from approvals.services.approvals.passkeys import Passkey
 
 
 def web_url(base: str, workspace_id: str, approval_id: str) -> str:
@@ -94,4 +96,12 @@ def grant_state(grant: Grant, ws: Workspace, now: datetime) -> GrantState:
         max_credits=given.max_credits, runs=given.runs,
         runs_today=grant.runs_today if grant.day == now.date().isoformat() else 0,
         runs_total=grant.runs_total, revoked_by=grant.revoked_by, revoked_at=grant.revoked_at,
+    )  # fmt: skip
+
+
+def passkey_state(key: Passkey) -> RegisteredPasskey:
+    return RegisteredPasskey(
+        workspace_id=key.workspace_id, member=key.member, credential_id=key.credential_id,
+        public_key=key.public_key, algorithm=key.algorithm, rp_id=key.rp_id, origin=key.origin,
+        registered_at=key.registered_at, removed_at=key.removed_at, name=key.name,
     )  # fmt: skip

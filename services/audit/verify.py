@@ -10,6 +10,7 @@ import msgspec
 from approvals.schemas import chain
 from approvals.schemas.audit import Checkpoint, Problem, Verification
 from approvals.schemas.codec import canonical_encoder
+from approvals.services.audit.passkeys import LogAudit
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -36,6 +37,7 @@ class Verifier:
         self._next = 0  # the next checkpoint to check
         self.last_checkpoint: int | None = None
         self.checked = 0
+        self.signed = LogAudit()  # every passkey-signed vote and decision, checked in order
 
     def feed(self, records: Iterable[Record]) -> None:
         decode, encode = msgspec.json.decode, canonical_encoder.encode
@@ -56,6 +58,8 @@ class Verifier:
             self.events += 1
             self.position = record.id
             event_type = raw.get("type")
+            if event_type in LogAudit.TYPES:
+                self._passkeys(record, raw)
             before = versions.get(aggregate)
             computed = link(links.get(aggregate, chain.GENESIS), body)
             if raw.get("version") != version:
@@ -80,6 +84,19 @@ class Verifier:
                 links[aggregate] = computed
             versions[aggregate] = version
 
+    def _passkeys(self, record: Record, raw: dict[str, object]) -> None:
+        try:
+            failed = self.signed.feed(raw)
+        except (KeyError, ValueError, TypeError, msgspec.ValidationError) as error:
+            self._problem("passkey_invalid", record, raw.get("type"),
+                          f"a passkey registration or assertion does not read: {error}",
+                          reason="malformed")  # fmt: skip
+            return
+        if failed is not None:
+            self._problem("passkey_invalid", record, raw.get("type"),
+                          f"{failed.member}'s passkey does not sign this decision: "
+                          f"{failed.message}", reason=failed.reason)  # fmt: skip
+
     def finish(self, source: Literal["store", "export"]) -> Verification:
         self._check_through(self.position)
         for checkpoint in self._checkpoints[self._next :]:
@@ -97,7 +114,7 @@ class Verifier:
             aggregates=len(self.versions), position=self.position, log_hash=self.log_hash,
             unsealed=self.unsealed, checkpoints=self.checked,
             last_checkpoint=self.last_checkpoint, first_problem=first,
-            problems=len(self.problems),
+            problems=len(self.problems), passkeys=self.signed.checked,
         )  # fmt: skip
 
     def _check_through(self, position: int) -> None:
@@ -120,10 +137,12 @@ class Verifier:
                         f"up to {checkpoint.position} was changed, added or removed",
             ))  # fmt: skip
 
-    def _problem(self, code: str, record: Record, event_type: object, message: str) -> None:
+    def _problem(self, code: str, record: Record, event_type: object, message: str,
+                 reason: str | None = None) -> None:  # fmt: skip
         self.problems.append(Problem(
             code=code,  # type: ignore[arg-type]
             position=record.id, aggregate_id=UUID(str(record.originator_id)),
             version=record.originator_version,
             type=str(event_type) if event_type is not None else None, message=message,
+            reason=reason,
         ))  # fmt: skip

@@ -156,6 +156,7 @@ from approvals.services.cli import (  # noqa: E402, F401
     commands,
     grants,
     operate,
+    passkeys,
     reads,
     receipts,
     reviews,

@@ -200,6 +200,12 @@ def _view_rows(view: ApprovalView) -> list[tuple[str, Any]]:
         ),
         ("delivered to", ", ".join(view.channels)),
         ("receipt", f"signed, key {view.receipt.key_id}" if view.receipt else None),
+        (
+            "passkeys",
+            ", ".join(s.member for s in view.receipt.passkeys)
+            if view.receipt and view.receipt.passkeys
+            else None,
+        ),
         ("version", view.version),
         ("web", view.web_url),
     ]

@@ -12,9 +12,12 @@ import click
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from approvals.schemas import codec
 from approvals.schemas.codec import encoder
+from approvals.schemas.passkeys import PasskeysExport
 from approvals.schemas.receipts import KeysReply, PublicKey, Receipt
 from approvals.schemas.signatures import ReceiptInvalid, key_id_of, unb64, verify
+from approvals.services.audit.passkeys import check_receipt
 from approvals.services.cli import Context, cli, console
 from approvals.services.cli.params import ACTOR, KEY_ID, PERSON
 
@@ -91,37 +94,79 @@ def _signing_keys(obj: Context) -> None:
 )
 @click.option("--keys", "keys_file", type=click.Path(exists=True, path_type=Path),
               help="The output of `approvals keys --json`: verify offline.")  # fmt: skip
+@click.option("--passkeys", "passkeys_file", type=click.Path(exists=True, path_type=Path),
+              help="The output of `approvals passkeys export`: check the approvers' passkey "
+              "assertions offline.")  # fmt: skip
 @click.pass_obj
 def verify_command(
-    obj: Context, receipt: str, public_keys: tuple[str, ...], keys_file: Path | None
-) -> None:
+    obj: Context, receipt: str, public_keys: tuple[str, ...], keys_file: Path | None,
+    passkeys_file: Path | None,
+) -> None:  # fmt: skip
     """Check who approved exactly what: RECEIPT is a file, - for stdin, or the JSON itself.
 
     The JSON may be the receipt or anything holding it (`approvals --json show ID`). Without
-    --public-key or --keys the service's keys are asked for."""
+    --public-key or --keys the service's keys are asked for. A receipt that carries the
+    approvers' passkey assertions is also checked against their registered credentials
+    (--passkeys, or the service's export when verifying online)."""
     try:
         signed = _receipt(receipt)
         offline = _offline_keys(public_keys, keys_file)
+        export = _passkeys(passkeys_file)
     except ValueError as error:
         console.fail(obj.as_json, "invalid", str(error))
         sys.exit(1)
     if offline is not None:
-        sys.exit(_verify(obj, signed, offline))
+        sys.exit(_verify(obj, signed, offline, export))
 
     async def work(client: ApprovalsClient) -> int:
-        return _verify(obj, signed, list(await client.keys()))
+        found = export
+        if found is None and signed.passkeys:
+            from approvals.services.cli.passkeys import fetch_export
+
+            found = await fetch_export(client)
+        return _verify(obj, signed, list(await client.keys()), found)
 
     obj.run(work)
 
 
-def _verify(obj: Context, receipt: Receipt, keys: list[PublicKey]) -> int:
+def _passkeys(path: Path | None) -> PasskeysExport | None:
+    if path is None:
+        return None
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=PasskeysExport)
+    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+        raise ValueError(f"{path} is not the output of `approvals passkeys export`: "
+                         f"{error}") from None  # fmt: skip
+
+
+def _verify(
+    obj: Context, receipt: Receipt, keys: list[PublicKey], export: PasskeysExport | None = None
+) -> int:
     try:
         body = verify(receipt, keys)
     except ReceiptInvalid as error:
         console.fail(obj.as_json, "receipt_invalid", str(error))
         return 1
+    if body.passkeys and export is None:
+        console.fail(obj.as_json, "invalid", "the receipt carries the approvers' passkey "
+                     "assertions: give --passkeys (the output of `approvals passkeys export`) "
+                     "to check them offline")  # fmt: skip
+        return 1
+    checked = check_receipt(body, export.passkeys if export else ())
+    if failed := next((c for c in checked if c.reason is not None), None):
+        message = f"{failed.member}'s passkey does not sign this decision: {failed.message}"
+        details: dict[str, object] = {"reason": failed.reason, "member": failed.member,
+                   "credential_id": failed.credential_id}  # fmt: skip
+        if obj.as_json:
+            click.echo(codec.encode_error("passkey_invalid", message, details))
+        else:
+            click.echo(f"error [passkey_invalid: {failed.reason}]: {message}", err=True)
+        return 1
+    signers = [{"member": c.member, "credential_id": c.credential_id, "valid": True}
+               for c in checked]  # fmt: skip
     if obj.as_json:
-        click.echo(encoder.encode({"ok": True, "valid": True, "receipt": body}))
+        click.echo(encoder.encode({"ok": True, "valid": True, "receipt": body,
+                                   "passkeys": signers}))  # fmt: skip
         return 0
     click.echo(console.table([
         ("valid", f"yes, signed by key {body.key_id}"), ("workspace", body.workspace_id),
@@ -131,6 +176,7 @@ def _verify(obj: Context, receipt: Receipt, keys: list[PublicKey]) -> int:
         ("credit ceiling", None if body.max_credits is None else f"{body.max_credits:g}"),
         ("approved by", ", ".join(body.approvers)), ("approved at", body.approved_at.isoformat()),
         ("redeem by", body.redeem_by.isoformat()), ("expires", body.expires_at.isoformat()),
+        *([("passkeys", ", ".join(f"{c.member} (valid)" for c in checked))] if checked else []),
     ]))  # fmt: skip
     return 0
 

@@ -50,6 +50,11 @@ class Notice(msgspec.Struct, frozen=True, kw_only=True):
     quorum: int
     spend: dict[str, Any] | None  # the budget picture, when there is a budget
     web_url: str  # the detail page in the web inbox
+    # The workspace requires a passkey to decide it: only the web inbox can, so a channel
+    # shows no Approve/Reject of its own, says so, and links to the page.
+    passkey: bool = False
+
+    PASSKEY_LINE = "Deciding this needs your passkey: approve or reject it in the web inbox."
 
     @property
     def edit_url(self) -> str:

@@ -139,7 +139,8 @@ class Delivery:
             return None
         loaded = await self._load(event)
         settings, view = loaded.settings, loaded.view
-        notice = self.notice(view, loaded.timeline[0]["event"])
+        notice = self.notice(view, loaded.timeline[0]["event"],
+                             passkey=settings.passkey_required(view["risk_level"]))  # fmt: skip
         begin = view["status"] == "pending"  # decided: only what was begun is finished
         for channel in dict.fromkeys(("inbox", *settings.channels.get(view["risk_level"], ()))):
             config = settings.channel.get(channel, ChannelConfig())
@@ -223,7 +224,12 @@ class Delivery:
         else:
             prefix, suffix = f"Escalated to {event.group}: ", "escalated"
             channels = settings.reminders.escalate_channels if settings.reminders else ()
-        notice = self.notice(loaded.view, loaded.timeline[0]["event"], prefix)
+        notice = self.notice(
+            loaded.view,
+            loaded.timeline[0]["event"],
+            prefix,
+            passkey=settings.passkey_required(loaded.view["risk_level"]),
+        )
         assert self.records is not None, "start() first"
         for channel in dict.fromkeys(channels):
             key = f"{approval_id}.{channel}.{suffix}"
@@ -235,7 +241,9 @@ class Delivery:
         return None
 
     @staticmethod
-    def notice(view: dict[str, Any], requested: dict[str, Any], prefix: str = "") -> Notice:
+    def notice(
+        view: dict[str, Any], requested: dict[str, Any], prefix: str = "", passkey: bool = False
+    ) -> Notice:
         spend = view.get("spend")
         return Notice(
             workspace_id=view["workspace_id"], approval_id=view["id"],
@@ -246,7 +254,7 @@ class Delivery:
             proposed_payload=requested.get("proposed_payload"), digest=view["digest"],
             expires_at=datetime.fromisoformat(view["expires_at"]),
             quorum=view["quorum"], web_url=view["web_url"],
-            spend=spend if spend and spend.get("cap") is not None else None,
+            spend=spend if spend and spend.get("cap") is not None else None, passkey=passkey,
         )  # fmt: skip
 
     async def deliver(

@@ -24,7 +24,7 @@ from litestar.template.config import TemplateConfig
 
 from approvals.schemas.codec import encode_error
 from approvals.schemas.http import HTTP_STATUS
-from approvals.services.gateway import grants, inbox_decisions, web
+from approvals.services.gateway import grants, inbox_decisions, passkeys, web
 from approvals.services.gateway.api import ApprovalsApi
 from approvals.services.gateway.bus import Bus, GatewayError
 from approvals.services.gateway.discord import discord_interaction
@@ -149,6 +149,7 @@ def create_app(settings: Settings) -> Litestar:
             *web.HANDLERS,
             *inbox_decisions.HANDLERS,
             *grants.HANDLERS,
+            *passkeys.HANDLERS,
         ],
         on_startup=[connect],
         on_shutdown=[disconnect],

@@ -230,6 +230,7 @@ async def detail(
         "requested": requested, "action": requested.get("action", {}), "timeline": entries,
         "pretty": _pretty, "when": _when, "error": error, "done": done,
         "may_decide": "approver" in roles, **_edit_context(got["approval"], requested),
+        "passkey": bool(ws and ws.settings.passkey_required(got["approval"]["risk_level"])),
     })  # fmt: skip
 
 
@@ -292,6 +293,8 @@ async def approve(
             "reason": data.get("reason") or None}  # fmt: skip
     if (grant := grant_terms(data)) is not None:
         body["grant"] = grant
+    if signed := _passkey(data):
+        body["passkey"] = signed
     if data.get("edited"):  # "Edit, then approve": the form read back as edits
         data_got = await _bus(request).query(workspace, "get", {"approval_id": approval_id})
         if reply_error(data_got):
@@ -313,7 +316,21 @@ async def reject(
     person, _ = await member_in(request, workspace)
     body = {"approval_id": approval_id, "approver": person, "reason": data.get("reason") or None,
             "rerun": data.get("rerun") == "on"}  # fmt: skip
+    if signed := _passkey(data):
+        body["passkey"] = signed
     return await _decide(request, workspace, approval_id, "reject", body)
+
+
+def _passkey(data: dict[str, Any]) -> Any:
+    """The passkey assertion the page's script put in the form (JSON), or None; the command
+    service validates its shape and checks it."""
+    raw = data.get("passkey")
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise GatewayError("invalid", "the passkey field is not JSON") from None
 
 
 @post("/workspaces/{workspace:str}/approvals/{approval_id:uuid}/respond", status_code=303)

@@ -29,6 +29,9 @@ FIRST_VERSION = {
     "grant_revoked": 2,
     "request_counted": 2,
     "responded": 2,
+    "passkey_registered": 2,
+    "passkey_removed": 2,
+    "passkey_used": 2,
 }
 
 

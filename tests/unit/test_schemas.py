@@ -128,6 +128,19 @@ EVENTS: dict[str, events.Event | events.WorkspaceEvent] = {
     "grant_revoked": events.GrantRevoked(
         **WS_COMMON, version=3, actor="user:bo", grant_id=APPROVAL_ID, reason="done",
     ),
+    "passkey_registered": events.PasskeyRegistered(
+        **WS_COMMON, version=1, actor="user:ana", member="user:ana", credential_id="c" * 43,
+        public_key="pQECAyYgASFYIA", algorithm=-7, sign_count=0, rp_id="approvals.example.com",
+        origin="https://approvals.example.com", session="link", name="laptop",
+    ),
+    "passkey_used": events.PasskeyUsed(
+        **WS_COMMON, version=2, actor="user:ana", member="user:ana", credential_id="c" * 43,
+        approval_id=APPROVAL_ID, sign_count=1,
+    ),
+    "passkey_removed": events.PasskeyRemoved(
+        **WS_COMMON, version=3, actor="user:ana", member="user:ana", credential_id="c" * 43,
+        reason="lost the laptop",
+    ),
     "api_key_revoked": events.ApiKeyRevoked(
         **WS_COMMON, version=2, actor="user:admin", key_id="k" * 16,
     ),
@@ -207,6 +220,14 @@ VALID["create_api_key"] = {"key_id": "k" * 16, "secret_sha256": "a" * 64,
                            "actor": "service:agent", "by": "user:admin"}  # fmt: skip
 VALID["revoke_api_key"] = {"key_id": "k" * 16, "by": "user:admin"}
 VALID["revoke_grant"] = {"grant_id": str(APPROVAL_ID), "by": "user:bo"}
+VALID["register_passkey"] = {
+    "member": "user:ana",
+    "credential": {"id": "c" * 43},
+    "challenge": "h" * 43,
+    "rp_id": "approvals.example.com",
+    "origin": "https://approvals.example.com",
+}
+VALID["remove_passkey"] = {"credential_id": "c" * 43, "by": "user:ana"}
 VALID["respond"] = {"approval_id": str(APPROVAL_ID), "approver": "user:carol", "message": "Why?"}
 
 

@@ -167,6 +167,9 @@ def verify_text(result: Verification, no_checkpoints: bool) -> str:
         if result.last_checkpoint is not None
         else f"{result.checkpoints} signed checkpoints checked, none matching",
     ]
+    if result.passkeys:
+        lines.append(f"{result.passkeys:,} passkey-signed decisions checked against the "
+                     "credentials registered before them")  # fmt: skip
     problem = result.first_problem
     if problem is not None:
         where = (
@@ -176,7 +179,8 @@ def verify_text(result: Verification, no_checkpoints: bool) -> str:
         )
         lines += [
             "",
-            f"first problem [{problem.code}] at position {problem.position}{where}:",
+            f"first problem [{problem.code}{': ' + problem.reason if problem.reason else ''}] "
+            f"at position {problem.position}{where}:",
             f"  {problem.message}",
             f"{result.problems} problems in all",
         ]

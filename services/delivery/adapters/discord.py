@@ -60,7 +60,7 @@ def message(notice: Notice) -> dict[str, Any]:
     # The description gets what the embed's total leaves after everything else it shows.
     used = units(title) + units(footer) + sum(units(f["name"] + f["value"]) for f in fields)
     description = fit(notice.summary, min(DESCRIPTION, EMBED_TOTAL - used), more)
-    return {
+    made: dict[str, Any] = {
         "content": fit(f"Approval needed: **{title}**", CONTENT),
         "allowed_mentions": NO_MENTIONS,
         "embeds": [{"title": title, "description": description, "url": notice.web_url,
@@ -74,6 +74,12 @@ def message(notice: Notice) -> dict[str, Any]:
             {"type": 2, "style": 5, "label": "Edit…", "url": notice.edit_url},
         ]}],
     }  # fmt: skip
+    if notice.passkey:  # only the web inbox signs it: a link there, no buttons that decide
+        made["content"] = fit(f"Approval needed: **{title}**\n{notice.PASSKEY_LINE}", CONTENT)
+        made["components"] = [{"type": 1, "components": [
+            {"type": 2, "style": 5, "label": "Decide with your passkey", "url": notice.web_url},
+        ]}]  # fmt: skip
+    return made
 
 
 class DiscordAdapter:

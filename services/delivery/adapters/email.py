@@ -73,8 +73,10 @@ class EmailAdapter:
 
     def links(self, notice: Notice, recipient: str) -> dict[str, str]:
         links = {"details": notice.web_url, "edit": notice.edit_url}
-        if self.tokens is None:
-            return links  # without the gateway's secret, the detail page only
+        if self.tokens is None or notice.passkey:
+            # Without the gateway's secret, or where only the web inbox can sign the decision
+            # with a passkey: the detail page only.
+            return links
         for decision in ("approve", "reject"):
             token = self.tokens.issue(notice.approval_id, decision, recipient, notice.expires_at)
             links[decision] = f"{notice.web_url}/confirm?{urlencode({'token': token})}"
@@ -96,6 +98,8 @@ class EmailAdapter:
         text += [f"{d.title()}: {links[d]}" for d in ("approve", "reject") if d in links]
         text += ["", "Each link opens a page where you confirm, signed in; nothing is decided by "
                  "opening it."]  # fmt: skip
+        if notice.passkey:
+            text += [notice.PASSKEY_LINE, f"Decide: {links['details']}"]
         message.set_content("\n".join(text))
         rows = "".join(f"<tr><th align=left>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
                        for k, v in facts)  # fmt: skip
@@ -108,7 +112,13 @@ class EmailAdapter:
             f"<table>{rows}</table><p>{buttons} · "
             f'<a href="{html.escape(links["details"])}">Details</a> · '
             f'<a href="{html.escape(links["edit"])}">Edit…</a></p>'
-            "<p>Each link opens a page where you confirm, signed in.</p>",
+            "<p>Each link opens a page where you confirm, signed in.</p>"
+            + (
+                f'<p>{html.escape(notice.PASSKEY_LINE)} <a href="{html.escape(links["details"])}">'
+                "Decide with your passkey</a></p>"
+                if notice.passkey
+                else ""
+            ),
             subtype="html",
         )
         return message

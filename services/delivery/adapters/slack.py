@@ -65,6 +65,12 @@ def blocks(notice: Notice) -> list[dict[str, Any]]:
             ButtonElement(action_id="edit", url=notice.edit_url, text="Edit…"),
         ]),
     ]  # fmt: skip
+    if notice.passkey:  # only the web inbox signs it: a link there, no buttons that decide
+        made[-1:] = [
+            SectionBlock(text=MarkdownTextObject(text=escape(notice.PASSKEY_LINE))),
+            ActionsBlock(block_id="decision", elements=[ButtonElement(
+                action_id="details", url=notice.web_url, text="Decide with your passkey")]),
+        ]  # fmt: skip
     return [block.to_dict() for block in made]
 
 
