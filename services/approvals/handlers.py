@@ -33,10 +33,11 @@ from approvals.schemas.replies import (
     WorkspaceReply,
 )
 from approvals.schemas.wording import WORDS, in_words
-from approvals.services.approvals import governance
+from approvals.services.approvals import governance, measured, traced
 from approvals.services.approvals.budget import period_of
 from approvals.services.approvals.errors import ApprovalError, Invalid, NotFound, TooLarge
 from approvals.services.approvals.views import approval_state, grant_state, workspace_state
+from approvals.services.runtime import tracing
 from approvals.services.runtime.ops import counted
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ class CommandHandlers:
         self._scanned = 0  # the notification the set is built up to
         self._grant_slots: dict[str, set[UUID]] = {}  # every slot given a grant, by workspace
         self._grants_scanned = 0
+        self._headers: dict[str, dict[str, str] | None] = {}  # tracing on: by reply subject
 
     async def start(self) -> None:
         for verb in subjects.COMMAND_VERBS:
@@ -125,6 +127,9 @@ class CommandHandlers:
             if msg.reply:
                 await self.nc.publish(msg.reply, encode_error(error))
             return
+        if tracing.ENABLED and msg.reply:
+            cmd = traced.arrived(verb, cmd, msg.headers)
+            self._headers[msg.reply] = msg.headers
         self._queued.append((workspace_id, cmd, msg.reply, verb, arrived))
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -257,6 +262,7 @@ class CommandHandlers:
     def _flush(self) -> None:
         self._flush_scheduled = False
         queued, self._queued = self._queued, []
+        saving = time.time_ns()
         try:
             handled = self.app.handle_batch([(ws, cmd) for ws, cmd, *_ in queued])
         except Exception:
@@ -268,15 +274,26 @@ class CommandHandlers:
             for *_, verb, arrived in queued:
                 counted(verb, "unavailable", arrived, done)
             replies = [(reply, failure) for _, _, reply, *_ in queued]
+            for _, _, reply, *_ in queued:
+                self._headers.pop(reply, None)
         else:
+            stored = time.time_ns()
             if handled.last_notification_id is not None:
                 self.on_commit()
             done = time.perf_counter()
             replies = []
-            for (_, _, reply, verb, arrived), result in zip(queued, handled.results, strict=True):
+            for (ws, _, reply, verb, arrived), result in zip(queued, handled.results, strict=True):
                 outcome = result.code if isinstance(result, ApprovalError) else result.outcome
                 counted(verb, outcome, arrived, done)
+                measured.handled(verb, ws, result)
                 replies.append((reply, self._encode_result(result)))
+            if tracing.ENABLED:
+                saved = None if handled.last_notification_id is None else (saving, stored)
+                traced.commands_handled(
+                    [(ws, cmd, verb, arrived, self._headers.pop(reply, None))
+                     for ws, cmd, reply, verb, arrived in queued],
+                    handled.results, saved, done,
+                )  # fmt: skip
         task = asyncio.get_running_loop().create_task(self._send(replies))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)

@@ -19,6 +19,7 @@ from litestar.middleware.session.client_side import CookieBackendConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 from litestar.response import Redirect, Template
 from litestar.template.config import TemplateConfig
 
@@ -30,6 +31,7 @@ from approvals.services.gateway.bus import Bus, GatewayError
 from approvals.services.gateway.discord import discord_interaction
 from approvals.services.gateway.identity import Identity
 from approvals.services.gateway.slack import slack_interaction
+from approvals.services.runtime import tracing
 from approvals.services.runtime.bus import connect_options
 from approvals.services.runtime.http import Served
 from approvals.services.runtime.signed_links import ConfirmTokens, derive
@@ -153,6 +155,8 @@ def create_app(settings: Settings) -> Litestar:
         on_startup=[connect],
         on_shutdown=[disconnect],
         middleware=[sessions.middleware],
+        # Tracing on: each HTTP request is a server span, continuing the caller's traceparent.
+        plugins=[OpenTelemetryPlugin(OpenTelemetryConfig())] if tracing.ENABLED else [],
         csrf_config=csrf,
         template_config=TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine),
         openapi_config=OpenAPIConfig(
