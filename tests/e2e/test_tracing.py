@@ -182,13 +182,13 @@ async def test_one_approval_is_one_trace_across_the_processes(
     [(headers, _)] = hooks.on("/hooks")
     assert headers["traceparent"].split("-")[1] == trace_hex
     # Check: a person decides in the web inbox: a browser's POST, with no trace context.
-    browser = httpx.Client(base_url=stack.base, timeout=30, follow_redirects=False)
-    token = csrf_token(browser.get("/sign-in").text)
-    browser.post("/sign-in/dev", data={"member": "user:ana", "_csrf_token": token})
-    page = f"/workspaces/default/approvals/{approval.id}"
-    token = csrf_token(browser.get(page).text)
-    decided = browser.post(f"{page}/approve", data={"digest": approval.digest,
-                                                    "_csrf_token": token})  # fmt: skip
+    async with httpx.AsyncClient(base_url=stack.base, timeout=30) as browser:
+        token = csrf_token((await browser.get("/sign-in")).text)
+        await browser.post("/sign-in/dev", data={"member": "user:ana", "_csrf_token": token})
+        page = f"/workspaces/default/approvals/{approval.id}"
+        token = csrf_token((await browser.get(page)).text)
+        decided = await browser.post(f"{page}/approve", data={"digest": approval.digest,
+                                                              "_csrf_token": token})  # fmt: skip
     assert decided.status_code == 303, decided.text
     assert "traceparent" not in decided.request.headers
     # Check: the agent redeems and reports with the Python client, in the same trace.
@@ -230,7 +230,7 @@ async def test_one_approval_is_one_trace_across_the_processes(
     # Check: the decision joins the approval's trace under its request, linked to the browser's.
     approve = one(spans, cmd + "approve", "commands")
     assert approve.parent_id == request.span_id
-    [(browser_trace, browser_span)] = approve.links
+    [(browser_trace, _)] = approve.links
     assert browser_trace != trace_hex
     # Check: redeem and report continue the caller's trace through the HTTP API.
     for verb in ("redeem", "report"):
@@ -264,8 +264,10 @@ async def test_nats_callers_continue_their_trace_and_a_trace_id_names_one(
             named = await client.request(**body, skill_execution_id="named", trace_id="run-42")
     finally:
         await client.close()
-    assert plain.approval is not None and plain.approval.trace_id == trace_hex
-    assert named.approval is not None and named.approval.trace_id == "run-42"
+    assert plain.approval is not None
+    assert plain.approval.trace_id == trace_hex
+    assert named.approval is not None
+    assert named.approval.trace_id == "run-42"
     request = "process approvals.cmd.{workspace}.request"
     await eventually(lambda: _named(receiver, trace_hex, request), within_s=30)
     [continued] = _named(receiver, trace_hex, request)
