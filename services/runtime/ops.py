@@ -27,6 +27,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.metrics import MetricWrapperBase
 
 from approvals.schemas.codec import encoder
 from approvals.services.runtime.http import Served
@@ -194,6 +195,29 @@ def counted(verb: str, outcome: str, started: float | None, now: float) -> None:
     COMMANDS.labels(verb, outcome).inc()
     if started is not None:
         COMMAND_SECONDS.labels(verb).observe(now - started)
+
+
+def families() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Every metric this module defines: name -> (type, label names). The one list the docs
+    and the Grafana dashboard are checked against (tests/unit/test_observability.py)."""
+    return {
+        metric._name: (str(metric._type), tuple(metric._labelnames))
+        for metric in globals().values()
+        if isinstance(metric, MetricWrapperBase)
+    }
+
+
+SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_count", "_sum")}
+
+
+def series() -> dict[str, tuple[str, ...]]:
+    """Every series name ``/metrics`` exports (``approvals_commands_total``,
+    ``approvals_decision_seconds_bucket``, ...) with its labels."""
+    return {
+        name + suffix: labels + (("le",) if suffix == "_bucket" else ())
+        for name, (kind, labels) in families().items()
+        for suffix in SUFFIXES[kind]
+    }
 
 
 def lag_of(info: Any) -> int:
