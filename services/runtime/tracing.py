@@ -125,8 +125,17 @@ def approval_context(trace_id: str | None, approval_id: UUID) -> Context | None:
     if trace_int is None:
         return None
     parent = SpanContext(trace_int, anchor(approval_id), is_remote=True,
-                         trace_flags=TraceFlags(TraceFlags.SAMPLED))  # fmt: skip
+                         trace_flags=_sampled(trace_int))  # fmt: skip
     return trace.set_span_in_context(NonRecordingSpan(parent))
+
+
+def _sampled(trace_int: int) -> TraceFlags:
+    """Whether the configured sampler keeps the trace: asked as for its root span, so a ratio
+    sampler (``parentbased_traceidratio``) decides alike for every span of an approval."""
+    if _provider is None:
+        return TraceFlags(TraceFlags.SAMPLED)
+    decision = _provider.sampler.should_sample(None, trace_int, "approval").decision
+    return TraceFlags(TraceFlags.SAMPLED if decision.is_sampled() else TraceFlags.DEFAULT)
 
 
 def extract(headers: Mapping[str, str] | None) -> Context | None:
