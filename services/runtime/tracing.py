@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
 if TYPE_CHECKING:
@@ -135,7 +136,8 @@ def _sampled(trace_int: int) -> TraceFlags:
     if _provider is None:
         return TraceFlags(TraceFlags.SAMPLED)
     decision = _provider.sampler.should_sample(None, trace_int, "approval").decision
-    return TraceFlags(TraceFlags.SAMPLED if decision.is_sampled() else TraceFlags.DEFAULT)
+    kept = decision is Decision.RECORD_AND_SAMPLE
+    return TraceFlags(TraceFlags.SAMPLED if kept else TraceFlags.DEFAULT)
 
 
 def extract(headers: Mapping[str, str] | None) -> Context | None:
