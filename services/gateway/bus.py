@@ -55,7 +55,7 @@ class Bus:
         try:
             msg = await self.nc.request(
                 subject, encoder.encode(body), timeout=timeout_s or self.timeout_s,
-                headers=tracing.inject({}) if tracing.ENABLED else None,
+                headers=(tracing.inject({}) or None) if tracing.ENABLED else None,
             )  # fmt: skip
         except NoRespondersError:
             raise GatewayError("unavailable", "no service answers; retry") from None

@@ -228,7 +228,7 @@ async def command(
 ) -> dict[str, Any] | None:
     """Send a command; None when it was taken, the refusal's details when it is final, and
     Unavailable when nobody answered or the service could not take it now."""  # fmt: skip
-    headers = tracing.inject({}) if tracing.ENABLED else None
+    headers = (tracing.inject({}) or None) if tracing.ENABLED else None
     try:
         msg = await nc.request(subjects.command(workspace_id, verb), encoder.encode(body),
                                timeout=timeout_s, headers=headers)  # fmt: skip

@@ -17,6 +17,7 @@ so any process can parent a later span of the approval to it from the stored eve
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -102,7 +103,9 @@ def shutdown() -> None:
         _provider.shutdown()
 
 
+@functools.cache
 def tracer(name: str) -> trace.Tracer:
+    """One tracer per scope (the SDK builds a new one on each ``get_tracer``)."""
     return trace.get_tracer(name)
 
 

@@ -63,19 +63,28 @@ def test_the_dashboard_reads_only_metrics_the_service_exports() -> None:
             assert {g.strip() for g in grouped.split(",") if g.strip()} <= labels, expr
         used |= names
     # Check: the approval metrics of the issue each have a panel.
-    for family in ("approvals_decision_seconds", "approvals_pending", "approvals_expiries",
-                   "approvals_deliveries", "approvals_redemptions", "approvals_credits_used"):  # fmt: skip
+    wanted = (
+        "approvals_decision_seconds",
+        "approvals_pending",
+        "approvals_expiries",
+        "approvals_deliveries",
+        "approvals_redemptions",
+        "approvals_credits_used",
+    )
+    for family in wanted:
         assert any(name.startswith(family) for name in used), family
 
 
 def test_the_parser_finds_the_series_and_not_the_labels() -> None:
-    expr = ('histogram_quantile(0.9, sum by (le, workspace) (rate(approvals_decision_seconds_bucket'
-            '{workspace=~"$workspace"}[$__rate_interval]))) / on (workspace) approvals_pending')  # fmt: skip
+    expr = (
+        "histogram_quantile(0.9, sum by (le, workspace) (rate(approvals_decision_seconds_bucket"
+        '{workspace=~"$workspace"}[$__rate_interval]))) / on (workspace) approvals_pending'
+    )
     assert metric_names(expr) == {"approvals_decision_seconds_bucket", "approvals_pending"}
 
 
 def test_the_docs_list_every_metric_with_its_labels() -> None:
-    rows = re.findall(r"^\| `(approvals_[a-z_]+)` \| (\w+) \| ([^|]*) \|", DOCS.read_text(), re.M)
+    rows = re.findall(r"^\| `(approvals_[a-z_]+)` \| (\w+) \|([^|]*)\|", DOCS.read_text(), re.M)
     documented = {
         name: (kind, tuple(re.findall(r"`(\w+)`", labels))) for name, kind, labels in rows
     }
@@ -116,8 +125,10 @@ def test_the_request_span_of_an_approval_is_derived_from_its_id() -> None:
 
 
 def test_a_request_without_a_trace_id_records_the_callers_trace() -> None:
-    body = (b'{"requested_by":"service:a","skill_name":"s","skill_execution_id":"e","title":"t",'
-            b'"summary":"s","risk_level":"low","action":{"kind":"crm_write","mode":"live"}}')  # fmt: skip
+    body = (
+        b'{"requested_by":"service:a","skill_name":"s","skill_execution_id":"e","title":"t",'
+        b'"summary":"s","risk_level":"low","action":{"kind":"crm_write","mode":"live"}}'
+    )
     cmd = command_decoders["request"].decode(body)
     parent = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
     assert traced.arrived("request", cmd, parent).trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
