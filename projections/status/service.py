@@ -156,7 +156,7 @@ def pending_gauges(pending: dict[str, tuple[int, datetime]], seen: set[str]) -> 
     for workspace, (count, oldest) in pending.items():
         PENDING.labels(workspace).set(count)
         OLDEST_PENDING.labels(workspace).set(max(0.0, (now - oldest).total_seconds()))
-    seen |= pending.keys()
+    seen.update(pending)
 
 
 def view_lease(settings: Settings) -> str:

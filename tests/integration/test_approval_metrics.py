@@ -4,13 +4,15 @@ decisions: names and labels as docs/observability.md lists them (ops.families is
 from __future__ import annotations
 
 import json
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import nats
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from approvals.projections.status.service import pending_gauges
 from approvals.schemas import commands
 from approvals.schemas.codec import encoder
 from approvals.schemas.workspace import Budget
@@ -18,10 +20,14 @@ from approvals.services.runtime import ops
 from tests.helpers import eventually
 from tests.integration.test_commands import REQUEST, approve_body
 from tests.integration.test_ops import Served, sample, served
+from tests.integration.test_status_view import a_request, app, stored, view
 from tests.workspaces import ADMIN, SETTINGS
 
-__all__ = ["served"]
-pytestmark = pytest.mark.slow
+if TYPE_CHECKING:
+    from approvals.projections.status.view import StatusView
+    from approvals.services.approvals.application import Approvals
+
+__all__ = ["app", "served", "view"]
 
 APPROVAL_METRICS = (
     "approvals_decision_seconds", "approvals_pending", "approvals_oldest_pending_seconds",
@@ -31,6 +37,29 @@ APPROVAL_METRICS = (
 )  # fmt: skip
 
 
+def test_the_view_tells_what_waits_per_workspace_and_since_when(
+    app: Approvals, view: StatusView
+) -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    app.handle("acme", a_request("first"), now=now)
+    app.handle("acme", a_request("second", skill_execution_id="e2"), now=now + timedelta(0, 30))
+    decided = app.handle("globex", a_request("third"), now=now)
+    assert decided.approval is not None
+    app.handle("globex", commands.Reject(approval_id=decided.approval.id, approver="user:bo"),
+               now=now)  # fmt: skip
+    view.project(stored(app))
+    # Check: two wait in acme, the oldest since the first request; none in globex.
+    assert view.pending() == {"acme": (2, now)}
+    # Check: a workspace whose approvals were all decided reads 0, not its last value.
+    seen = {"globex"}
+    pending_gauges(view.pending(), seen)
+    assert ops.PENDING.labels("globex")._value.get() == 0
+    assert ops.PENDING.labels("acme")._value.get() == 2
+    assert ops.OLDEST_PENDING.labels("acme")._value.get() > 0
+    assert seen == {"acme", "globex"}
+
+
+@pytest.mark.slow
 async def test_requests_and_decisions_show_in_the_approval_metrics(
     served: Served, nats_server: Any
 ) -> None:
