@@ -31,6 +31,8 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
+from approvals.services.runtime import metrics_export
+
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
     from uuid import UUID
@@ -75,9 +77,10 @@ def wanted(env: Mapping[str, str]) -> bool:
 
 
 def configure(service_name: str = "approvals") -> bool:
-    """Install the SDK's provider with the OTLP/HTTP exporter if the environment asks for it."""
+    """Install the SDK's provider with the OTLP/HTTP exporter if the environment asks for it,
+    and send the metrics over OTLP as well (``metrics_export``)."""
     global ENABLED, _provider
-    if ENABLED or not wanted(os.environ):
+    if ENABLED or not (wanted(os.environ) or metrics_export.wanted(os.environ)):
         return ENABLED
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
@@ -86,6 +89,9 @@ def configure(service_name: str = "approvals") -> bool:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)})
+    metrics_export.start(resource)
+    if not wanted(os.environ):
+        return False
     _provider = TracerProvider(resource=resource, id_generator=_Ids())
     _provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(_provider)
@@ -99,6 +105,7 @@ def configure(service_name: str = "approvals") -> bool:
 
 def shutdown() -> None:
     """Export what is buffered (the process is stopping)."""
+    metrics_export.stop()
     if _provider is not None:
         _provider.shutdown()
 

@@ -1,6 +1,7 @@
-"""An OTLP/HTTP trace receiver in the test process: the services export their spans to it
-(``OTEL_EXPORTER_OTLP_ENDPOINT``), it decodes each ``ExportTraceServiceRequest`` with the
-OpenTelemetry project's own protobuf classes (opentelemetry-proto) and keeps the spans."""
+"""An OTLP/HTTP receiver in the test process: the services export their spans and metrics to
+it (``OTEL_EXPORTER_OTLP_ENDPOINT``), it decodes each ``ExportTraceServiceRequest`` and
+``ExportMetricsServiceRequest`` with the OpenTelemetry project's own protobuf classes
+(opentelemetry-proto) and keeps the spans, and the metrics' last data points."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -35,22 +40,28 @@ def _value(any_value: Any) -> Any:
 
 
 class Receiver:
-    """``POST /v1/traces``: every span received, in arrival order."""
+    """``POST /v1/traces``: every span received, in arrival order; ``POST /v1/metrics``: each
+    (service, metric name) with its data points of the last export."""
 
     def __init__(self) -> None:
         self.spans: list[Span] = []
+        self.metrics: dict[tuple[str, str], Any] = {}
         self.lock = threading.Lock()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
-                if self.path != "/v1/traces":
+                if self.path == "/v1/traces":
+                    receiver.take(ExportTraceServiceRequest.FromString(body))
+                    answer = ExportTraceServiceResponse().SerializeToString()
+                elif self.path == "/v1/metrics":
+                    receiver.take_metrics(ExportMetricsServiceRequest.FromString(body))
+                    answer = ExportMetricsServiceResponse().SerializeToString()
+                else:
                     self.send_response(404)
                     self.end_headers()
                     return
-                receiver.take(ExportTraceServiceRequest.FromString(body))
-                answer = ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)
                 self.send_header("content-type", "application/x-protobuf")
                 self.send_header("content-length", str(len(answer)))
@@ -79,6 +90,24 @@ class Receiver:
                     ))  # fmt: skip
         with self.lock:
             self.spans.extend(found)
+
+    def take_metrics(self, request: ExportMetricsServiceRequest) -> None:
+        with self.lock:
+            for resource_metrics in request.resource_metrics:
+                attributes = resource_metrics.resource.attributes
+                service = str({a.key: _value(a.value) for a in attributes}.get("service.name"))
+                for scope_metrics in resource_metrics.scope_metrics:
+                    for metric in scope_metrics.metrics:
+                        self.metrics[(service, metric.name)] = metric
+
+    def points(self, service: str, name: str) -> list[tuple[dict[str, Any], Any]]:
+        """The data points of a metric's last export: (attributes, the point)."""
+        with self.lock:
+            metric = self.metrics.get((service, name))
+        if metric is None:
+            return []
+        data = getattr(metric, metric.WhichOneof("data"))
+        return [({a.key: _value(a.value) for a in p.attributes}, p) for p in data.data_points]
 
     def in_trace(self, trace_id: str) -> list[Span]:
         with self.lock:

@@ -70,6 +70,7 @@ class Stack:
             "APPROVALS_GATEWAY_SECRET": secrets.token_hex(32), "APPROVALS_DEV_SIGN_IN": "true",
             "APPROVALS_WEBHOOK_ALLOW": "127.0.0.1/32", "TEST_HOOK_SECRET": SECRET,
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "OTEL_METRIC_EXPORT_INTERVAL": "300",
         }  # fmt: skip
         self.processes: list[subprocess.Popen[str]] = []
 
@@ -198,7 +199,7 @@ async def test_one_approval_is_one_trace_across_the_processes(
             await client.redeem(approval.id, action=body["action"],
                                 payload=body["proposed_payload"], executor=AGENT)  # fmt: skip
             await client.report(approval.id, credits_used=4, outcome="succeeded", by=AGENT)
-    spans = await _spans(receiver, trace_hex)
+    spans = await _spans(receiver, trace_hex, caller_span)
     by_id = {s.span_id: s for s in spans}
     cmd = "process approvals.cmd.{workspace}."
 
@@ -244,6 +245,17 @@ async def test_one_approval_is_one_trace_across_the_processes(
     assert not orphans
     assert {s.service for s in spans} == {f"approvals-{x}" for x in SERVICES}
 
+    # Check: the metrics go over OTLP too, the same numbers as /metrics (the decision's time).
+    def decided() -> list[Any]:
+        points = receiver.points("approvals-commands", "approvals_decision_seconds")
+        wanted = {"workspace": "default", "risk": "medium", "outcome": "approved"}
+        return [p for labels, p in points if labels == wanted and p.count == 1]
+
+    await eventually(decided, within_s=30)
+    [point] = decided()
+    assert sum(point.bucket_counts) == 1
+    assert len(point.bucket_counts) == len(point.explicit_bounds) + 1
+
 
 async def test_nats_callers_continue_their_trace_and_a_trace_id_names_one(
     stack: Stack, receiver: Receiver
@@ -288,15 +300,17 @@ async def _approved(client: ApprovalsHttpClient, approval_id: Any) -> bool:
     return (await client.get(approval_id)).status == "approved"
 
 
-async def _spans(receiver: Receiver, trace_hex: str) -> list[Span]:
-    """The trace once the report's spans have come in (every process exports on its own)."""
+async def _spans(receiver: Receiver, trace_hex: str, caller_span: str) -> list[Span]:
+    """The trace once the report's spans have come in (every process exports on its own): the
+    caller's three requests' spans, and every other span's parent, received."""
 
     def complete() -> bool:
         spans = receiver.in_trace(trace_hex)
         ids = {s.span_id for s in spans}
-        waiting = sum(s.parent_id not in ids for s in spans)  # the caller's span: 3 children
+        missing = [s for s in spans if s.parent_id not in ids and s.parent_id != caller_span]
+        from_caller = [s for s in spans if s.parent_id == caller_span]
         reported = [s for s in spans if s.name == "process approvals.cmd.{workspace}.report"]
-        return bool(reported) and waiting == 3
+        return bool(reported) and not missing and len(from_caller) == 3
 
     await eventually(complete, within_s=30)
     return receiver.in_trace(trace_hex)
