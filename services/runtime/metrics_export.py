@@ -91,7 +91,10 @@ def metrics_data(resource: Resource, started_ns: int) -> MetricsData:
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
     now = time.time_ns()
-    metrics = [m for family in REGISTRY.collect() if (m := _metric(family, started_ns, now))]
+    metrics = [
+        m for family in REGISTRY.collect()
+        if family.samples and (m := _metric(family, started_ns, now))
+    ]  # fmt: skip
     scope = ScopeMetrics(InstrumentationScope("approvals"), metrics, "")
     return MetricsData([ResourceMetrics(resource, [scope], "")])
 

@@ -104,9 +104,10 @@ class Receiver:
         """The data points of a metric's last export: (attributes, the point)."""
         with self.lock:
             metric = self.metrics.get((service, name))
-        if metric is None:
+        which = metric.WhichOneof("data") if metric is not None else None
+        if which is None:
             return []
-        data = getattr(metric, metric.WhichOneof("data"))
+        data = getattr(metric, which)
         return [({a.key: _value(a.value) for a in p.attributes}, p) for p in data.data_points]
 
     def in_trace(self, trace_id: str) -> list[Span]:
