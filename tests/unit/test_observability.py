@@ -137,3 +137,42 @@ def test_a_request_without_a_trace_id_records_the_callers_trace() -> None:
     assert re.fullmatch(r"[0-9a-f]{32}", made)
     given = command_decoders["request"].decode(body[:-1] + b',"trace_id":"run-42"}')
     assert traced.arrived("request", given, parent).trace_id == "run-42"
+
+
+def test_the_registry_goes_over_otlp_as_the_same_numbers() -> None:
+    from opentelemetry.sdk.resources import Resource
+
+    from approvals.services.runtime import metrics_export
+
+    workspace = f"ws-{uuid4().hex[:8]}"  # the registry is the process's: labels of our own
+    for seconds in (3, 40, 50, 7200):
+        ops.DECISION_SECONDS.labels(workspace, "high", "approved").observe(seconds)
+    ops.EXPIRIES.labels(workspace, "low").inc(2)
+    ops.PENDING.labels(workspace).set(5)
+    data = metrics_export.metrics_data(Resource.create({}), 1)
+    [scope] = data.resource_metrics[0].scope_metrics
+    metrics = {m.name: m for m in scope.metrics}
+
+    def point(name: str) -> Any:
+        [found] = [p for p in metrics[name].data.data_points
+                   if p.attributes.get("workspace") == workspace]  # fmt: skip
+        return found
+
+    # Check: a histogram keeps its bounds and count; cumulative buckets become per-bucket counts.
+    decided = point("approvals_decision_seconds")
+    assert decided.attributes == {"workspace": workspace, "risk": "high", "outcome": "approved"}
+    assert list(decided.explicit_bounds) == list(ops.DECISION_SECONDS._upper_bounds[:-1])
+    assert (decided.count, decided.sum) == (4, 7293)
+    bounds = list(decided.explicit_bounds)
+    assert decided.bucket_counts[bounds.index(5.0)] == 1  # 3 s: in (1, 5]
+    assert decided.bucket_counts[bounds.index(60.0)] == 2  # 40 and 50 s: in (30, 60]
+    assert decided.bucket_counts[bounds.index(14400.0)] == 1  # 2 h: in (3600, 14400]
+    assert sum(decided.bucket_counts) == 4
+    # Check: a counter is a monotonic sum without _total; a gauge is a gauge.
+    assert metrics["approvals_expiries"].data.is_monotonic
+    assert point("approvals_expiries").value == 2
+    assert point("approvals_pending").value == 5
+    assert not metrics_export.wanted({})
+    assert metrics_export.wanted({"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://c:4318/v1/m"})
+    assert not metrics_export.wanted({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318",
+                                      "OTEL_METRICS_EXPORTER": "none"})  # fmt: skip
