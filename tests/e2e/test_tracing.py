@@ -18,6 +18,8 @@ from uuid import UUID
 
 import httpx
 import pytest
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
@@ -290,6 +292,35 @@ async def test_nats_callers_continue_their_trace_and_a_trace_id_names_one(
     assert started.parent_id == ""  # the root of the approval's trace
     assert started.links == ((trace_hex, caller_span),)
     assert started.span_id == f"{tracing.anchor(UUID(str(named.approval.id))):016x}"
+
+
+async def test_an_agents_mcp_tool_call_continues_its_trace(
+    stack: Stack, receiver: Receiver
+) -> None:
+    env = {**stack.env, "APPROVALS_WORKSPACE": "default", "APPROVALS_MCP_AS": AGENT,
+           "OTEL_SERVICE_NAME": "approvals-mcp"}  # fmt: skip
+    server = StdioServerParameters(command=APPROVALS, args=["mcp"], env=env)
+    agent_span = caller(secrets.randbits(128) | 1)
+    context = agent_span.get_span_context()
+    trace_hex, caller_span = f"{context.trace_id:032x}", f"{context.span_id:016x}"
+    async with Client(server) as mcp:
+        # Check: the MCP SDK's client sends the agent's trace in _meta; the tool call goes on.
+        with trace.use_span(agent_span):
+            asked = await mcp.call_tool("request_approval", {
+                "skill_name": "crm-sync", "skill_execution_id": "mcp", "title": "Sync",
+                "summary": "s", "risk_level": "medium",
+                "action": {"kind": "crm_write", "mode": "live", "destination": "hubspot:list/42"},
+            })  # fmt: skip
+    assert not asked.is_error, asked.content
+    request = "process approvals.cmd.{workspace}.request"
+    await eventually(lambda: _named(receiver, trace_hex, request), within_s=30)
+    tool = "tools/call request_approval"
+    await eventually(lambda: _named(receiver, trace_hex, tool), within_s=30)
+    [tool_call] = _named(receiver, trace_hex, tool)
+    [command] = _named(receiver, trace_hex, request)
+    # Check: the MCP server's span is the agent's child, the command service's is the tool's.
+    assert (tool_call.service, tool_call.parent_id) == ("approvals-mcp", caller_span)
+    assert command.parent_id == tool_call.span_id
 
 
 def _named(receiver: Receiver, trace_hex: str, name: str) -> list[Span]:
