@@ -35,10 +35,12 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from array import array
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import uuid4
@@ -59,7 +61,7 @@ from approvals.services.runtime.natsserver import NatsServer, nats_server_binary
 from approvals.services.runtime.settings import Settings
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from multiprocessing.connection import Connection
 
     from nats.aio.client import Client
@@ -376,8 +378,11 @@ _stream_info_decoder = msgspec.json.Decoder(_StreamInfo)
 class Stack:
     """nats-server + ``approvals serve`` in a temporary directory."""
 
-    def __init__(self, tmp: Path, with_projection: bool) -> None:
+    def __init__(
+        self, tmp: Path, with_projection: bool, extra_env: dict[str, str] | None = None
+    ) -> None:
         self.tmp = tmp
+        self.extra_env = extra_env or {}  # e.g. the OTLP endpoint (--tracing)
         self.with_projection = with_projection
         self.store_path = tmp / "approvals.db"
         self.log_path = tmp / "service.log"
@@ -428,6 +433,8 @@ class Stack:
             "APPROVALS_VIEW_SQLITE_PATH": str(self.tmp / "status.db"),
             "PYTHONUNBUFFERED": "1",
         }
+        # No ops endpoint: nothing reads it here, and another service may hold its port.
+        env |= {"APPROVALS_OPS_PORT": "0", **self.extra_env}
         bootstrap_workspace(Settings(sqlite_path=self.store_path), WORKSPACE, BENCH_WORKSPACE)
         self.command_line = self.service_command()
         with self.log_path.open("wb") as log:
@@ -624,6 +631,45 @@ async def measure_level(
     )
 
 
+# -- traces on (--tracing) -------------------------------------------------------------------
+
+
+class _Sink(BaseHTTPRequestHandler):
+    """An OTLP/HTTP endpoint that takes every export and keeps nothing."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+async def measure_traced(
+    args: argparse.Namespace, tmp: Path, say: Callable[[str], None]
+) -> list[Row]:
+    """The same two levels against a fresh service with traces on (OTEL_EXPORTER_OTLP_ENDPOINT
+    set, so it installs the SDK and exports every span) in the same run."""
+    sink = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{sink.server_address[1]}"
+    stack = Stack(tmp, args.with_projection, {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
+    try:
+        say("traces on: a second service exporting to a local OTLP receiver ...")
+        await stack.start()
+        await measure_level(stack, "warm-up", args.clients, 1, args.warmup, "t-warmup")
+        say(f"traces on: 1 client, then {args.clients} clients, {args.seconds} s each ...")
+        seq = await measure_level(stack, "traced seq (1 client)", 1, 1, args.seconds, "t-seq")
+        many = await measure_level(stack, f"traced {args.clients} clients", args.clients,
+                                   args.processes, args.seconds, "t-many")  # fmt: skip
+    finally:
+        await stack.stop()
+        sink.shutdown()
+    return [seq, many]
+
+
 # -- machine info and output ---------------------------------------------------------------------
 
 
@@ -727,6 +773,12 @@ def render(report: dict[str, Any]) -> str:
     for row in report["rows"]:
         cpu = ", ".join(f"{role} {pct:.0f}%" for role, pct in row["cpu"].items())
         lines.append(f"CPU (% of one core)  {row['name']:24} {cpu}")
+    rates = {row["name"]: row["rate"] for row in report["rows"]}
+    for traced, plain in (("traced seq (1 client)", "requests seq (1 client)"),
+                          (f"traced {report['clients']} clients",
+                           f"requests {report['clients']} clients")):  # fmt: skip
+        if traced in rates:
+            lines.append(f"traces on / off  {plain[9:]:16} {rates[traced] / rates[plain]:.2f}x")
     errors = sum(row["errors"] for row in report["rows"])
     if errors:
         lines.append(f"\n{errors} requests failed or timed out (not counted)")
@@ -770,7 +822,11 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         command_line = stack.command_line
     finally:
         await stack.stop()
-    for row in (seq, many):
+    rows = [baseline, seq, many]
+    if args.tracing:
+        (tmp / "traced").mkdir()
+        rows += await measure_traced(args, tmp / "traced", say)
+    for row in rows[1:]:
         row.ratio = row.rate / baseline.rate
     return {
         "machine": machine_info(sqlite_settings, load_before),
@@ -778,7 +834,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "clients": args.clients,
         "load_processes": args.processes,
         "service_command": [Path(command_line[0]).name, *command_line[1:]],
-        "rows": [asdict(row) for row in (baseline, seq, many)],
+        "rows": [asdict(row) for row in rows],
     }
 
 
@@ -800,6 +856,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--with-projection",
         action="store_true",
         help="run plain `approvals serve` (command service and status projection in one process)",
+    )
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="also measure both levels again with traces on (a second service exporting every "
+        "span over OTLP/HTTP to a local receiver that discards them); print on/off ratios",
     )
     parser.add_argument(
         "--profile",

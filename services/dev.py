@@ -21,6 +21,7 @@ from approvals.services.approvals.service import CommandService
 from approvals.services.approvals.store import store_env
 from approvals.services.delivery.service import DeliveryService
 from approvals.services.gateway.app import GatewayService
+from approvals.services.runtime import tracing
 from approvals.services.runtime.natsserver import NatsServer
 from approvals.services.runtime.settings import Settings
 from approvals.services.spendcap.service import SpendCapService
@@ -65,6 +66,7 @@ async def run_until_stopped(*services: Service, ops: Ops | None = None) -> None:
             await service.stop()
         if ops is not None:
             await ops.stop()
+        tracing.shutdown()  # export the spans still buffered
 
 
 EXAMPLE_WORKSPACE = files("approvals.schemas") / "examples" / "workspace.toml"
@@ -101,6 +103,7 @@ def _dev_secret(path: Path) -> str:
 
 def run_dev(data_dir: Path, nats_port: int) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
+    tracing.configure()  # before the services are built: the gateway's app asks
     # In a session of its own: a terminal's Ctrl-C reaches this process only, which stops the
     # services while the bus is still up, then the server.
     server = NatsServer(data_dir / "jetstream", port=nats_port, own_session=True).start()

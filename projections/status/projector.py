@@ -30,6 +30,7 @@ from nats.js.errors import NotFoundError
 
 from approvals.schemas.codec import event_decoder
 from approvals.schemas.subjects import EVENTS_WILDCARD, NOTIFICATION_ID_HEADER, STREAM
+from approvals.services.runtime import tracing
 from approvals.services.runtime.bus import ensure_events_stream
 
 if TYPE_CHECKING:
@@ -176,7 +177,7 @@ class Projector:
             self._arrived.clear()
             while self._received:
                 batch, self._received = self._received, []
-                await self._write(batch)
+                await (self._traced_write(batch) if tracing.ENABLED else self._write(batch))
 
     async def _check_gap(self) -> None:
         """A gap that outlives two ``ack_wait`` periods is a message deleted from the stream."""
@@ -192,6 +193,16 @@ class Projector:
             self._release_held()
         except NatsError as error:
             log.warning("looking up stream sequence %d failed (%s)", self._next_seq, error)
+
+    async def _traced_write(self, messages: Sequence[Msg]) -> None:
+        """``_write`` in a span: a child of the one event's publish, or linked to each."""
+        batch = [(m.subject, m.headers) for m in messages]
+        span = tracing.batch_span(self.durable, "approvals.projection", batch)
+        try:
+            await self._write(messages)
+        finally:
+            if span is not None:
+                span.end()
 
     async def _write(self, messages: Sequence[Msg]) -> None:
         pause = self.retry_pause_s

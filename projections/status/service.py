@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from approvals.projections.status.handlers import QueryHandlers
@@ -17,7 +18,13 @@ from approvals.projections.status.waiters import Waiters
 from approvals.schemas.subjects import STREAM
 from approvals.services.runtime import bus
 from approvals.services.runtime.lease import Lease
-from approvals.services.runtime.ops import CONSUMER_LAG, PROJECTION_LAG, lag_of
+from approvals.services.runtime.ops import (
+    CONSUMER_LAG,
+    OLDEST_PENDING,
+    PENDING,
+    PROJECTION_LAG,
+    lag_of,
+)
 
 if TYPE_CHECKING:
     from approvals.projections.status.view import StatusView
@@ -49,6 +56,7 @@ class ProjectionService:
         self._writers: list[Projector | ExpiryScheduler | ReminderScheduler] = []
         self.lease: Lease | None = None
         self._leading: asyncio.Task[None] | None = None
+        self._pending_seen: set[str] = set()  # workspaces with pending gauges set
 
     async def start(self) -> None:
         self.view = await asyncio.to_thread(open_view, self.settings)
@@ -128,6 +136,7 @@ class ProjectionService:
         PROJECTION_LAG.set(max(0, await bus.last_position(js) - position))
         info = await js.consumer_info(STREAM, projector.durable)
         CONSUMER_LAG.labels(projector.durable).set(lag_of(info))
+        pending_gauges(await asyncio.to_thread(view.pending), self._pending_seen)
         return True
 
     async def __aenter__(self) -> ProjectionService:
@@ -136,6 +145,18 @@ class ProjectionService:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+def pending_gauges(pending: dict[str, tuple[int, datetime]], seen: set[str]) -> None:
+    """Set the pending gauges from the view; a workspace no longer waiting on anything reads 0."""
+    now = datetime.now(UTC)
+    for workspace in seen - pending.keys():
+        PENDING.labels(workspace).set(0)
+        OLDEST_PENDING.labels(workspace).set(0)
+    for workspace, (count, oldest) in pending.items():
+        PENDING.labels(workspace).set(count)
+        OLDEST_PENDING.labels(workspace).set(max(0.0, (now - oldest).total_seconds()))
+    seen.update(pending)
 
 
 def view_lease(settings: Settings) -> str:

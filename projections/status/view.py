@@ -269,6 +269,18 @@ class StatusView(TrackingRecorder, ABC):
         )
         return [_from_row(row) for row in rows]
 
+    def pending(self) -> dict[str, tuple[int, datetime]]:
+        """Per workspace: how many approvals wait for a decision, and when the oldest was asked."""
+        rows = self._fetch(
+            "SELECT workspace_id, COUNT(*) AS n, MIN(created_at) AS oldest FROM {a} "
+            "WHERE status = 'pending' GROUP BY workspace_id",
+            [],
+        )
+        return {
+            row["workspace_id"]: (int(row["n"]), datetime.fromisoformat(row["oldest"]))
+            for row in rows
+        }
+
     def content_hash(self) -> str:
         """SHA-256 over every view row and timeline entry, in a fixed order."""
         digest = hashlib.sha256()

@@ -23,6 +23,7 @@ import nats
 from approvals.client.errors import ApprovalsError
 from approvals.client.event_feed import event_messages
 from approvals.client.flow import DECIDED, WAIT_CHUNK_S, Caller
+from approvals.client.tracing import trace_headers
 from approvals.schemas import commands, subjects
 from approvals.schemas.codec import encoder, event_decoder, reply_decoder, reply_error
 from approvals.schemas.commands import Action, Request, Via
@@ -151,15 +152,17 @@ class ApprovalsClient(Caller):
 
     async def send_raw(self, verb: CommandVerb, payload: bytes) -> AnyReply:
         msg = await self.nc.request(
-            subjects.command(self.workspace, verb), payload, timeout=self.timeout
-        )
+            subjects.command(self.workspace, verb), payload, timeout=self.timeout,
+            headers=trace_headers(),
+        )  # fmt: skip
         return reply_decoder.decode(msg.data)
 
     async def query(self, verb: str, body: msgspec.Struct | dict[str, Any]) -> bytes:
         """Send one query to the status projection; the reply's raw JSON."""
         msg = await self.nc.request(
-            subjects.query(self.workspace, verb), encoder.encode(body), timeout=self.timeout
-        )
+            subjects.query(self.workspace, verb), encoder.encode(body), timeout=self.timeout,
+            headers=trace_headers(),
+        )  # fmt: skip
         return msg.data
 
     async def events(

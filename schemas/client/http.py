@@ -16,6 +16,7 @@ import msgspec
 
 from approvals.client.errors import ApprovalsError
 from approvals.client.flow import DECIDED, WAIT_CHUNK_S, Caller
+from approvals.client.tracing import trace_headers
 from approvals.schemas import subjects
 from approvals.schemas.codec import encoder, reply_decoder, reply_error
 from approvals.schemas.commands import Action, Request
@@ -58,7 +59,8 @@ class ApprovalsHttpClient(Caller):
         await self.close()
 
     async def _post(self, path: str, body: msgspec.Struct | dict[str, Any]) -> AnyReply:
-        response = await self.http.post(path, content=encoder.encode(body), headers=JSON)
+        headers = {**JSON, **(trace_headers() or {})}
+        response = await self.http.post(path, content=encoder.encode(body), headers=headers)
         reply = reply_decoder.decode(response.content)
         if not reply.ok:
             raise ApprovalsError.of(reply.error)

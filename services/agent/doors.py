@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import httpx
 import msgspec
 
+from approvals.client.tracing import trace_headers
 from approvals.schemas import subjects
 from approvals.schemas.codec import encoder
 from approvals.schemas.commands import Via
@@ -42,7 +43,11 @@ class BusDoor:
         assert verb in AGENT_VERBS, verb
         payload = encoder.encode({**body, "via": MCP_VIA})
         subject = subjects.command(self.client.workspace, verb)  # type: ignore[arg-type]
-        return _json((await self.client.nc.request(subject, payload, self.client.timeout)).data)
+        # The MCP tool call's span (the SDK continues the caller's ``_meta.traceparent``) goes
+        # along, so the command service continues the agent's trace.
+        msg = await self.client.nc.request(subject, payload, self.client.timeout,
+                                           headers=trace_headers())  # fmt: skip
+        return _json(msg.data)
 
     async def get(self, approval_id: str) -> dict[str, Any]:
         return _json(await self.client.query("get", {"approval_id": approval_id}))

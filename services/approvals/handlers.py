@@ -34,7 +34,7 @@ from approvals.schemas.replies import (
     WorkspaceReply,
 )
 from approvals.schemas.wording import WORDS, in_words
-from approvals.services.approvals import governance
+from approvals.services.approvals import governance, measured, traced
 from approvals.services.approvals.budget import period_of
 from approvals.services.approvals.errors import (
     ApprovalError,
@@ -50,6 +50,7 @@ from approvals.services.approvals.views import (
     web_url,
     workspace_state,
 )
+from approvals.services.runtime import tracing
 from approvals.services.runtime.ops import counted
 
 if TYPE_CHECKING:
@@ -90,6 +91,7 @@ class CommandHandlers:
         self._grants_scanned = 0
         self._passkey_ids: dict[str, set[UUID]] = {}  # every credential registered, by workspace
         self._passkeys_scanned = 0
+        self._headers: dict[str, dict[str, str] | None] = {}  # tracing on: by reply subject
 
     async def start(self) -> None:
         for verb in subjects.COMMAND_VERBS:
@@ -141,6 +143,9 @@ class CommandHandlers:
             if msg.reply:
                 await self.nc.publish(msg.reply, encode_error(error))
             return
+        if tracing.ENABLED and msg.reply:
+            cmd = traced.arrived(verb, cmd, msg.headers)
+            self._headers[msg.reply] = msg.headers
         self._queued.append((workspace_id, cmd, msg.reply, verb, arrived))
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -294,6 +299,7 @@ class CommandHandlers:
     def _flush(self) -> None:
         self._flush_scheduled = False
         queued, self._queued = self._queued, []
+        saving = time.time_ns()
         try:
             handled = self.app.handle_batch([(ws, cmd) for ws, cmd, *_ in queued])
         except Exception:
@@ -305,15 +311,26 @@ class CommandHandlers:
             for *_, verb, arrived in queued:
                 counted(verb, "unavailable", arrived, done)
             replies = [(reply, failure) for _, _, reply, *_ in queued]
+            for _, _, reply, *_ in queued:
+                self._headers.pop(reply, None)
         else:
+            stored = time.time_ns()
             if handled.last_notification_id is not None:
                 self.on_commit()
             done = time.perf_counter()
             replies = []
-            for (_, _, reply, verb, arrived), result in zip(queued, handled.results, strict=True):
+            for (ws, _, reply, verb, arrived), result in zip(queued, handled.results, strict=True):
                 outcome = result.code if isinstance(result, ApprovalError) else result.outcome
                 counted(verb, outcome, arrived, done)
+                measured.handled(verb, ws, result)
                 replies.append((reply, self._encode_result(result)))
+            if tracing.ENABLED:
+                saved = None if handled.last_notification_id is None else (saving, stored)
+                traced.commands_handled(
+                    [(ws, cmd, verb, arrived, self._headers.pop(reply, None))
+                     for ws, cmd, reply, verb, arrived in queued],
+                    handled.results, saved, done,
+                )  # fmt: skip
         task = asyncio.get_running_loop().create_task(self._send(replies))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)

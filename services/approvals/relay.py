@@ -28,7 +28,9 @@ from nats.js import api
 
 from approvals.schemas.codec import envelope_decoder
 from approvals.schemas.subjects import MSG_ID_HEADER, NOTIFICATION_ID_HEADER, RELAY_NUDGE, STREAM
+from approvals.services.approvals import traced
 from approvals.services.approvals.publisher import PipelinedPublisher
+from approvals.services.runtime import tracing
 from approvals.services.runtime.bus import ensure_events_stream
 
 if TYPE_CHECKING:
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from nats.aio.client import Client
     from nats.aio.msg import Msg
     from nats.aio.subscription import Subscription
+    from opentelemetry.trace import Span
 
     from approvals.services.approvals.application import Approvals
     from approvals.services.runtime.lease import Lease
@@ -229,6 +232,7 @@ class Relay:
 
     async def _publish(self, notifications: Sequence[Notification]) -> None:
         futures = []
+        spans: list[Span | None] = []  # tracing on: each publish's span, ended once acknowledged
         expected = self._last_seq
         for notification in notifications:
             envelope = envelope_decoder.decode(notification.state)
@@ -239,6 +243,8 @@ class Relay:
                 api.Header.EXPECTED_LAST_SEQUENCE.value: str(expected),
             }
             subject = f"approvals.events.{envelope.workspace_id}.{approval_id}.{envelope.type}"
+            if tracing.ENABLED:
+                spans.append(traced.publishing(notification, subject, headers))
             futures.append(await self._publisher.publish(subject, notification.state, headers))
             expected += 1
         try:
@@ -247,6 +253,10 @@ class Relay:
         except TimeoutError:
             self._publisher.cancel_pending()
             raise RelayInterrupted("acknowledgements timed out") from None
+        finally:
+            for span in spans:
+                if span is not None:
+                    span.end()
         for notification, ack in zip(notifications, acks, strict=True):
             if isinstance(ack, BaseException):
                 raise RelayInterrupted(str(ack)) from ack

@@ -55,6 +55,9 @@ def mcp(
         )  # fmt: skip
         return BusDoor(client)
 
+    from approvals.services.runtime import tracing
+
+    tracing.configure("approvals-mcp")  # OTEL_EXPORTER_OTLP_ENDPOINT set: tool calls are traced
     server, close = build(door, actor)
 
     async def serve() -> None:
@@ -65,5 +68,6 @@ def mcp(
                 await server.run_streamable_http_async(host=host, port=port)
         finally:
             await close()
+            tracing.shutdown()
 
     asyncio.run(serve())

@@ -54,8 +54,10 @@ def serve(obj: Context, only: str | None) -> None:
     from approvals.services.delivery.service import DeliveryService
     from approvals.services.dev import Service, run_until_stopped
     from approvals.services.gateway.app import GatewayService
+    from approvals.services.runtime import tracing
     from approvals.services.spendcap.service import SpendCapService
 
+    tracing.configure()  # OTEL_EXPORTER_OTLP_ENDPOINT set: traces on (docs/observability.md)
     settings = Settings.from_env(nats_url=obj.nats_url)
     services: list[Service] = []
     if only in (None, "commands"):

@@ -36,6 +36,7 @@ from approvals.schemas.workspace import ChannelConfig, WorkspaceSettings
 from approvals.services.delivery import resume
 from approvals.services.delivery.adapters import ADAPTERS, DeliveryError
 from approvals.services.delivery.notice import Notice, Outcome
+from approvals.services.runtime import tracing
 from approvals.services.runtime.bus import ensure_kv
 from approvals.services.runtime.consumer import (
     ConsumerService,
@@ -291,7 +292,11 @@ class Delivery:
         attempts = max(1, self.settings.delivery_attempts)
         for attempt in range(1, attempts + 1):
             try:
-                ref = await adapter.send(notice, config, key)
+                with tracing.current(f"deliver {kind}", "approvals.delivery", attributes={
+                    "approvals.channel": kind, "approvals.attempt": attempt,
+                    "approvals.approval_id": str(notice.approval_id),
+                }):  # fmt: skip
+                    ref = await adapter.send(notice, config, key)
                 DELIVERIES.labels(kind, "delivered").inc()
                 return Record(target=target, ref=ref, attempts=attempt)
             except DeliveryError as error:

@@ -19,8 +19,10 @@ from litestar.middleware.session.client_side import CookieBackendConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 from litestar.response import Redirect, Template
 from litestar.template.config import TemplateConfig
+from opentelemetry import trace
 
 from approvals.schemas.codec import encode_error
 from approvals.schemas.http import HTTP_STATUS
@@ -30,6 +32,7 @@ from approvals.services.gateway.bus import Bus, GatewayError
 from approvals.services.gateway.discord import discord_interaction
 from approvals.services.gateway.identity import Identity
 from approvals.services.gateway.slack import slack_interaction
+from approvals.services.runtime import tracing
 from approvals.services.runtime.bus import connect_options
 from approvals.services.runtime.http import Served
 from approvals.services.runtime.signed_links import ConfirmTokens, derive
@@ -154,6 +157,9 @@ def create_app(settings: Settings) -> Litestar:
         on_startup=[connect],
         on_shutdown=[disconnect],
         middleware=[sessions.middleware],
+        # Tracing on: each HTTP request is a server span, continuing the caller's traceparent.
+        plugins=[OpenTelemetryPlugin(traced_http())] if tracing.ENABLED else [],
+        before_request=route_span if tracing.ENABLED else None,
         csrf_config=csrf,
         template_config=TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine),
         openapi_config=OpenAPIConfig(
@@ -206,3 +212,18 @@ class GatewayService(Served):
     async def ready(self) -> bool:
         bus: Bus | None = getattr(self.app.state, "bus", None)
         return self.server.started and bus is not None and bus.nc.is_connected
+
+
+def traced_http() -> OpenTelemetryConfig:
+    """Server spans without inner spans for each ASGI send and receive (``route_span`` names
+    them once the route is known)."""
+    return OpenTelemetryConfig(exclude_spans=["receive", "send"])
+
+
+async def route_span(request: Request[Any, Any, Any]) -> None:
+    """Name the request's span by its route (``POST /v1/workspaces/{workspace:str}/approvals``),
+    not by its path, which holds ids."""
+    template = request.scope.get("path_template") or request.url.path
+    span = trace.get_current_span()
+    span.update_name(f"{request.method} {template}")
+    span.set_attribute("http.route", template)

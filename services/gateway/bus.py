@@ -15,6 +15,7 @@ from nats.errors import NoRespondersError
 from approvals.schemas import subjects
 from approvals.schemas.codec import encoder, reply_error
 from approvals.schemas.replies import ApiKeyReply, ApiKeyState, MembershipsReply, WorkspaceReply
+from approvals.services.runtime import tracing
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -53,8 +54,9 @@ class Bus:
         """One request/reply; ``unavailable`` when nobody answers."""
         try:
             msg = await self.nc.request(
-                subject, encoder.encode(body), timeout=timeout_s or self.timeout_s
-            )
+                subject, encoder.encode(body), timeout=timeout_s or self.timeout_s,
+                headers=(tracing.inject({}) or None) if tracing.ENABLED else None,
+            )  # fmt: skip
         except NoRespondersError:
             raise GatewayError("unavailable", "no service answers; retry") from None
         except (NatsError, TimeoutError):

@@ -21,7 +21,7 @@ from nats.js import api
 from approvals.schemas import subjects
 from approvals.schemas.codec import encoder, event_decoder, reply_decoder
 from approvals.schemas.upcasting import UnknownSchemaVersion
-from approvals.services.runtime import bus
+from approvals.services.runtime import bus, tracing
 from approvals.services.runtime.bus import ensure_events_stream
 from approvals.services.runtime.ops import CONSUMED, CONSUMER_LAG, lag_of
 
@@ -170,7 +170,11 @@ class EventConsumers:
     async def _handle(self, msg: Msg, durable: str, handle: Handler) -> None:
         working = asyncio.create_task(self._working(msg)) if msg.reply else None
         try:
-            await self._settle(msg, durable, handle)
+            if tracing.ENABLED:  # the handler's commands and calls continue the event's trace
+                with tracing.consuming(msg.headers, msg.subject, durable, "approvals.consumers"):
+                    await self._settle(msg, durable, handle)
+            else:
+                await self._settle(msg, durable, handle)
         finally:
             if working is not None:
                 working.cancel()
@@ -224,9 +228,10 @@ async def command(
 ) -> dict[str, Any] | None:
     """Send a command; None when it was taken, the refusal's details when it is final, and
     Unavailable when nobody answered or the service could not take it now."""  # fmt: skip
+    headers = (tracing.inject({}) or None) if tracing.ENABLED else None
     try:
         msg = await nc.request(subjects.command(workspace_id, verb), encoder.encode(body),
-                               timeout=timeout_s)  # fmt: skip
+                               timeout=timeout_s, headers=headers)  # fmt: skip
     except (NatsError, TimeoutError) as error:
         raise Unavailable(f"{verb} {body.get('approval_id')} not answered ({error!r})") from None
     reply = reply_decoder.decode(msg.data)

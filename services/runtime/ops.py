@@ -27,6 +27,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.metrics import MetricWrapperBase
 
 from approvals.schemas.codec import encoder
 from approvals.services.runtime.http import Served
@@ -82,6 +83,55 @@ RELAY_LAG = Gauge(
 )
 LEASE_HELD = Gauge("approvals_relay_lease_held", "1 while this instance publishes the log.")
 READY = Gauge("approvals_ready", "1 while the service is ready.", ["service"])
+
+# What approval owners ask (docs/observability.md). Counted by the command service as it stores
+# each event (exactly once per event), except the pending gauges, which the status projection
+# reads from its view when scraped.
+DECISION_SECONDS = Histogram(
+    "approvals_decision_seconds",
+    "From a request to its decision, by workspace, risk level and outcome (approved, rejected, "
+    "expired, cancelled).",
+    ["workspace", "risk", "outcome"],
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400),
+)
+PENDING = Gauge(
+    "approvals_pending", "Approvals waiting for a decision, by workspace.", ["workspace"]
+)
+OLDEST_PENDING = Gauge(
+    "approvals_oldest_pending_seconds",
+    "Age of the oldest approval still waiting for a decision, by workspace (0: none waits).",
+    ["workspace"],
+)
+EXPIRIES = Counter(
+    "approvals_expiries", "Approvals that expired undecided, by workspace and risk level.",
+    ["workspace", "risk"],
+)  # fmt: skip
+REMINDERS = Counter("approvals_reminders", "Reminders sent to approvers, by workspace.",
+                    ["workspace"])  # fmt: skip
+ESCALATIONS = Counter("approvals_escalations", "Approvals escalated, by workspace.", ["workspace"])
+REDEMPTIONS = Counter(
+    "approvals_redemptions",
+    "Redeem commands, by workspace and outcome (redeemed, or the refusal's code).",
+    ["workspace", "outcome"],
+)
+CREDITS_RESERVED = Counter(
+    "approvals_credits_reserved",
+    "Credits held against the workspace's cap when an approval with a ceiling is approved.",
+    ["workspace"],
+)
+CREDITS_USED = Counter(
+    "approvals_credits_used", "Credits runs reported using, by workspace.", ["workspace"]
+)
+BUDGET_CAP = Gauge(
+    "approvals_budget_cap_credits",
+    "The workspace's budget cap for the period, as the last spend check saw it.",
+    ["workspace"],
+)
+BUDGET_COMMITTED = Gauge(
+    "approvals_budget_committed_credits",
+    "Credits committed against the cap in the period, as the last spend check saw it.",
+    ["workspace"],
+)
 
 
 @runtime_checkable
@@ -145,6 +195,29 @@ def counted(verb: str, outcome: str, started: float | None, now: float) -> None:
     COMMANDS.labels(verb, outcome).inc()
     if started is not None:
         COMMAND_SECONDS.labels(verb).observe(now - started)
+
+
+def families() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Every metric this module defines: name -> (type, label names). The one list the docs
+    and the Grafana dashboard are checked against (tests/unit/test_observability.py)."""
+    return {
+        metric._name: (str(metric._type), tuple(metric._labelnames))
+        for metric in globals().values()
+        if isinstance(metric, MetricWrapperBase)
+    }
+
+
+SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_count", "_sum")}
+
+
+def series() -> dict[str, tuple[str, ...]]:
+    """Every series name ``/metrics`` exports (``approvals_commands_total``,
+    ``approvals_decision_seconds_bucket``, ...) with its labels."""
+    return {
+        name + suffix: labels + (("le",) if suffix == "_bucket" else ())
+        for name, (kind, labels) in families().items()
+        for suffix in SUFFIXES[kind]
+    }
 
 
 def lag_of(info: Any) -> int:

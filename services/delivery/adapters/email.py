@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import urlencode
 
 import aiosmtplib
+from opentelemetry.trace import SpanKind
 
 from approvals.services.delivery.adapters.base import DeliveryError
 from approvals.services.delivery.fitting import fit, one_line
+from approvals.services.runtime import tracing
 from approvals.services.runtime.signed_links import ConfirmTokens
 
 if TYPE_CHECKING:
@@ -60,11 +62,14 @@ class EmailAdapter:
             raise DeliveryError("no SMTP server is configured (APPROVALS_SMTP_HOST)",
                                 permanent=True)  # fmt: skip
         try:
-            await aiosmtplib.send(
-                message, hostname=settings.smtp_host, port=settings.smtp_port,
-                username=settings.smtp_username, password=settings.smtp_password,
-                start_tls=settings.smtp_starttls, timeout=settings.delivery_timeout_s,
-            )  # fmt: skip
+            with tracing.current("smtp send", "approvals.delivery", SpanKind.CLIENT, {
+                "server.address": settings.smtp_host, "server.port": settings.smtp_port,
+            }):  # fmt: skip
+                await aiosmtplib.send(
+                    message, hostname=settings.smtp_host, port=settings.smtp_port,
+                    username=settings.smtp_username, password=settings.smtp_password,
+                    start_tls=settings.smtp_starttls, timeout=settings.delivery_timeout_s,
+                )  # fmt: skip
         except aiosmtplib.SMTPException as error:
             raise DeliveryError(f"SMTP {settings.smtp_host} refused: {error}") from None
         except OSError as error:
