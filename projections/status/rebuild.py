@@ -37,6 +37,7 @@ def from_store(app: Approvals, view: StatusView, progress: Progress | None = Non
     while True:
         notifications = app.notifications(start, CHUNK)
         if not notifications:
+            view.sync()
             return done
         view.project([(n.id, event_decoder.decode(n.state), n.state) for n in notifications])
         done += len(notifications)
@@ -73,6 +74,7 @@ async def from_stream(
             if progress is not None:
                 progress(seq, last_seq)
             if seq >= last_seq:
+                await asyncio.to_thread(view.sync)
                 return done
     finally:
         await subscription.unsubscribe()
