@@ -4,6 +4,12 @@ A handler decodes and validates at the edge, then queues the command; one flush 
 event loop decides and saves everything queued in a single transaction (group commit) and only
 then replies. Bad input is answered at once with a typed error and never reaches the store.
 
+On SQLite the flush runs on the event loop (it is CPU, and a thread would fight the loop for the
+GIL). On PostgreSQL (``blocking_io``) it runs in a thread, one flush at a time, the next taking
+whatever queued meanwhile: a flush mostly waits for the server (round trips, the table lock that
+orders notification ids, the commit's fsync), and the loop goes on taking commands, replying and
+relaying while it waits.
+
 These are plain nats-py subscriptions on the connection the FastStream broker holds: measured on
 this machine, a FastStream request handler costs more CPU per request than the whole budget for
 keeping up with the store (see STACK-FACTS.md), while the plain callback leaves room to spare.
@@ -48,7 +54,7 @@ if TYPE_CHECKING:
     from nats.aio.subscription import Subscription
 
     from approvals.schemas.commands import Command
-    from approvals.services.approvals.application import Approvals, Result
+    from approvals.services.approvals.application import Approvals, Handled, Result
     from approvals.services.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -61,11 +67,15 @@ class CommandHandlers:
         nc: Client,
         settings: Settings,
         on_commit: Callable[[], None] = lambda: None,
+        *,
+        blocking_io: bool = False,
     ) -> None:
         self.app = app
         self.nc = nc
         self.settings = settings
         self.on_commit = on_commit
+        self.blocking_io = blocking_io
+        self._flushing: asyncio.Task[None] | None = None  # blocking_io: the flush in its thread
         # (workspace, command, reply subject, verb, arrival time)
         self._queued: list[tuple[str, Command, str, str, float]] = []
         self._flush_scheduled = False
@@ -111,6 +121,8 @@ class CommandHandlers:
         for subscription in self._subscriptions:
             await subscription.unsubscribe()
         self._subscriptions.clear()
+        if self._flushing is not None:
+            await asyncio.wait({self._flushing})  # it answers what queued meanwhile too
         if self._queued:
             self._flush()
         if self._sending:
@@ -126,7 +138,10 @@ class CommandHandlers:
                 await self.nc.publish(msg.reply, encode_error(error))
             return
         self._queued.append((workspace_id, cmd, msg.reply, verb, arrived))
-        if not self._flush_scheduled:
+        if self.blocking_io:
+            if self._flushing is None:
+                self._flushing = asyncio.get_running_loop().create_task(self._flush_in_thread())
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
@@ -257,10 +272,32 @@ class CommandHandlers:
     def _flush(self) -> None:
         self._flush_scheduled = False
         queued, self._queued = self._queued, []
+        self._finish(queued, self._decide(queued))
+
+    async def _flush_in_thread(self) -> None:
         try:
-            handled = self.app.handle_batch([(ws, cmd) for ws, cmd, *_ in queued])
+            while self._queued:
+                await asyncio.sleep(0)  # what arrived with it joins the batch
+                queued, self._queued = self._queued, []
+                # Shielded: a thread cannot be stopped, and its commit must be answered.
+                handled = await asyncio.shield(asyncio.to_thread(self._decide, queued))
+                self._finish(queued, handled)
+        finally:
+            self._flushing = None
+
+    def _decide(self, queued: list[tuple[str, Command, str, str, float]]) -> Handled | None:
+        """Decide and save ``queued`` in one transaction; None if the store failed."""
+        try:
+            return self.app.handle_batch([(ws, cmd) for ws, cmd, *_ in queued])
         except Exception:
             log.exception("a batch of %d commands failed; nothing of it was stored", len(queued))
+            return None
+
+    def _finish(
+        self, queued: list[tuple[str, Command, str, str, float]], handled: Handled | None
+    ) -> None:
+        """Count and answer a decided batch (on the loop: it wakes the relay)."""
+        if handled is None:
             failure = codec.encode_error(
                 "unavailable", "the store failed; nothing was stored; retry"
             )
