@@ -56,7 +56,12 @@ class CommandService:
         self.relay = Relay(self.app, nc, lease=lease, blocking_io=blocking)
         await self.relay.start()
         self.handlers = CommandHandlers(
-            self.app, nc, self.settings, on_commit=self.relay.nudge, blocking_io=blocking
+            self.app,
+            nc,
+            self.settings,
+            on_commit=self.relay.nudge,
+            blocking_io=blocking,
+            lease=lease if self.settings.hand_over_commands else None,
         )
         await self.handlers.start()
         if self.settings.checkpoint_interval_s > 0:
