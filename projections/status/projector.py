@@ -226,9 +226,14 @@ class Projector:
                 # An event of a newer schema version stops the view here (UnknownSchemaVersion)
                 # until the service is upgraded: skipping it would leave the view wrong for ever.
                 batch = decode_batch(messages)
-                # In a thread on every backend: the next batch arrives while this one is written.
-                # Shielded, and awaited by stop(): a cancelled await would leave the thread
-                # writing on a connection the service is about to close.
+                if len(batch) <= self.view.small_batch:
+                    # A few events on a view that commits without waiting for the disk: on the
+                    # loop (a thread would wait for the GIL longer than the write takes).
+                    changed = self.view.project(batch)
+                    break
+                # A thread: the next batch arrives while this one is written. Shielded, and
+                # awaited by stop(): a cancelled await would leave the thread writing on a
+                # connection the service is about to close.
                 self._writing = asyncio.ensure_future(asyncio.to_thread(self.view.project, batch))
                 changed = await asyncio.shield(self._writing)
                 break

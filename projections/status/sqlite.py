@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,8 @@ class SQLiteStatusView(SQLiteTrackingRecorder, StatusView):
     after the waiters are woken and kept before the acknowledgement)."""
 
     _directory_synced = False
+    small_batch = 100  # its commit does not wait for the disk (sync does): cheap on the loop
+    CHECKPOINT_BYTES = 4 << 20  # the log's size at which sync checkpoints it (not the commits)
 
     def construct_create_table_statements(self) -> list[str]:
         return [
@@ -55,9 +58,15 @@ class SQLiteStatusView(SQLiteTrackingRecorder, StatusView):
         if not self._directory_synced:  # the log's directory entry, once
             _fsync(path.parent)
             self._directory_synced = True
+        wal = path.with_name(path.name + "-wal")
         # No log: the last connection checkpointed it into the database (synced) and removed it.
         with contextlib.suppress(FileNotFoundError):
-            _fsync(path.with_name(path.name + "-wal"))
+            _fsync(wal)
+            if wal.stat().st_size >= self.CHECKPOINT_BYTES:
+                # Here rather than in a commit (the connections' automatic checkpoint is off):
+                # a checkpoint syncs the database file, which would stall the writer's loop.
+                with contextlib.closing(sqlite3.connect(path)) as connection:
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _transaction(self, *, commit: bool) -> AbstractContextManager[Any]:
         return self.datastore.transaction(commit=commit)
@@ -83,7 +92,9 @@ class NormalSyncSQLitePool(SQLiteConnectionPool):
 
     def _create_connection(self) -> SQLiteConnection:
         connection = super()._create_connection()
-        connection.cursor().execute("PRAGMA synchronous=NORMAL;")
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA synchronous=NORMAL;")
+        cursor.execute("PRAGMA wal_autocheckpoint=0;")  # SQLiteStatusView.sync checkpoints
         return connection
 
 

@@ -116,6 +116,9 @@ class StatusView(TrackingRecorder, ABC):
     @abstractmethod
     def _record_position(self, cursor: Any, notification_id: int) -> None: ...
 
+    # Batches up to this many events are written on the event loop (0: always in a thread).
+    small_batch = 0
+
     def sync(self) -> None:
         """Make what ``project`` committed durable (it is visible to readers already).
 
