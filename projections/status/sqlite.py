@@ -95,6 +95,9 @@ class NormalSyncSQLitePool(SQLiteConnectionPool):
         cursor = connection.cursor()
         cursor.execute("PRAGMA synchronous=NORMAL;")
         cursor.execute("PRAGMA wal_autocheckpoint=0;")  # SQLiteStatusView.sync checkpoints
+        # A log checkpointed and started again is cut back to this (it never shrinks otherwise,
+        # and sync goes by its size).
+        cursor.execute("PRAGMA journal_size_limit=1048576;")
         return connection
 
 
