@@ -133,6 +133,7 @@ class Row:
     latency_ms: dict[str, float]
     last_event_after_reply_ms: float = 0.0  # the same, signed: < 0 when the stream was first
     ratio: float = 0.0  # rate / baseline rate
+    bus_ratio: float = 0.0  # service rows: rate / the no-op responder's rate at as many clients
     cpu: dict[str, float] = field(default_factory=dict)  # % of one core over load + catch-up
     service_cpu_us_per_request: float = 0.0
 
@@ -156,6 +157,50 @@ def latency_stats(latencies: array[float]) -> dict[str, float]:
 _PERCENTILES = {"p50": 0.50, "p90": 0.90, "p99": 0.99, "p99.9": 0.999}
 
 
+# -- the store -----------------------------------------------------------------------------------
+
+
+@dataclass
+class StoreChoice:
+    """SQLite files in the run's directory, or fresh schemas ``bench_<hex>_<part>`` in one
+    PostgreSQL database (dropped at the end, so runs and tests never share tables)."""
+
+    backend: str = "sqlite"
+    dsn: str | None = None
+    prefix: str = field(default_factory=lambda: f"bench_{uuid4().hex[:10]}")
+
+    def schema(self, part: str) -> str:
+        return f"{self.prefix}_{part}"
+
+    def settings(self, sqlite_path: Path, part: str) -> Settings:
+        if self.backend == "sqlite":
+            return Settings(sqlite_path=sqlite_path)
+        return Settings(store="postgres", postgres_dsn=self.dsn, postgres_schema=self.schema(part))
+
+    def env(self, sqlite_path: Path, view_path: Path, part: str) -> dict[str, str]:
+        if self.backend == "sqlite":
+            return {
+                "APPROVALS_STORE": "sqlite",
+                "APPROVALS_SQLITE_PATH": str(sqlite_path),
+                "APPROVALS_VIEW_SQLITE_PATH": str(view_path),
+            }
+        assert self.dsn is not None
+        return {
+            "APPROVALS_STORE": "postgres",
+            "APPROVALS_POSTGRES_DSN": self.dsn,
+            "APPROVALS_POSTGRES_SCHEMA": self.schema(part),
+            "APPROVALS_VIEW_POSTGRES_SCHEMA": self.schema(part + "_view"),
+        }
+
+    def drop(self, *parts: str) -> None:
+        if self.backend != "postgres":
+            return
+        assert self.dsn is not None
+        for part in parts:
+            with contextlib.suppress(Exception):
+                drop_schema(self.dsn, self.schema(part))
+
+
 # -- 1. baseline ---------------------------------------------------------------------------------
 
 
@@ -171,12 +216,44 @@ def sqlite_settings_in_use(app: Approvals) -> tuple[str, int]:
     return str(journal_mode), int(synchronous)
 
 
-def bench_baseline(tmp: Path, seconds: float) -> tuple[Row, dict[str, Any]]:
+def postgres_settings_in_use(dsn: str) -> dict[str, Any]:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        version = conn.execute("SHOW server_version").fetchone()
+        sync_commit = conn.execute("SHOW synchronous_commit").fetchone()
+        fsync = conn.execute("SHOW fsync").fetchone()
+    return {
+        "backend": "postgres",
+        "server_version": version[0] if version else "?",
+        "synchronous_commit": sync_commit[0] if sync_commit else "?",
+        "fsync": fsync[0] if fsync else "?",
+        "driver": f"psycopg {importlib.metadata.version('psycopg')} ({psycopg.pq.__impl__})",
+    }
+
+
+def drop_schema(dsn: str, schema: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def bench_baseline(
+    tmp: Path, seconds: float, store: StoreChoice | None = None
+) -> tuple[Row, dict[str, Any]]:
     """Sequential ``app.save(one Requested event)`` on our store configuration."""
-    settings = Settings(sqlite_path=tmp / "baseline.db")
+    store = store or StoreChoice()
+    settings = store.settings(tmp / "baseline.db", "baseline")
     app = Approvals(store_env(settings))
     try:
-        journal_mode, synchronous = sqlite_settings_in_use(app)
+        if store.backend == "postgres":
+            assert store.dsn is not None
+            store_settings = postgres_settings_in_use(store.dsn)
+        else:
+            journal_mode, synchronous = sqlite_settings_in_use(app)
+            store_settings = {"journal_mode": journal_mode, "synchronous": synchronous}
         cmd = command_decoders["request"].decode(request_body("baseline"))
 
         def save_one() -> float:
@@ -207,6 +284,9 @@ def bench_baseline(tmp: Path, seconds: float) -> tuple[Row, dict[str, Any]]:
         app.close()
         for leftover in tmp.glob("baseline.db*"):
             leftover.unlink()
+        if store.backend == "postgres":
+            assert store.dsn is not None
+            drop_schema(store.dsn, store.schema("baseline"))
     latency = latency_stats(latencies)
     rate = len(latencies) / elapsed
     row = Row(
@@ -226,7 +306,7 @@ def bench_baseline(tmp: Path, seconds: float) -> tuple[Row, dict[str, Any]]:
         ratio=1.0,
         cpu={"benchmark": 100 * cpu / elapsed},
     )
-    return row, {"journal_mode": journal_mode, "synchronous": synchronous}
+    return row, store_settings
 
 
 # -- 3. load generator ---------------------------------------------------------------------------
@@ -243,14 +323,16 @@ class LoadResult:
     latencies: array[float] = field(default_factory=lambda: array("d"))
 
 
-async def _client(nc: Client, tag: str, deadline: float, result: LoadResult) -> None:
+async def _client(
+    nc: Client, tag: str, deadline: float, result: LoadResult, subject: str = SUBJECT
+) -> None:
     n = 0
     while clock() < deadline:
         body = b"".join((BODY_PREFIX, f"{tag}-{n}".encode(), BODY_SUFFIX))
         n += 1
         sent = clock()
         try:
-            msg = await nc.request(SUBJECT, body, timeout=REQUEST_TIMEOUT_S)
+            msg = await nc.request(subject, body, timeout=REQUEST_TIMEOUT_S)
         except (NatsTimeoutError, NoRespondersError):
             result.errors += 1
             continue
@@ -264,7 +346,7 @@ async def _client(nc: Client, tag: str, deadline: float, result: LoadResult) -> 
 
 
 async def run_clients(
-    nc: Client, clients: int, tag: str, start_at: float, seconds: float
+    nc: Client, clients: int, tag: str, start_at: float, seconds: float, subject: str = SUBJECT
 ) -> LoadResult:
     """``clients`` tasks, each sending one request at a time until ``start_at + seconds``."""
     result = LoadResult()
@@ -272,7 +354,9 @@ async def run_clients(
     cpu_started = time.process_time()
     result.started = clock()
     deadline = result.started + seconds
-    await asyncio.gather(*(_client(nc, f"{tag}-{i}", deadline, result) for i in range(clients)))
+    await asyncio.gather(
+        *(_client(nc, f"{tag}-{i}", deadline, result, subject) for i in range(clients))
+    )
     result.cpu_s = time.process_time() - cpu_started
     result.last_reply_wall = result.last_reply + (time.time() - clock())
     return result
@@ -351,6 +435,90 @@ async def run_clients_in_processes(
                 proc.join()
 
 
+# -- 4. the bus's own limit ---------------------------------------------------------------------
+
+NOOP_SUBJECT = "bench.noop"
+NOOP_REPLY = OK_PREFIX + b"}"
+
+
+def _noop_responder(conn: Connection, url: str) -> None:
+    """A process that answers every request on ``NOOP_SUBJECT`` at once with raw nats-py: the
+    fastest any responder can be on this bus, machine and load generator."""
+
+    async def main() -> None:
+        nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=0)
+
+        async def answer(msg: Any) -> None:
+            await nc.publish(msg.reply, NOOP_REPLY)
+
+        await nc.subscribe(NOOP_SUBJECT, cb=answer)
+        await nc.flush()
+        conn.send(os.getpid())
+        await asyncio.to_thread(conn.recv)  # until told to stop
+        await nc.close()
+
+    asyncio.run(main())
+
+
+async def measure_noop_levels(
+    stack: Stack, levels: list[tuple[str, int]], seconds: float
+) -> list[Row]:
+    """The same generator against the no-op responder, in its own process, on the same bus."""
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_noop_responder, args=(child, stack.url), daemon=True)
+    proc.start()
+    try:
+        if not await asyncio.to_thread(parent.poll, START_TIMEOUT_S):
+            raise RuntimeError("the no-op responder did not start")
+        pids = {**stack.pids, "responder": parent.recv()}
+        pids.pop("service", None)
+        rows = []
+        for name, clients in levels:
+            load_nc = await nats.connect(stack.url, connect_timeout=5)
+            try:
+                await load_nc.request(NOOP_SUBJECT, b"warm-up", timeout=5)
+                cpu_before = {role: _cpu_seconds(pid) for role, pid in pids.items()}
+                result = await run_clients(
+                    load_nc, clients, f"noop{clients}", clock(), seconds, NOOP_SUBJECT
+                )
+                wall = clock() - result.started
+                cpu = {
+                    role: 100 * (_cpu_seconds(pid) - cpu_before[role]) / wall
+                    for role, pid in pids.items()
+                }
+            finally:
+                await load_nc.close()
+            load_s = result.last_reply - result.started
+            latency = latency_stats(result.latencies)
+            rows.append(
+                Row(
+                    name=name,
+                    clients=clients,
+                    processes=1,
+                    ok=result.ok,
+                    errors=result.errors,
+                    load_s=load_s,
+                    catch_up_ms=0.0,
+                    rate=result.ok / load_s,
+                    reply_rate=result.ok / load_s,
+                    p50_ms=latency["p50"],
+                    p99_ms=latency["p99"],
+                    max_ms=latency["max"],
+                    latency_ms=latency,
+                    cpu=cpu,
+                )
+            )
+        return rows
+    finally:
+        with contextlib.suppress(OSError):
+            parent.send("stop")
+        proc.join(5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+
+
 # -- 2. the service and its surroundings ---------------------------------------------------------
 
 
@@ -379,11 +547,17 @@ class Stack:
     """nats-server + ``approvals serve`` in a temporary directory."""
 
     def __init__(
-        self, tmp: Path, with_projection: bool, extra_env: dict[str, str] | None = None
+        self,
+        tmp: Path,
+        with_projection: bool,
+        store: StoreChoice | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.tmp = tmp
         self.extra_env = extra_env or {}  # e.g. the OTLP endpoint (--tracing)
         self.with_projection = with_projection
+        self.store_choice = store or StoreChoice()
+        self._pg: Any = None  # a psycopg connection to the PostgreSQL store
         self.store_path = tmp / "approvals.db"
         self.log_path = tmp / "service.log"
         self.server = NatsServer(tmp / "js")
@@ -428,14 +602,13 @@ class Stack:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("APPROVALS_", "NATS_"))}
         env |= {
             "NATS_URL": self.url,
-            "APPROVALS_STORE": "sqlite",
-            "APPROVALS_SQLITE_PATH": str(self.store_path),
-            "APPROVALS_VIEW_SQLITE_PATH": str(self.tmp / "status.db"),
+            **self.store_choice.env(self.store_path, self.tmp / "status.db", "service"),
             "PYTHONUNBUFFERED": "1",
         }
         # No ops endpoint: nothing reads it here, and another service may hold its port.
         env |= {"APPROVALS_OPS_PORT": "0", **self.extra_env}
-        bootstrap_workspace(Settings(sqlite_path=self.store_path), WORKSPACE, BENCH_WORKSPACE)
+        settings = self.store_choice.settings(self.store_path, "service")
+        bootstrap_workspace(settings, WORKSPACE, BENCH_WORKSPACE)
         self.command_line = self.service_command()
         with self.log_path.open("wb") as log:
             self.service = subprocess.Popen(  # noqa: ASYNC220 (returns at once)
@@ -448,7 +621,12 @@ class Stack:
             )
         self.nc = await nats.connect(self.url, connect_timeout=5)
         await self._wait_until_it_answers()
-        self.store = sqlite3.connect(f"file:{self.store_path}?mode=ro", uri=True)
+        if self.store_choice.backend == "postgres":
+            import psycopg
+
+            self._pg = psycopg.connect(self.store_choice.dsn or "", autocommit=True)
+        else:
+            self.store = sqlite3.connect(f"file:{self.store_path}?mode=ro", uri=True)
 
     async def _wait_until_it_answers(self) -> None:
         assert self.nc is not None
@@ -474,7 +652,14 @@ class Stack:
             return "(no log)"
 
     def stored_events(self) -> int:
-        """The store's last notification id (= its event count: nothing is ever deleted)."""
+        """The store's event count (SQLite: its last notification id, the same there; not on
+        PostgreSQL, whose ids have gaps: a rolled-back insert still used its id)."""
+        if self._pg is not None:
+            from psycopg import sql
+
+            table = sql.Identifier(self.store_choice.schema("service"), "approvals_events")
+            row = self._pg.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()
+            return int(row[0])
         assert self.store is not None
         (last,) = self.store.execute("SELECT MAX(rowid) FROM stored_events").fetchone()
         return int(last or 0)
@@ -504,6 +689,8 @@ class Stack:
         try:
             if self.store is not None:
                 self.store.close()
+            if self._pg is not None:
+                self._pg.close()
             if self.nc is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self.nc.close(), 5)
@@ -520,6 +707,7 @@ class Stack:
                     service.kill()
                     service.wait()
                 self.server.stop()
+                self.store_choice.drop("service", "service_view")
 
 
 def start_profiler(
@@ -648,14 +836,14 @@ class _Sink(BaseHTTPRequestHandler):
 
 
 async def measure_traced(
-    args: argparse.Namespace, tmp: Path, say: Callable[[str], None]
+    args: argparse.Namespace, tmp: Path, say: Callable[[str], None], store: StoreChoice
 ) -> list[Row]:
     """The same two levels against a fresh service with traces on (OTEL_EXPORTER_OTLP_ENDPOINT
     set, so it installs the SDK and exports every span) in the same run."""
     sink = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
     threading.Thread(target=sink.serve_forever, daemon=True).start()
     endpoint = f"http://127.0.0.1:{sink.server_address[1]}"
-    stack = Stack(tmp, args.with_projection, {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
+    stack = Stack(tmp, args.with_projection, store, {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
     try:
         say("traces on: a second service exporting to a local OTLP receiver ...")
         await stack.start()
@@ -713,7 +901,7 @@ def cpu_model() -> str:
     return ""
 
 
-def machine_info(sqlite_settings: dict[str, Any], load_before: list[float]) -> dict[str, Any]:
+def machine_info(store_settings: dict[str, Any], load_before: list[float]) -> dict[str, Any]:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     versions = {}
     for package in ("eventsourcing", "nats-py", "msgspec", "faststream"):
@@ -730,11 +918,28 @@ def machine_info(sqlite_settings: dict[str, Any], load_before: list[float]) -> d
         "packages": versions,
         "load_average_before": load_before,
         "sqlite": sqlite3.sqlite_version,
-        "store": {**sqlite_settings, "synchronous_name": _SYNC.get(sqlite_settings["synchronous"])},
+        "store": (
+            store_settings
+            if store_settings.get("backend") == "postgres"
+            else {**store_settings, "synchronous_name": _SYNC.get(store_settings["synchronous"])}
+        ),
     }
 
 
 _SYNC = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+
+
+def _store_line(m: dict[str, Any]) -> str:
+    store = m["store"]
+    if store.get("backend") == "postgres":
+        return (
+            f"store        PostgreSQL {store['server_version']}, synchronous_commit="
+            f"{store['synchronous_commit']}, fsync={store['fsync']}, {store['driver']}"
+        )
+    return (
+        f"store        SQLite {m['sqlite']}, journal_mode={store['journal_mode']}, "
+        f"synchronous={store['synchronous_name']}"
+    )
 
 
 def render(report: dict[str, Any]) -> str:
@@ -747,8 +952,7 @@ def render(report: dict[str, Any]) -> str:
         + "  (1/5/15 min, before the run: other work on the machine skews the figures)",
         f"nats-server  {m['nats_server']}",
         "packages     " + ", ".join(f"{k} {v}" for k, v in m["packages"].items()),
-        f"store        SQLite {m['sqlite']}, journal_mode={m['store']['journal_mode']}, "
-        f"synchronous={m['store']['synchronous_name']}",
+        _store_line(m),
         f"service      {' '.join(report['service_command'])}  (own process), code {m['code']}",
         f"run          {report['seconds']} s per level; load generator for "
         f"{report['clients']} clients: {report['load_processes']} process(es)",
@@ -779,6 +983,13 @@ def render(report: dict[str, Any]) -> str:
                            f"requests {report['clients']} clients")):  # fmt: skip
         if traced in rates:
             lines.append(f"traces on / off  {plain[9:]:16} {rates[traced] / rates[plain]:.2f}x")
+    bus = [row for row in report["rows"] if row.get("bus_ratio")]
+    if bus:
+        lines.append(
+            "service / no-op responder at as many clients (the share of the bus path's limit "
+            "the service reaches): "
+            + ", ".join(f"{row['name']} {row['bus_ratio']:.2f}x" for row in bus)
+        )
     errors = sum(row["errors"] for row in report["rows"])
     if errors:
         lines.append(f"\n{errors} requests failed or timed out (not counted)")
@@ -795,10 +1006,11 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             print(text, file=sys.stderr, flush=True)
 
     load_before = [round(x, 2) for x in os.getloadavg()]
-    say(f"baseline: sequential eventsourcing saves for {args.seconds} s ...")
-    baseline, sqlite_settings = bench_baseline(tmp, args.seconds)  # nothing else runs yet
+    store = StoreChoice(args.store, args.postgres_dsn if args.store == "postgres" else None)
+    say(f"baseline: sequential eventsourcing saves ({args.store}) for {args.seconds} s ...")
+    baseline, store_settings = bench_baseline(tmp, args.seconds, store)  # nothing else runs yet
 
-    stack = Stack(tmp, with_projection=args.with_projection)
+    stack = Stack(tmp, with_projection=args.with_projection, store=store)
     try:
         say("starting nats-server and the service ...")
         await stack.start()
@@ -820,20 +1032,29 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             *profile,
         )
         command_line = stack.command_line
+        say(f"no-op responder (the bus's limit): 1 and {args.clients} clients ...")
+        noop_seq, noop_many = await measure_noop_levels(
+            stack,
+            [("no-op responder (1)", 1), (f"no-op responder ({args.clients})", args.clients)],
+            args.seconds,
+        )
     finally:
         await stack.stop()
-    rows = [baseline, seq, many]
+    rows = [baseline, seq, many, noop_seq, noop_many]
     if args.tracing:
         (tmp / "traced").mkdir()
-        rows += await measure_traced(args, tmp / "traced", say)
+        rows += await measure_traced(args, tmp / "traced", say, store)
     for row in rows[1:]:
         row.ratio = row.rate / baseline.rate
+    seq.bus_ratio = seq.rate / noop_seq.rate
+    many.bus_ratio = many.rate / noop_many.rate
     return {
-        "machine": machine_info(sqlite_settings, load_before),
+        "machine": machine_info(store_settings, load_before),
         "seconds": args.seconds,
         "clients": args.clients,
         "load_processes": args.processes,
         "service_command": [Path(command_line[0]).name, *command_line[1:]],
+        "store": args.store,
         "rows": [asdict(row) for row in rows],
     }
 
@@ -851,6 +1072,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--warmup", type=float, default=1.0, help="seconds of unmeasured load first (1)"
+    )
+    parser.add_argument(
+        "--store",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="the service's store and the baseline's: SQLite files (default) or PostgreSQL, "
+        "in fresh schemas dropped at the end",
+    )
+    parser.add_argument(
+        "--postgres-dsn",
+        default=os.environ.get(
+            "APPROVALS_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
+        ),
+        help="PostgreSQL for --store postgres (APPROVALS_TEST_POSTGRES_DSN, else "
+        "postgresql://postgres@127.0.0.1:5432/test)",
     )
     parser.add_argument(
         "--with-projection",

@@ -11,6 +11,10 @@ CHECKPOINTS: Final = "approvals.audit.checkpoints"  # signed checkpoints of the 
 COMMAND_QUEUE: Final = "approvals-commands"
 EVENTS_WILDCARD: Final = "approvals.events.>"
 RELAY_NUDGE: Final = "approvals.relay.nudge"  # a command service instance committed: publish
+# Commands an instance without the relay's lease hands to the one that holds it:
+# approvals.lead.<workspace>.<verb>, the body and headers as the caller sent them.
+COMMAND_LEAD: Final = "approvals.lead"
+COMMAND_LEAD_WILDCARD: Final = "approvals.lead.*.*"
 
 # Headers the relay sets on every published event.
 MSG_ID_HEADER: Final = "Nats-Msg-Id"

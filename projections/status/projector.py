@@ -7,7 +7,10 @@ projector puts messages back in order by stream sequence: it accepts the next ex
 holds later ones until the gap fills, and drops what it has already accepted (a redelivery).
 
 What arrives while a batch is being written forms the next batch: one view transaction (rows and
-position together), acknowledged by one ``AckAll`` after the commit. A batch that fails is retried
+position together). A committed batch is visible at once, so its waiters are woken then; it is
+made durable (``StatusView.sync``: on SQLite the fsync of the write-ahead log) and acknowledged by
+one ``AckAll`` in a task of its own, while the next batch is written: one fsync covers every batch
+committed before it began, and no batch is acknowledged before that. A batch that fails is retried
 in place with a growing pause, never handed back, so nothing can overtake it; one that committed
 but was not acknowledged (a crash) comes back and the view skips it as already applied.
 
@@ -76,8 +79,17 @@ class Projector:
         self._arrived = asyncio.Event()
         self._subscription: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
-        self._writing: asyncio.Future[dict[Any, Any]] | None = None  # a batch in its thread
+        self._writing: asyncio.Future[Any] | None = None  # a batch in its thread
+        self._committed: Msg | None = None  # the last message of the last batch committed
+        self._to_sync = asyncio.Event()
+        self._syncer: asyncio.Task[None] | None = None
+        self._syncing: asyncio.Future[Any] | None = None  # an fsync in its thread
         self._stopping = False
+
+    @property
+    def max_ack_pending(self) -> int:
+        """Two batches: the server pushes the next while one is written and made durable."""
+        return 2 * self.batch_size
 
     @property
     def deliver_subject(self) -> str:
@@ -95,6 +107,7 @@ class Projector:
         self._release_held()
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name="status-projector")
+        self._syncer = asyncio.create_task(self._sync_and_ack(), name="status-projector-sync")
 
     async def stop(self) -> None:
         if self._subscription is not None:
@@ -113,6 +126,15 @@ class Projector:
             # A batch the cancellation cut off is still being written in its thread.
             await asyncio.wait({self._writing})
             self._writing = None
+        if self._syncer is not None:
+            self._syncer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._syncer
+            self._syncer = None
+        if self._syncing is not None:
+            await asyncio.wait({self._syncing})
+            self._syncing = None
+        # What is committed but not acknowledged comes back on the next start and is skipped.
 
     async def _ensure_consumer(self) -> api.ConsumerInfo:
         info: api.ConsumerInfo | None
@@ -120,9 +142,12 @@ class Projector:
             info = await self.js.consumer_info(STREAM, self.durable)
         except NotFoundError:
             info = None
-        if info is not None and info.config.deliver_subject == self.deliver_subject:
-            return info
-        if info is not None:
+        pushes_here = info is not None and info.config.deliver_subject == self.deliver_subject
+        if info is not None and pushes_here:
+            if info.config.max_ack_pending == self.max_ack_pending:
+                return info
+            # An older release's consumer (one batch in flight): the same consumer, updated.
+        elif info is not None:
             # A consumer of another shape (an older pull consumer). Replacing it loses nothing:
             # the view knows its own position and skips what it already has.
             log.warning(
@@ -137,7 +162,7 @@ class Projector:
                 deliver_policy=api.DeliverPolicy.ALL,
                 ack_policy=api.AckPolicy.ALL,
                 ack_wait=self.ack_wait_s,
-                max_ack_pending=self.batch_size,
+                max_ack_pending=self.max_ack_pending,
                 filter_subject=EVENTS_WILDCARD,
             ),
         )
@@ -176,7 +201,8 @@ class Projector:
                 continue
             self._arrived.clear()
             while self._received:
-                batch, self._received = self._received, []
+                batch = self._received[: self.batch_size]
+                self._received = self._received[self.batch_size :]
                 await (self._traced_write(batch) if tracing.ENABLED else self._write(batch))
 
     async def _check_gap(self) -> None:
@@ -211,9 +237,14 @@ class Projector:
                 # An event of a newer schema version stops the view here (UnknownSchemaVersion)
                 # until the service is upgraded: skipping it would leave the view wrong for ever.
                 batch = decode_batch(messages)
-                # In a thread on every backend: the next batch arrives while this one is written.
-                # Shielded, and awaited by stop(): a cancelled await would leave the thread
-                # writing on a connection the service is about to close.
+                if len(batch) <= self.view.small_batch:
+                    # A few events on a view that commits without waiting for the disk: on the
+                    # loop (a thread would wait for the GIL longer than the write takes).
+                    changed = self.view.project(batch)
+                    break
+                # A thread: the next batch arrives while this one is written. Shielded, and
+                # awaited by stop(): a cancelled await would leave the thread writing on a
+                # connection the service is about to close.
                 self._writing = asyncio.ensure_future(asyncio.to_thread(self.view.project, batch))
                 changed = await asyncio.shield(self._writing)
                 break
@@ -222,13 +253,35 @@ class Projector:
                 log.exception("projecting %d events failed; retrying in %.1fs", count, pause)
                 await asyncio.sleep(pause)  # back off: the view's database is in trouble
                 pause = min(2 * pause, MAX_RETRY_PAUSE_S)
-        try:
-            await messages[-1].ack()  # AckAll: acknowledges the whole batch
-        except NatsError as error:
-            # Committed but not acknowledged: the batch comes back and the view skips it.
-            log.warning("acknowledging a projected batch failed (%s)", error)
+        # Committed and visible: the waiters read it now, while it is made durable.
         if changed:
             self.on_change(changed)
+        self._committed = messages[-1]
+        self._to_sync.set()
+
+    async def _sync_and_ack(self) -> None:
+        """Make the committed batches durable, then acknowledge them with one ``AckAll``."""
+        while True:
+            await self._to_sync.wait()
+            self._to_sync.clear()
+            last = self._committed  # committed before the fsync starts: covered by it
+            if last is None:
+                continue
+            pause = self.retry_pause_s
+            while True:
+                try:
+                    self._syncing = asyncio.ensure_future(asyncio.to_thread(self.view.sync))
+                    await asyncio.shield(self._syncing)
+                    break
+                except Exception:
+                    log.exception("making the view durable failed; retrying in %.1fs", pause)
+                    await asyncio.sleep(pause)
+                    pause = min(2 * pause, MAX_RETRY_PAUSE_S)
+            try:
+                await last.ack()  # AckAll: acknowledges every batch up to this one
+            except NatsError as error:
+                # Committed but not acknowledged: the batches come back and the view skips them.
+                log.warning("acknowledging projected batches failed (%s)", error)
 
 
 def decode_batch(messages: Sequence[Msg]) -> list[Projected]:

@@ -39,6 +39,7 @@ def from_store(app: Approvals, view: StatusView, progress: Progress | None = Non
         if not notifications:
             return done
         view.project([(n.id, event_decoder.decode(n.state), n.state) for n in notifications])
+        view.sync()  # durable, and the log checkpointed as it grows
         done += len(notifications)
         start = notifications[-1].id + 1
         if progress is not None:
@@ -68,6 +69,7 @@ async def from_stream(
             messages = await subscription.fetch(CHUNK, timeout=5.0)
             batch = decode_batch(messages)
             await asyncio.to_thread(view.project, batch)
+            await asyncio.to_thread(view.sync)
             done += len(messages)
             seq = messages[-1].metadata.sequence.stream
             if progress is not None:

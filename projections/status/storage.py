@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from eventsourcing.sqlite import SQLiteFactory
 from eventsourcing.utils import Environment
 
 from approvals.projections.status.postgres import PostgresStatusView
-from approvals.projections.status.sqlite import SQLiteStatusView
+from approvals.projections.status.sqlite import SQLiteStatusView, view_factory
 from approvals.services.approvals.store import SerialisedPostgresFactory, postgres_env
 
 if TYPE_CHECKING:
@@ -23,8 +22,7 @@ def open_view(settings: Settings, sqlite_path: Path | None = None) -> StatusView
     if settings.store == "sqlite":
         path = sqlite_path or settings.view_sqlite_path
         path.parent.mkdir(parents=True, exist_ok=True)
-        factory = SQLiteFactory({"SQLITE_DBNAME": str(path), "SQLITE_LOCK_TIMEOUT": "10"})
-        return factory.tracking_recorder(SQLiteStatusView)  # type: ignore[return-value]
+        return view_factory(path).tracking_recorder(SQLiteStatusView)  # type: ignore[return-value]
     assert settings.postgres_dsn is not None
     schema = settings.view_postgres_schema or settings.postgres_schema
     # Named "status", the factory calls the position table status_tracking.

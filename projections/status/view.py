@@ -94,7 +94,7 @@ def create_statements(approvals: str, timeline: str, real: str) -> list[str]:
 
 def timestamp(value: datetime) -> str:
     """Fixed-width UTC text, so text order is time order on both backends."""
-    if value.utcoffset() != _ZERO:
+    if value.tzinfo is not UTC and value.utcoffset() != _ZERO:  # msgspec decodes Z as UTC
         value = value.astimezone(UTC)
     return value.isoformat(timespec="microseconds")
 
@@ -115,6 +115,16 @@ class StatusView(TrackingRecorder, ABC):
 
     @abstractmethod
     def _record_position(self, cursor: Any, notification_id: int) -> None: ...
+
+    # Batches up to this many events are written on the event loop (0: always in a thread).
+    small_batch = 0
+
+    def sync(self) -> None:
+        """Make what ``project`` committed durable (it is visible to readers already).
+
+        The projector calls it after waking the waiters and before acknowledging the batch, so
+        a waiting caller is not kept waiting for the disk, and nothing is acknowledged that a
+        power loss could take back. PostgreSQL's commit is durable by itself: nothing to do."""
 
     def _sql(self, text: str) -> str:
         text = text.format(a=self.approvals_table, t=self.timeline_table)

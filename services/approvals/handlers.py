@@ -4,6 +4,18 @@ A handler decodes and validates at the edge, then queues the command; one flush 
 event loop decides and saves everything queued in a single transaction (group commit) and only
 then replies. Bad input is answered at once with a typed error and never reaches the store.
 
+With several instances (a lease), an instance that does not hold the relay's lease hands each
+command to the one that does (``approvals.lead.<workspace>.<verb>``) and passes its answer back:
+their commits would otherwise take turns at the store's table lock and each other's versions
+(the budget, an approval spend-checked on one and decided on the other), one batch re-decided
+for every collision. While nobody holds the lease (a takeover), an instance decides itself.
+
+On SQLite the flush runs on the event loop (it is CPU, and a thread would fight the loop for the
+GIL). On PostgreSQL (``blocking_io``) it runs in a thread, one flush at a time, the next taking
+whatever queued meanwhile: a flush mostly waits for the server (round trips, the table lock that
+orders notification ids, the commit's fsync), and the loop goes on taking commands, replying and
+relaying while it waits.
+
 These are plain nats-py subscriptions on the connection the FastStream broker holds: measured on
 this machine, a FastStream request handler costs more CPU per request than the whole budget for
 keeping up with the store (see STACK-FACTS.md), while the plain callback leaves room to spare.
@@ -12,12 +24,16 @@ keeping up with the store (see STACK-FACTS.md), while the plain callback leaves 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+from nats.errors import Error as NatsError
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 
 from approvals.schemas import codec, subjects
 from approvals.schemas.codec import command_decoders, encoder
@@ -62,10 +78,15 @@ if TYPE_CHECKING:
     from nats.aio.subscription import Subscription
 
     from approvals.schemas.commands import Command
-    from approvals.services.approvals.application import Approvals, Result
+    from approvals.services.approvals.application import Approvals, Handled, Result
+    from approvals.services.runtime.lease import Lease
     from approvals.services.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
+
+LEASE_CHECK_S = 0.2  # how often an instance looks whether it holds the relay's lease
+STOP_S = 10.0  # what answers still under way may take at stop
+HAND_OVER_TIMEOUT_S = 60.0  # longer than any caller waits: the holder's answer, or none
 
 
 class CommandHandlers:
@@ -75,11 +96,20 @@ class CommandHandlers:
         nc: Client,
         settings: Settings,
         on_commit: Callable[[], None] = lambda: None,
+        *,
+        blocking_io: bool = False,
+        lease: Lease | None = None,
     ) -> None:
         self.app = app
         self.nc = nc
         self.settings = settings
         self.on_commit = on_commit
+        self.blocking_io = blocking_io
+        self._flushing: asyncio.Task[None] | None = None  # blocking_io: the flush in its thread
+        self.lease = lease
+        self._lead: Subscription | None = None  # the lease's holder: commands handed to it
+        self._leading: asyncio.Task[None] | None = None
+        self._stopping = False
         # (workspace, command, reply subject, verb, arrival time)
         self._queued: list[tuple[str, Command, str, str, float]] = []
         self._flush_scheduled = False
@@ -99,7 +129,7 @@ class CommandHandlers:
                 await self.nc.subscribe(
                     subjects.command_wildcard(verb),
                     queue=subjects.COMMAND_QUEUE,
-                    cb=self._on_message,
+                    cb=self._on_command,
                     pending_msgs_limit=100_000,
                 )
             )
@@ -116,6 +146,8 @@ class CommandHandlers:
                     subjects.query_wildcard(query), queue=subjects.COMMAND_QUEUE, cb=answer
                 )
             )
+        if self.lease is not None:
+            self._leading = asyncio.create_task(self._follow_lease(), name="command-lead")
         for subject, cb in (
             (subjects.KEYS_QUERY, self._on_keys_query),
             (subjects.MEMBERSHIPS_QUERY, self._on_memberships_query),
@@ -126,13 +158,69 @@ class CommandHandlers:
 
     async def stop(self) -> None:
         """Stop taking commands, answer the ones already queued."""
+        self._stopping = True
+        if self._leading is not None:
+            self._leading.cancel()
+            await asyncio.wait({self._leading})
+            self._leading = None
+        if self._lead is not None:
+            self._subscriptions.append(self._lead)
+            self._lead = None
         for subscription in self._subscriptions:
             await subscription.unsubscribe()
         self._subscriptions.clear()
+        if self._flushing is not None:
+            await asyncio.wait({self._flushing})  # it answers what queued meanwhile too
         if self._queued:
             self._flush()
         if self._sending:
-            await asyncio.gather(*self._sending)
+            # Bounded: a command handed to a holder that died gets no answer from here.
+            _, late = await asyncio.wait(list(self._sending), timeout=STOP_S)
+            for task in late:
+                task.cancel()
+
+    async def _follow_lease(self) -> None:
+        """Take the commands handed to the relay's lease holder while this instance holds it."""
+        assert self.lease is not None
+        while True:
+            held = self.lease.held.is_set()
+            if held and self._lead is None:
+                self._lead = await self.nc.subscribe(
+                    subjects.COMMAND_LEAD_WILDCARD, queue=subjects.COMMAND_QUEUE,
+                    cb=self._on_message, pending_msgs_limit=100_000,
+                )  # fmt: skip
+            elif not held and self._lead is not None:
+                lead, self._lead = self._lead, None
+                with contextlib.suppress(NatsError):
+                    await lead.unsubscribe()
+            await asyncio.sleep(LEASE_CHECK_S)
+
+    async def _on_command(self, msg: Msg) -> None:
+        if self.lease is None or self.lease.held.is_set() or self._stopping:
+            await self._on_message(msg)
+            return
+        task = asyncio.get_running_loop().create_task(self._hand_over(msg))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _hand_over(self, msg: Msg) -> None:
+        """Pass a command to the lease's holder and its answer back to the caller; decide it
+        here if nobody holds the lease (nobody took it: nothing was stored)."""
+        _, _, workspace_id, verb = msg.subject.split(".", 3)
+        lead = f"{subjects.COMMAND_LEAD}.{workspace_id}.{verb}"
+        try:
+            answer = await self.nc.request(
+                lead, msg.data, timeout=HAND_OVER_TIMEOUT_S, headers=msg.headers
+            )
+        except NoRespondersError:
+            await self._on_message(msg)
+            return
+        except (NatsTimeoutError, NatsError) as error:
+            # The holder may have stored it: no answer is the truth (the caller's timeout).
+            log.warning("the relay's lease holder did not answer a %s command (%s)", verb, error)
+            return
+        if msg.reply:
+            await self.nc.publish(msg.reply, answer.data)
 
     async def _on_message(self, msg: Msg) -> None:
         arrived, verb = time.perf_counter(), msg.subject.rsplit(".", 1)[-1]
@@ -147,7 +235,10 @@ class CommandHandlers:
             cmd = traced.arrived(verb, cmd, msg.headers)
             self._headers[msg.reply] = msg.headers
         self._queued.append((workspace_id, cmd, msg.reply, verb, arrived))
-        if not self._flush_scheduled:
+        if self.blocking_io:
+            if self._flushing is None:
+                self._flushing = asyncio.get_running_loop().create_task(self._flush_in_thread())
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
@@ -299,11 +390,40 @@ class CommandHandlers:
     def _flush(self) -> None:
         self._flush_scheduled = False
         queued, self._queued = self._queued, []
+        self._finish(queued, *self._decide(queued))
+
+    async def _flush_in_thread(self) -> None:
+        try:
+            while self._queued:
+                await asyncio.sleep(0)  # what arrived with it joins the batch
+                queued, self._queued = self._queued, []
+                # Shielded: a thread cannot be stopped, and its commit must be answered.
+                decided = await asyncio.shield(asyncio.to_thread(self._decide, queued))
+                self._finish(queued, *decided)
+        finally:
+            self._flushing = None
+
+    def _decide(
+        self, queued: list[tuple[str, Command, str, str, float]]
+    ) -> tuple[Handled | None, tuple[int, int]]:
+        """Decide and save ``queued`` in one transaction (None if the store failed), and when
+        the save began and ended (the commit span's times, with tracing on)."""
         saving = time.time_ns()
         try:
             handled = self.app.handle_batch([(ws, cmd) for ws, cmd, *_ in queued])
         except Exception:
             log.exception("a batch of %d commands failed; nothing of it was stored", len(queued))
+            return None, (saving, time.time_ns())
+        return handled, (saving, time.time_ns())
+
+    def _finish(
+        self,
+        queued: list[tuple[str, Command, str, str, float]],
+        handled: Handled | None,
+        window: tuple[int, int],
+    ) -> None:
+        """Count and answer a decided batch (on the loop: it wakes the relay)."""
+        if handled is None:
             failure = codec.encode_error(
                 "unavailable", "the store failed; nothing was stored; retry"
             )
@@ -314,7 +434,6 @@ class CommandHandlers:
             for _, _, reply, *_ in queued:
                 self._headers.pop(reply, None)
         else:
-            stored = time.time_ns()
             if handled.last_notification_id is not None:
                 self.on_commit()
             done = time.perf_counter()
@@ -325,7 +444,7 @@ class CommandHandlers:
                 measured.handled(verb, ws, result)
                 replies.append((reply, self._encode_result(result)))
             if tracing.ENABLED:
-                saved = None if handled.last_notification_id is None else (saving, stored)
+                saved = None if handled.last_notification_id is None else window
                 traced.commands_handled(
                     [(ws, cmd, verb, arrived, self._headers.pop(reply, None))
                      for ws, cmd, reply, verb, arrived in queued],

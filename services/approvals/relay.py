@@ -62,9 +62,11 @@ class Relay:
         poll_interval_s: float = 1.0,
         ack_timeout_s: float = 10.0,
         lease: Lease | None = None,
+        blocking_io: bool = False,
     ) -> None:
         self.app = app
         self.lease = lease
+        self.blocking_io = blocking_io  # read the store in a thread (PostgreSQL)
         self.nc = nc
         self.js = nc.jetstream()
         self._nudges: Subscription | None = None
@@ -224,7 +226,13 @@ class Relay:
         published = 0
         async with self._lock:
             while True:
-                notifications = self.app.notifications(self.published_up_to + 1, self.batch_size)
+                start = self.published_up_to + 1
+                if self.blocking_io:
+                    notifications = await asyncio.to_thread(
+                        self.app.notifications, start, self.batch_size
+                    )
+                else:
+                    notifications = self.app.notifications(start, self.batch_size)
                 if not notifications:
                     return published
                 await self._publish(notifications)

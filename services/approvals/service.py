@@ -50,9 +50,19 @@ class CommandService:
         await self.broker.start()
         nc = self.broker.connection
         lease = Lease(nc, "relay", ttl_s=self.settings.lease_ttl_s)
-        self.relay = Relay(self.app, nc, lease=lease)
+        # PostgreSQL: the store's reads and commits wait on the server, in threads (the loop
+        # goes on taking commands and publishing meanwhile); SQLite's are CPU, on the loop.
+        blocking = self.settings.store == "postgres"
+        self.relay = Relay(self.app, nc, lease=lease, blocking_io=blocking)
         await self.relay.start()
-        self.handlers = CommandHandlers(self.app, nc, self.settings, on_commit=self.relay.nudge)
+        self.handlers = CommandHandlers(
+            self.app,
+            nc,
+            self.settings,
+            on_commit=self.relay.nudge,
+            blocking_io=blocking,
+            lease=lease if self.settings.hand_over_commands else None,
+        )
         await self.handlers.start()
         if self.settings.checkpoint_interval_s > 0:
             self.checkpointer = Checkpointer(

@@ -41,6 +41,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     checkpoint_interval_s: float = 60.0
     # How long the relay's lease lasts unrenewed: another instance takes over within this.
     lease_ttl_s: float = 10.0
+    # Several command service instances: one without the relay's lease hands commands to the
+    # holder (one writer at a time at the store); off, every instance decides what it receives.
+    hand_over_commands: bool = True
     # `approvals serve`'s /healthz, /readyz and /metrics (services/ops.py); port 0: none.
     ops_host: str = "127.0.0.1"
     ops_port: int = 9180
@@ -108,6 +111,7 @@ _ENV_VARS = {
     "ack_wait_s": "APPROVALS_ACK_WAIT_S",
     "checkpoint_interval_s": "APPROVALS_CHECKPOINT_S",
     "lease_ttl_s": "APPROVALS_LEASE_TTL_S",
+    "hand_over_commands": "APPROVALS_HAND_OVER_COMMANDS",
     "ops_host": "APPROVALS_OPS_HOST",
     "ops_port": "APPROVALS_OPS_PORT",
     "gateway_host": "APPROVALS_GATEWAY_HOST",

@@ -153,10 +153,16 @@ async def other_process(settings: Settings, log: Path) -> AsyncIterator[None]:
     its reads and saves really interleave with this process's (two instances on one event loop
     never do, each flush runs to its end)."""
     ops = free_port()
-    env = {**os.environ, "NATS_URL": settings.nats_url, "APPROVALS_OPS_PORT": str(ops),
-           "APPROVALS_STORE": settings.store, "APPROVALS_SQLITE_PATH": str(settings.sqlite_path),
-           "APPROVALS_POSTGRES_DSN": settings.postgres_dsn or "",
-           "APPROVALS_POSTGRES_SCHEMA": settings.postgres_schema or ""}  # fmt: skip
+    env = {
+        **os.environ,
+        "NATS_URL": settings.nats_url,
+        "APPROVALS_OPS_PORT": str(ops),
+        "APPROVALS_STORE": settings.store,
+        "APPROVALS_SQLITE_PATH": str(settings.sqlite_path),
+        "APPROVALS_POSTGRES_DSN": settings.postgres_dsn or "",
+        "APPROVALS_POSTGRES_SCHEMA": settings.postgres_schema or "",
+        "APPROVALS_HAND_OVER_COMMANDS": "false",  # it decides what it receives: writers compete
+    }
     approvals = str(Path(sys.executable).parent / "approvals")
     with log.open("wb") as out:
         process = await asyncio.create_subprocess_exec(

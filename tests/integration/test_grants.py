@@ -164,7 +164,8 @@ async def test_a_race_of_100_requests_against_a_grant_of_k_runs_never_passes_k(
     client = await workspace(acme, "grants5")
     k = 7
     await approve_granting(client, runs=k, hours=24)
-    async with CommandService(command_settings):  # a second writer on the same store
+    # A second writer on the same store, deciding what it receives (not handing it over).
+    async with CommandService(msgspec.structs.replace(command_settings, hand_over_commands=False)):
         replies = await asyncio.gather(*(ask(client, f"r{i}") for i in range(100)))
     outcomes = [r["outcome"] for r in replies]
     # Check: exactly K approved at once (nothing else limits them), the rest wait for a person.

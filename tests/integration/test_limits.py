@@ -67,7 +67,8 @@ async def test_200_concurrent_requests_against_a_pending_limit_store_exactly_n(
     first, acme = command_service
     client = ApprovalsClient(acme.nc, "limited", reply_timeout=30.0)
     assert (await send(client, "configure", {"settings": LIMITED, "by": ADMIN}))["ok"]
-    async with CommandService(command_settings):  # a second writer competes for the count
+    # A second writer competes for the count (deciding what it receives, not handing it over).
+    async with CommandService(msgspec.structs.replace(command_settings, hand_over_commands=False)):
         replies = await asyncio.gather(*(
             send(client, "request", {**REQUEST, "skill_execution_id": f"r{i}"})
             for i in range(200)

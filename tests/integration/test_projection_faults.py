@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,7 @@ from eventsourcing.sqlite import SQLiteFactory
 
 from approvals.projections.status import rebuild
 from approvals.projections.status.projector import DURABLE, Projector
-from approvals.projections.status.sqlite import SQLiteStatusView
+from approvals.projections.status.sqlite import SQLiteStatusView, view_factory
 from approvals.projections.status.storage import open_view
 from approvals.schemas import commands
 from approvals.schemas.subjects import STREAM
@@ -144,6 +145,49 @@ async def test_the_same_event_delivered_twice_changes_nothing(
         assert view.content_hash() == before
         assert view.position() == last
     finally:
+        await projector.stop()
+        await nc.close()
+
+
+class DurableOnSignal(SQLiteStatusView):
+    """Its fsync waits until the test lets it finish."""
+
+    durable = threading.Event()
+    syncs = 0
+
+    def sync(self) -> None:
+        assert DurableOnSignal.durable.wait(30), "the test never let the fsync finish"
+        DurableOnSignal.syncs += 1
+        super().sync()
+
+
+async def test_a_batch_is_visible_and_its_waiters_woken_before_its_fsync_and_acknowledged_after(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    app = Approvals(store_env(Settings(sqlite_path=tmp_path / "approvals.db")))
+    last = write_history(app, 10)
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    await publish_all(app, nc)
+    stream_last = (await js.stream_info(STREAM)).state.last_seq
+    view = view_factory(tmp_path / "status.db").tracking_recorder(DurableOnSignal)
+    assert isinstance(view, DurableOnSignal)
+    woken: list[int] = []
+    projector = Projector(view, nc, on_change=lambda changed: woken.append(len(changed)))
+    await projector.start()
+    try:
+        # Check: committed, readable and the waiters told, while the fsync has not finished.
+        await eventually(lambda: view.position() == last)
+        assert sum(woken) == 10
+        info = await js.consumer_info(STREAM, DURABLE)
+        assert info.ack_floor is None or info.ack_floor.stream_seq == 0
+        assert info.num_ack_pending == stream_last
+        # Check: once durable, everything is acknowledged.
+        DurableOnSignal.durable.set()
+        await eventually_consumed(js, stream_last)
+        assert DurableOnSignal.syncs >= 1
+    finally:
+        DurableOnSignal.durable.set()
         await projector.stop()
         await nc.close()
 

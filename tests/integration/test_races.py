@@ -11,6 +11,7 @@ from collections import Counter
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import pytest
 
 from approvals.schemas.codec import event_decoder
@@ -58,7 +59,8 @@ async def test_approve_races_a_rival_and_exactly_one_wins(
     command_service: Started, command_settings: Settings, rival: str
 ) -> None:
     first, client = command_service
-    async with CommandService(command_settings):  # a second writer on the same store
+    # A second writer on the same store, deciding what it receives (not handing it over).
+    async with CommandService(msgspec.structs.replace(command_settings, hand_over_commands=False)):
         expiring = {"expires_in_s": 3} if rival == "expire" else {}
         approvals = await requests(client, RACES, **expiring)
         verb, body, wins_with = RIVALS[rival]

@@ -323,6 +323,57 @@ async def test_per_approval_versions_reach_the_stream_in_order(command_service: 
     }
 
 
+async def test_an_instance_without_the_lease_hands_its_commands_to_the_holder(
+    command_service: Started, command_settings: Settings
+) -> None:
+    first, client = command_service
+    async with CommandService(command_settings) as second:
+        assert second.app is not None
+        assert second.relay is not None
+        assert second.handlers is not None
+        assert first.handlers is not None
+        assert not second.relay.publishing
+        decided_here: list[int] = []
+        handed_over: list[str] = []
+        handle_batch, hand_over = second.app.handle_batch, second.handlers._hand_over
+
+        def counted_batch(batch: Any, *args: Any) -> Any:
+            decided_here.append(len(batch))
+            return handle_batch(batch, *args)
+
+        async def counted_hand_over(msg: Any) -> None:
+            handed_over.append(msg.subject)
+            await hand_over(msg)
+
+        second.app.handle_batch = counted_batch  # type: ignore[method-assign]
+        second.handlers._hand_over = counted_hand_over  # type: ignore[method-assign]
+
+        async def ask(tag: str, n: int) -> set[str]:
+            replies = await asyncio.gather(*(
+                command(client.nc, "request", {**REQUEST, "skill_execution_id": f"{tag}-{i}"})
+                for i in range(n)
+            ))  # fmt: skip
+            return {reply["approval"]["id"] for reply in replies}
+
+        # Check: the queue group gave the second some commands; it handed each to the holder,
+        # which decided them (one approval per request, every reply ok).
+        assert len(await ask("h", 60)) == 60
+        assert handed_over
+        assert decided_here == []
+        # Check: while nobody takes handed-over commands (a takeover), the second decides itself.
+        assert first.handlers._leading is not None
+        assert first.handlers._lead is not None
+        first.handlers._leading.cancel()
+        await first.handlers._lead.unsubscribe()
+        first.handlers._leading = first.handlers._lead = None
+        assert len(await ask("t", 60)) == 60
+        assert sum(decided_here) > 0
+    app = first.app
+    assert app is not None
+    stored = [n for n in app.notifications(1, 10**6) if b'"type":"requested"' in n.state]
+    assert len(stored) == 120
+
+
 async def stream_last_seq_is(js: JetStreamContext, seq: int) -> bool:
     return await stream_last_seq(js) == seq
 
