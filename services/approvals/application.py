@@ -309,15 +309,7 @@ class Approvals(Application[UUID]):
     def grant_slots(self, after: int) -> tuple[dict[str, set[UUID]], int]:
         """The slots given a grant after notification ``after``, by workspace, and the last
         notification read (a grant's slot is where its uses and its revoke are stored too)."""
-        found: dict[str, set[UUID]] = {}
-        last = after
-        for notification in self.notifications_of(events.GrantGiven, after):
-            envelope = codec.envelope_decoder.decode(notification.state)
-            found.setdefault(envelope.workspace_id, set()).add(
-                UUID(str(notification.originator_id))
-            )
-            last = notification.id
-        return found, last
+        return self._originators_of(events.GrantGiven, after)
 
     def grant(self, slot: UUID) -> grants.Grant | None:
         return State(self).grant(slot)
@@ -325,9 +317,16 @@ class Approvals(Application[UUID]):
     def passkey_ids(self, after: int) -> tuple[dict[str, set[UUID]], int]:
         """The credentials registered after notification ``after``, by workspace, and the last
         notification read (a credential's uses and removal are stored where it was)."""
+        return self._originators_of(events.PasskeyRegistered, after)
+
+    def _originators_of(
+        self, cls: type, after: int
+    ) -> tuple[dict[str, set[UUID]], int]:
+        """The aggregates a ``cls`` event was stored in after notification ``after``, by
+        workspace, and the last notification read."""
         found: dict[str, set[UUID]] = {}
         last = after
-        for notification in self.notifications_of(events.PasskeyRegistered, after):
+        for notification in self.notifications_of(cls, after):
             envelope = codec.envelope_decoder.decode(notification.state)
             found.setdefault(envelope.workspace_id, set()).add(
                 UUID(str(notification.originator_id))

@@ -22,6 +22,7 @@ from langgraph.types import Command, interrupt
 
 from approvals.client.errors import ApprovalPending
 from approvals.schemas.commands import Action
+from approvals.client.integrations.tool_calls import Outcome
 from approvals.schemas.digest import action_digest
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["Decision", "require", "resume"]
 
 
-class Decision(msgspec.Struct, frozen=True, kw_only=True):
+class Decision(msgspec.Struct, Outcome, frozen=True, kw_only=True):
     """What became of the ask. ``status``: ``not_required``, ``approved``, ``rejected``,
     ``responded``, ``expired`` or ``cancelled``. ``action`` and ``payload`` are what may run
     (approved: the approved version, already redeemed); ``reason`` is why it was rejected, or
@@ -48,16 +49,6 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
     reason: str | None = None
     rerun: bool = False
     web_url: str = ""
-
-    @property
-    def approved(self) -> bool:
-        """The action may run (it was approved, or needed no approval)."""
-        return self.status in ("approved", "not_required")
-
-    @property
-    def message(self) -> str | None:
-        """The person's answer when they responded instead of deciding."""
-        return self.reason if self.status == "responded" else None
 
 
 async def require(

@@ -29,6 +29,7 @@ from temporalio.exceptions import ApplicationError
 
 from approvals.client.errors import ApprovalsError
 from approvals.schemas.commands import Action
+from approvals.client.integrations.tool_calls import Outcome
 from approvals.schemas.digest import action_digest
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ RETRIED = frozenset({"unavailable", "internal", "rate_limited", "conflict"})
 
 
 @dataclass(frozen=True, kw_only=True)
-class Decision:
+class Decision(Outcome):
     """What became of the ask. ``status``: ``not_required``, ``pending`` (only between the ask
     and the signal), ``approved``, ``rejected``, ``responded``, ``expired`` or ``cancelled``.
     ``action`` and ``payload`` are what may run (approved: the approved version, possibly
@@ -62,16 +63,6 @@ class Decision:
     reason: str | None = None
     rerun: bool = False
     web_url: str = ""
-
-    @property
-    def approved(self) -> bool:
-        """The action may run (it was approved, or needed no approval)."""
-        return self.status in ("approved", "not_required")
-
-    @property
-    def message(self) -> str | None:
-        """The person's answer when they responded instead of deciding."""
-        return self.reason if self.status == "responded" else None
 
     @classmethod
     def of(cls, view: ApprovalView) -> Decision:

@@ -1,5 +1,6 @@
-"""What the tool-call integrations (Pydantic AI, OpenAI Agents SDK) share: redeeming an approved
-call once, and the message a model reads when a call may not run."""
+"""What the integrations share: redeeming an approved call once and the message a model reads
+when a call may not run (Pydantic AI, OpenAI Agents SDK), and what a decision handed back to
+the caller's code answers (LangGraph, Temporal)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,25 @@ if TYPE_CHECKING:
     from approvals.client.flow import Caller
     from approvals.schemas.commands import Action
     from approvals.schemas.queries import ApprovalView
+
+
+class Outcome:
+    """``approved`` and ``message`` of a decision handed back to the caller's code (a mixin of
+    the LangGraph and Temporal ``Decision``: one a msgspec Struct, the other a dataclass)."""
+
+    __slots__ = ()
+    status: str
+    reason: str | None
+
+    @property
+    def approved(self) -> bool:
+        """The action may run (it was approved, or needed no approval)."""
+        return self.status in ("approved", "not_required")
+
+    @property
+    def message(self) -> str | None:
+        """The person's answer when they responded instead of deciding."""
+        return self.reason if self.status == "responded" else None
 
 
 async def redeem_once(
