@@ -66,17 +66,26 @@ async def ask(url: str, checkpoints: str, effects: str, thread_id: str) -> None:
         await asyncio.Event().wait()  # until killed, between the ask and the decision
 
 
+def saved_position(position: Path) -> int:
+    """The last stream sequence the follower handled (0: none yet)."""
+    return int(position.read_text()) if position.exists() else 0
+
+
+def save_position(position: Path, sequence: int) -> None:
+    position.write_text(str(sequence))
+
+
 async def follower(url: str, checkpoints: str, effects: str, position: str) -> None:
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
     saved = Path(position)
-    since = int(saved.read_text()) if saved.exists() else 0
+    since = saved_position(saved)
     client = await ApprovalsClient.connect(url, "default", reply_timeout=10.0)
     async with AsyncSqliteSaver.from_conn_string(checkpoints) as saver:
         graph = build(client, saver, Path(effects))
         print(json.dumps({"since": since}), flush=True)
         async for followed in follow(graph, client, since=since):
-            saved.write_text(str(followed.sequence))
+            save_position(saved, followed.sequence)
             print(json.dumps(msgspec.to_builtins(followed)), flush=True)
 
 

@@ -233,7 +233,8 @@ class Follower:
         self.since = (await self.line())["since"]
 
     async def line(self) -> dict[str, Any]:
-        assert self.process is not None and self.process.stdout is not None
+        assert self.process is not None
+        assert self.process.stdout is not None
         line = await asyncio.wait_for(self.process.stdout.readline(), timeout=60)
         if not line:
             _, err = await self.process.communicate()

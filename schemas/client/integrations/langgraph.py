@@ -43,7 +43,8 @@ __all__ = ["Decision", "Followed", "follow", "require", "resume", "thread_of"]
 
 log = logging.getLogger(__name__)
 PREFIX = "langgraph:"  # skill_execution_id of a request asked by require(): the thread after it
-ENDINGS = (events.Approved, events.Rejected, events.Responded, events.Expired, events.Cancelled)
+ENDINGS = (events.Approved, events.Rejected, events.Responded, events.Expired,
+           events.Cancelled)  # fmt: skip
 
 
 class Decision(msgspec.Struct, frozen=True, kw_only=True):
@@ -89,10 +90,12 @@ async def require(
     The idempotency key is made of the thread, the node's task and the action's digest (and
     ``key``, e.g. a tool call id, when one node asks more than once), so the node run again
     after the resume finds the same approval. The request's ``skill_execution_id`` is
-``langgraph:<thread id>``: that is how ``follow`` knows which thread to resume. Approved, it redeems the approved version before
-    returning: run ``decision.payload``. A second redeem is refused (``already_redeemed``, an
-    ApprovalsError), so a node run twice never runs the action twice. ``request``: other fields
-    of the request (``summary``, ``risk_level``, ``skill_name``, ``expires_in_s``, ...)."""
+    ``langgraph:<thread id>``: that is how ``follow`` knows which thread to resume (a thread id
+    longer than 190 characters is a ValueError). Approved, it redeems the approved version
+    before returning: run ``decision.payload``. A second redeem is refused
+    (``already_redeemed``, an ApprovalsError), so a node run twice never runs the action twice.
+    ``request``: other fields of the request (``summary``, ``risk_level``, ``skill_name``,
+    ``expires_in_s``, ...)."""
     if "skill_execution_id" in request:
         raise TypeError("require() names the thread in skill_execution_id itself")
     action = msgspec.convert(action, Action)
