@@ -34,12 +34,14 @@ class Rows(TypedDict, total=False):
     result: str
 
 
-def build(client: ApprovalsClient, checkpointer: Any, effects: Path) -> Any:
+def build(
+    client: ApprovalsClient, checkpointer: Any, effects: Path, requested_by: str = AGENT
+) -> Any:
     """The graph, compiled on ``checkpointer``; each send appends its payload to ``effects``."""
 
     async def send_rows(state: Rows) -> Rows:
         decision = await require(client, action=state.get("action", LIVE),
-                                 payload={"rows": state["rows"]}, requested_by=AGENT,
+                                 payload={"rows": state["rows"]}, requested_by=requested_by,
                                  title="Send rows", skill_name="send-rows",
                                  expires_in_s=state.get("expires_in_s"))  # fmt: skip
         if not decision.approved:
