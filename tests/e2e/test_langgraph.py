@@ -10,13 +10,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.types import Command
 
-from approvals.client import ApprovalsClient, ApprovalsError
+from approvals.client import ApprovalsClient, ApprovalsError, ApprovalsHttpClient
 from approvals.client.integrations.langgraph import (
     Followed,
     execution_id,
@@ -357,6 +357,13 @@ async def test_two_followers_at_once_run_the_action_once(
         assert await result_of(saver, "t-both") == "sent [1, 2, 3]"
     finally:
         await asyncio.gather(*(f.kill() for f in followers))
+
+
+async def test_the_follower_needs_the_bus_client(tmp_path: Path, saver: AsyncSqliteSaver) -> None:
+    async with ApprovalsHttpClient("http://127.0.0.1:9", "default", "apk_x.y") as http:
+        graph = build(cast("Any", http), saver, tmp_path / "effects.jsonl")
+        with pytest.raises(TypeError, match="bus client"):
+            await anext(follow(graph, cast("Any", http)))
 
 
 def test_a_follower_leaves_requests_not_asked_by_a_graph() -> None:

@@ -25,6 +25,7 @@ import msgspec
 from langgraph.config import get_config
 from langgraph.types import Command, interrupt
 
+from approvals.client.bus import ApprovalsClient
 from approvals.client.errors import ApprovalPending, ApprovalsError
 from approvals.schemas import events
 from approvals.schemas.commands import Action
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
     from langgraph.pregel import Pregel
 
-    from approvals.client.bus import ApprovalsClient
     from approvals.client.flow import Caller
     from approvals.schemas.queries import ApprovalView
 
@@ -225,7 +225,9 @@ async def follow(
     again finds no interrupt waiting and resumes nothing, and a node run twice is refused the
     second redeem (``already_redeemed``), so the action never runs twice. Two followers at once
     resume each thread once. Only over the bus (``ApprovalsClient``): the HTTP client cannot
-    read the event stream."""
+    read the event stream (a TypeError)."""
+    if not isinstance(client, ApprovalsClient):
+        raise TypeError("follow() reads the event stream: it needs the bus client, ApprovalsClient")
     async with contextlib.aclosing(client.events(follow=True, since=since)) as feed:
         async for sequence, event in feed:
             if not isinstance(event, ENDINGS):
