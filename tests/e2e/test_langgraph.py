@@ -352,7 +352,7 @@ async def test_two_followers_at_once_run_the_action_once(
         # Check: both read it; one ran the action, the other found nothing waiting, or was
         # refused the redeem.
         assert [line["thread_id"] for line in lines] == ["t-both", "t-both"]
-        assert sum(line["result"] is not None for line in lines) >= 1
+        assert sum(line["result"] is not None for line in lines) == 1
         assert effects(tmp_path) == [{"rows": [1, 2, 3]}]
         assert await result_of(saver, "t-both") == "sent [1, 2, 3]"
     finally:
