@@ -166,15 +166,18 @@ class ApprovalsClient(Caller):
         return msg.data
 
     async def events(
-        self, approval_id: str = "*", *, follow: bool = False
+        self, approval_id: str = "*", *, follow: bool = False, since: int = 0
     ) -> AsyncGenerator[tuple[int, AnyEvent]]:
-        """The stored events of this workspace (or one approval) in stream order, with sequences.
+        """The stored events of this workspace (or one approval) in stream order, with sequences;
+        those after stream sequence ``since`` (all by default: pass the last one you handled to
+        go on from there).
 
         Without ``follow`` it stops at the last event the stream holds now. It needs only what
         a workspace's caller may do on the bus (``schemas/client/event_feed.py``).
         """
         filter_subject = subjects.events_of(self.workspace, approval_id)
-        feed = event_messages(self.nc, filter_subject, follow=follow, refusals=self.refusals)
+        feed = event_messages(self.nc, filter_subject, follow=follow, start=since + 1,
+                              refusals=self.refusals)  # fmt: skip
         async with contextlib.aclosing(feed) as messages:
             async for msg in messages:
                 yield msg.metadata.sequence.stream, event_decoder.decode(msg.data)

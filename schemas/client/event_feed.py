@@ -39,15 +39,21 @@ def create_subject(name: str, filter_subject: str) -> str:
 
 
 async def event_messages(
-    nc: Client, filter_subject: str, *, follow: bool = False, refusals: Refusals | None = None
+    nc: Client,
+    filter_subject: str,
+    *,
+    follow: bool = False,
+    start: int = 1,
+    refusals: Refusals | None = None,
 ) -> AsyncGenerator[Msg]:
-    """The stream's messages on ``filter_subject`` in stream order, each once.
+    """The stream's messages on ``filter_subject`` in stream order, each once, from stream
+    sequence ``start`` on (the first of the stream by default).
 
     Without ``follow`` it ends after the last one the stream holds when it starts reading.
     ``refusals``: told the subjects used, so a refusal names them as they are spelled.
     """
     js = nc.jetstream()
-    start = 1
+    start = max(start, 1)
     while True:
         queue: asyncio.Queue[Msg] = asyncio.Queue()
         inbox = nc.new_inbox()

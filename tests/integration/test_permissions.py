@@ -5,6 +5,7 @@ streams). The gateway authenticates with an NKey; TLS is exercised in its own te
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import os
@@ -331,6 +332,50 @@ async def test_a_workspace_caller_reads_its_events_and_is_told_what_is_forbidden
             refused = secured.violations()  # globex's events (twice), a decision
             assert len(refused) == 3
             assert sum(".approvals.events.globex." in line for line in refused) == 2
+        finally:
+            await acme.close()
+            await admin.close()
+
+
+async def test_the_langgraph_follower_resumes_a_thread_with_a_workspace_callers_rights(
+    secured: Secured,
+) -> None:
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    from approvals.client.integrations.langgraph import follow
+    from tests.e2e.langgraph_app import build
+
+    effects = secured.tmp / "effects.jsonl"
+    async with (
+        CommandService(secured.settings("commands")),
+        ProjectionService(secured.settings("projection")),
+        AsyncSqliteSaver.from_conn_string(str(secured.tmp / "checkpoints.db")) as saver,
+    ):
+        admin = await client(secured, "admin", "acme")
+        acme = await client(secured, "acme", "acme")
+        try:
+            assert (await admin.send("configure", {"settings": SETTINGS, "by": ADMIN})).ok
+            graph = build(acme, saver, effects, requested_by="service:enricher")
+            config: Any = {"configurable": {"thread_id": "t-acme"}}
+            paused = await graph.ainvoke({"rows": [4]}, config)
+            asked = paused["__interrupt__"][0].value
+
+            async def shown() -> bool:
+                return (await acme.get(asked["approval_id"])).digest == asked["digest"]
+
+            await eventually(shown)
+            body = {"approval_id": asked["approval_id"], "approver": "user:ana",
+                    "digest": asked["digest"]}  # fmt: skip
+            assert (await admin.send("approve", body)).ok
+            # Check: the follower, as the workspace's caller, reads the ending and resumes.
+            async with contextlib.aclosing(follow(graph, acme)) as followed:
+                async for one in followed:
+                    if one.approval_id == asked["approval_id"]:
+                        assert one.result is not None
+                        assert one.result["result"] == "sent [4]"
+                        break
+            assert effects.read_text().splitlines() == ['{"rows": [4]}']
+            assert [v for v in secured.violations() if "/user:acme" in v] == []
         finally:
             await acme.close()
             await admin.close()
