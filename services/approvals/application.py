@@ -319,9 +319,7 @@ class Approvals(Application[UUID]):
         notification read (a credential's uses and removal are stored where it was)."""
         return self._originators_of(events.PasskeyRegistered, after)
 
-    def _originators_of(
-        self, cls: type, after: int
-    ) -> tuple[dict[str, set[UUID]], int]:
+    def _originators_of(self, cls: type, after: int) -> tuple[dict[str, set[UUID]], int]:
         """The aggregates a ``cls`` event was stored in after notification ``after``, by
         workspace, and the last notification read."""
         found: dict[str, set[UUID]] = {}

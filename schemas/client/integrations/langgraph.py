@@ -27,9 +27,9 @@ from langgraph.types import Command, interrupt
 
 from approvals.client.bus import ApprovalsClient
 from approvals.client.errors import ApprovalPending, ApprovalsError
+from approvals.client.integrations.tool_calls import Outcome
 from approvals.schemas import events
 from approvals.schemas.commands import Action
-from approvals.client.integrations.tool_calls import Outcome
 from approvals.schemas.digest import action_digest
 
 if TYPE_CHECKING:

@@ -28,8 +28,8 @@ from temporalio import activity, workflow
 from temporalio.exceptions import ApplicationError
 
 from approvals.client.errors import ApprovalsError
-from approvals.schemas.commands import Action
 from approvals.client.integrations.tool_calls import Outcome
+from approvals.schemas.commands import Action
 from approvals.schemas.digest import action_digest
 
 if TYPE_CHECKING:
