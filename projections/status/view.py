@@ -93,13 +93,21 @@ def create_statements(approvals: str, timeline: str, real: str) -> list[str]:
 
 
 def timestamp(value: datetime) -> str:
-    """Fixed-width UTC text, so text order is time order on both backends."""
+    """Fixed-width UTC text, so text order is time order on both backends.
+
+    The view writes three or four per event: msgspec writes a UTC time (as RFC 3339, ``Z``)
+    four times faster than ``isoformat``. Whole seconds (no fraction from msgspec), other
+    offsets and naive times go the slow way."""
+    text = encoder.encode(value)
+    if len(text) == _UTC_MICROSECONDS and text.endswith(b'Z"'):
+        return text[1:-2].decode() + "+00:00"
     if value.tzinfo is not UTC and value.utcoffset() != _ZERO:  # msgspec decodes Z as UTC
         value = value.astimezone(UTC)
     return value.isoformat(timespec="microseconds")
 
 
 _ZERO = timedelta(0)
+_UTC_MICROSECONDS = len(b'"2026-12-01T17:50:54.177100Z"')
 
 
 class StatusView(TrackingRecorder, ABC):
