@@ -19,7 +19,7 @@ from eventsourcing.persistence import TrackingRecorder
 
 from approvals.projections.status.rows import fold
 from approvals.schemas.codec import encoder, event_decoder
-from approvals.schemas.events import Event
+from approvals.schemas.events import Event, Requested
 from approvals.schemas.queries import ApprovalView, TimelineEntry
 
 if TYPE_CHECKING:
@@ -149,7 +149,7 @@ class StatusView(TrackingRecorder, ABC):
                 return {}
             # A workspace's settings move the position but no approval row.
             fresh = [(nid, e, raw) for nid, e, raw in everything if isinstance(e, Event)]
-            rows = self._select(cursor, {e.approval_id for _, e, _ in fresh if e.version > 1})
+            rows = self._select(cursor, _to_read(fresh))
             changed: dict[UUID, ApprovalView] = {}
             for _, event, _ in fresh:
                 row = fold(rows.get(event.approval_id), event)
@@ -315,6 +315,15 @@ class StatusView(TrackingRecorder, ABC):
 
     def _iterate(self, sql: str) -> Iterator[Any]:
         yield from self._fetch(sql, [])
+
+
+def _to_read(fresh: Sequence[Projected]) -> set[UUID]:
+    """The approvals whose rows the batch needs from the table: not those it requests itself.
+
+    An approval requested in this batch has no row yet (its events come after its request, and
+    the position skips what was applied before), so its later events fold onto the new row."""
+    later = {e.approval_id for _, e, _ in fresh if e.version > 1}  # type: ignore[union-attr]
+    return later - {e.approval_id for _, e, _ in fresh if isinstance(e, Requested)}
 
 
 def _uuid(value: str) -> UUID:
