@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -256,7 +257,8 @@ class Projector:
                 # A thread: the next batch arrives while this one is written. Shielded, and
                 # awaited by stop(): a cancelled await would leave the thread writing on a
                 # connection the service is about to close.
-                self._writing = asyncio.ensure_future(asyncio.to_thread(self.view.project, batch))
+                write = asyncio.to_thread(project_in_bulk, self.view, batch)
+                self._writing = asyncio.ensure_future(write)
                 changed = await asyncio.shield(self._writing)
                 break
             except Exception:
@@ -293,6 +295,23 @@ class Projector:
             except NatsError as error:
                 # Committed but not acknowledged: the batches come back and the view skips them.
                 log.warning("acknowledging projected batches failed (%s)", error)
+
+
+def project_in_bulk(view: StatusView, batch: Sequence[Projected]) -> dict[UUID, ApprovalView]:
+    """``view.project`` with the cyclic garbage collector paused.
+
+    A big batch allocates tens of thousands of containers (events, rows, tuples; no cycles:
+    reference counting frees them), and each collection they trigger walks everything young,
+    the batch itself and the messages queued behind it: a fifth to a quarter of the writer's
+    time when it catches up. The pause is the whole process's (the loop runs on meanwhile);
+    collections resume after the batch, if they ran before."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return view.project(batch)
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def stream_sequence(msg: Msg) -> int:
