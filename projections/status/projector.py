@@ -34,7 +34,6 @@ from nats.js.errors import NotFoundError
 
 from approvals.schemas.codec import event_decoder
 from approvals.schemas.subjects import EVENTS_WILDCARD, NOTIFICATION_ID_HEADER, STREAM
-from approvals.schemas.upcasting import UnknownSchemaVersion
 from approvals.services.runtime import tracing
 from approvals.services.runtime.bus import ensure_events_stream
 
@@ -332,11 +331,13 @@ _PLAIN_ACK_TOKENS = 9
 
 
 def decode_early(message: Msg) -> Projected | None:
-    """The message's event, or None when it does not decode: ``decode_batch`` tells why."""
+    """The message's event, or None when it does not decode, whatever the reason: the write
+    decodes its batch again then, where a failure is logged and skipped or retried as always
+    (raising here, in nats-py's callback, would lose the message from the sequence)."""
     try:
         notification_id = int((message.headers or {})[NOTIFICATION_ID_HEADER])
         return notification_id, event_decoder.decode(message.data), message.data
-    except (KeyError, ValueError, msgspec.DecodeError, UnknownSchemaVersion):
+    except Exception:
         return None
 
 
