@@ -9,7 +9,9 @@ One run, everything on 127.0.0.1 in a temporary directory removed at the end:
    ``synchronous=FULL``), measured in this run;
 2. --approvals requests (a fifth of them approved) written to a fresh event store and relayed to
    a real nats-server; then ``approvals serve --only projection`` starts in its own process on an
-   empty view and the benchmark times its catch-up to the store's last event;
+   empty view and the benchmark times its catch-up to the store's last event. Beside it, what
+   bounds it: the same stream read by a push consumer that writes nothing (nats-py alone, in
+   this process), and the view rebuilt from the store with no bus (the writer alone);
 3. ``get`` and ``list`` (50 rows, filtered by status) over NATS against that view, sequentially;
 4. with ``approvals serve`` (commands and projection) running, --decisions approvals: the time
    from the ``approve`` reply to the answer of a ``get`` with ``min_version`` of the decision, and
@@ -36,14 +38,16 @@ from typing import TYPE_CHECKING, Any
 import nats
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import api
 
+from approvals.projections.status import rebuild
 from approvals.projections.status.rows import fold
 from approvals.projections.status.storage import open_view
 from approvals.projections.status.view import COLUMNS, _to_row, create_statements, timestamp
 from approvals.schemas import commands
 from approvals.schemas.codec import encoder, event_decoder
 from approvals.schemas.events import Event
-from approvals.schemas.subjects import STREAM
+from approvals.schemas.subjects import EVENTS_WILDCARD, NOTIFICATION_ID_HEADER, STREAM
 from approvals.schemas.workspace import Member, WorkspaceSettings
 from approvals.services.approvals.application import Approvals
 from approvals.services.approvals.relay import Relay
@@ -136,6 +140,50 @@ def raw_insert_rate(app: Approvals, path: Path) -> float:
     elapsed = time.perf_counter() - started
     db.close()
     return len(timeline) / elapsed
+
+
+def writer_alone_rate(app: Approvals, path: Path) -> float:
+    """The view rebuilt from the store (``approvals rebuild``'s way): the writer with no bus."""
+    view = open_view(Settings(view_sqlite_path=path))
+    started = time.perf_counter()
+    done = rebuild.from_store(app, view)
+    return done / (time.perf_counter() - started)
+
+
+async def bus_alone_rate(nc: Client, batch: int = 4000) -> float:
+    """The stream pushed the way the projector takes it (two batches unacknowledged, one
+    ``AckAll`` per batch, the notification id read) with nothing decoded or written."""
+    js = nc.jetstream()
+    total = (await js.stream_info(STREAM)).state.messages
+    received, finished = 0, asyncio.Event()
+
+    async def on_message(msg: Any) -> None:
+        nonlocal received
+        int(msg.headers[NOTIFICATION_ID_HEADER])
+        received += 1
+        if received % batch == 0 or received == total:
+            await msg.ack()
+        if received == total:
+            finished.set()
+
+    subscription = await nc.subscribe("_bench.bus-alone", cb=on_message,
+                                      pending_msgs_limit=4 * batch)  # fmt: skip
+    started = time.perf_counter()
+    await js.add_consumer(
+        STREAM,
+        api.ConsumerConfig(
+            durable_name="bench-bus-alone",
+            deliver_subject="_bench.bus-alone",
+            ack_policy=api.AckPolicy.ALL,
+            max_ack_pending=2 * batch,
+            filter_subject=EVENTS_WILDCARD,
+        ),
+    )
+    await asyncio.wait_for(finished.wait(), 600)
+    rate = total / (time.perf_counter() - started)
+    await subscription.unsubscribe()
+    await js.delete_consumer(STREAM, "bench-bus-alone")
+    return rate
 
 
 @contextlib.contextmanager
@@ -266,12 +314,14 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     print(f"writing {args.approvals} approvals to the store ...", file=sys.stderr)
     last = write_store(app, args.approvals)
     baseline = raw_insert_rate(app, tmp / "raw.db")
+    writer_alone = writer_alone_rate(app, tmp / "rebuilt.db")
     with NatsServer(tmp / "jetstream") as server:
         nc = await nats.connect(server.url)
         relay = Relay(app, nc)
         await relay.start()
         await relay.publish_pending()
         await relay.stop()
+        bus_alone = await bus_alone_rate(nc)
         print(f"{last} events on the stream; projecting ...", file=sys.stderr)
         view = open_view(settings)
         with serving(server.url, env, "--only", "projection"):
@@ -289,6 +339,10 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "raw_insert_events_per_s": baseline,
         "catch_up_events_per_s": catch_up,
         "catch_up_ratio": catch_up / baseline,
+        "bus_alone_events_per_s": bus_alone,
+        "bus_alone_ratio": bus_alone / baseline,
+        "writer_alone_events_per_s": writer_alone,
+        "writer_alone_ratio": writer_alone / baseline,
         "queries": queries,
         "decision_visible": visibility,
         "settled_s": settled_s,
@@ -338,6 +392,16 @@ def render(report: dict[str, Any]) -> str:
                 "projection catch-up over JetStream",
                 report["catch_up_events_per_s"],
                 report["catch_up_ratio"],
+            ),
+            rate(
+                "  bound: the stream, nothing written (nats-py)",
+                report["bus_alone_events_per_s"],
+                report["bus_alone_ratio"],
+            ),
+            rate(
+                "  bound: rebuild from the store (no bus)",
+                report["writer_alone_events_per_s"],
+                report["writer_alone_ratio"],
             ),
             latency("get over NATS", q["get"]),
             latency("list 50 pending over NATS", q["list"]),

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from nats.js import api
 
-from approvals.projections.status.projector import decode_batch
+from approvals.projections.status.projector import decode_batch, project_in_bulk
 from approvals.schemas.codec import event_decoder
 from approvals.schemas.subjects import EVENTS_WILDCARD, STREAM
 
@@ -38,7 +38,9 @@ def from_store(app: Approvals, view: StatusView, progress: Progress | None = Non
         notifications = app.notifications(start, CHUNK)
         if not notifications:
             return done
-        view.project([(n.id, event_decoder.decode(n.state), n.state) for n in notifications])
+        project_in_bulk(
+            view, [(n.id, event_decoder.decode(n.state), n.state) for n in notifications]
+        )
         view.sync()  # durable, and the log checkpointed as it grows
         done += len(notifications)
         start = notifications[-1].id + 1
@@ -68,7 +70,7 @@ async def from_stream(
         while True:
             messages = await subscription.fetch(CHUNK, timeout=5.0)
             batch = decode_batch(messages)
-            await asyncio.to_thread(view.project, batch)
+            await asyncio.to_thread(project_in_bulk, view, batch)
             await asyncio.to_thread(view.sync)
             done += len(messages)
             seq = messages[-1].metadata.sequence.stream

@@ -19,7 +19,7 @@ from eventsourcing.persistence import TrackingRecorder
 
 from approvals.projections.status.rows import fold
 from approvals.schemas.codec import encoder, event_decoder
-from approvals.schemas.events import Event
+from approvals.schemas.events import Event, Requested
 from approvals.schemas.queries import ApprovalView, TimelineEntry
 
 if TYPE_CHECKING:
@@ -93,13 +93,21 @@ def create_statements(approvals: str, timeline: str, real: str) -> list[str]:
 
 
 def timestamp(value: datetime) -> str:
-    """Fixed-width UTC text, so text order is time order on both backends."""
+    """Fixed-width UTC text, so text order is time order on both backends.
+
+    The view writes three or four per event: msgspec writes a UTC time (as RFC 3339, ``Z``)
+    four times faster than ``isoformat``. Whole seconds (no fraction from msgspec), other
+    offsets and naive times go the slow way."""
+    text = encoder.encode(value)
+    if len(text) == _UTC_MICROSECONDS and text.endswith(b'Z"'):
+        return text[1:-2].decode() + "+00:00"
     if value.tzinfo is not UTC and value.utcoffset() != _ZERO:  # msgspec decodes Z as UTC
         value = value.astimezone(UTC)
     return value.isoformat(timespec="microseconds")
 
 
 _ZERO = timedelta(0)
+_UTC_MICROSECONDS = len(b'"2026-12-01T17:50:54.177100Z"')
 
 
 class StatusView(TrackingRecorder, ABC):
@@ -141,7 +149,7 @@ class StatusView(TrackingRecorder, ABC):
                 return {}
             # A workspace's settings move the position but no approval row.
             fresh = [(nid, e, raw) for nid, e, raw in everything if isinstance(e, Event)]
-            rows = self._select(cursor, {e.approval_id for _, e, _ in fresh if e.version > 1})
+            rows = self._select(cursor, _to_read(fresh))
             changed: dict[UUID, ApprovalView] = {}
             for _, event, _ in fresh:
                 row = fold(rows.get(event.approval_id), event)
@@ -307,6 +315,15 @@ class StatusView(TrackingRecorder, ABC):
 
     def _iterate(self, sql: str) -> Iterator[Any]:
         yield from self._fetch(sql, [])
+
+
+def _to_read(fresh: Sequence[Projected]) -> set[UUID]:
+    """The approvals whose rows the batch needs from the table: not those it requests itself.
+
+    An approval requested in this batch has no row yet (its events come after its request, and
+    the position skips what was applied before), so its later events fold onto the new row."""
+    later = {e.approval_id for _, e, _ in fresh if e.version > 1}  # type: ignore[union-attr]
+    return later - {e.approval_id for _, e, _ in fresh if isinstance(e, Requested)}
 
 
 def _uuid(value: str) -> UUID:

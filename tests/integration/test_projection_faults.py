@@ -22,7 +22,7 @@ from approvals.projections.status.projector import DURABLE, Projector
 from approvals.projections.status.sqlite import SQLiteStatusView, view_factory
 from approvals.projections.status.storage import open_view
 from approvals.schemas import commands
-from approvals.schemas.subjects import STREAM
+from approvals.schemas.subjects import NOTIFICATION_ID_HEADER, STREAM
 from approvals.services.approvals.application import Approvals
 from approvals.services.approvals.relay import Relay
 from approvals.services.approvals.store import store_env
@@ -144,6 +144,35 @@ async def test_the_same_event_delivered_twice_changes_nothing(
         await eventually_consumed(js, ack.seq)
         assert view.content_hash() == before
         assert view.position() == last
+    finally:
+        await projector.stop()
+        await nc.close()
+
+
+async def test_a_message_that_is_not_an_event_is_skipped_and_the_next_projected(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    app = Approvals(store_env(Settings(sqlite_path=tmp_path / "approvals.db")))
+    last = write_history(app, 10)
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    await publish_all(app, nc)
+    view = open_view(Settings(), sqlite_path=tmp_path / "status.db")
+    projector = Projector(view, nc)
+    await projector.start()
+    try:
+        await eventually(lambda: view.position() == last)
+        before = view.content_hash()
+        # Check a message that does not decode (it is decoded on arrival, and again in the
+        # write, which logs and skips it) does not stop the event behind it.
+        copy = await js.get_msg(STREAM, seq=3)
+        subject = copy.subject or ""
+        for number, data in ((last + 1, b"not an event"), (last + 2, copy.data or b"")):
+            headers = {NOTIFICATION_ID_HEADER: str(number), "Nats-Msg-Id": f"extra-{number}"}
+            ack = await js.publish(subject, data, headers=headers)
+        await eventually_consumed(js, ack.seq)
+        assert view.position() == last + 2
+        assert view.content_hash() == before  # the copy's version was projected already
     finally:
         await projector.stop()
         await nc.close()

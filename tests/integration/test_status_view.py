@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import msgspec
 import pytest
 
+from approvals.projections.status.projector import project_in_bulk
 from approvals.projections.status.storage import open_view
 from approvals.projections.status.view import ADDED_COLUMNS, StatusView
 from approvals.schemas import commands, queries
@@ -85,6 +87,39 @@ def test_projects_a_lifecycle_and_records_its_position(app: Approvals, view: Sta
     # Check the row belongs to its workspace only.
     assert view.get("other", approval_id) is None
     assert view.history("other", approval_id) is None
+
+
+def test_a_batch_folds_onto_rows_it_requests_itself_and_rows_already_written(
+    app: Approvals, view: StatusView
+) -> None:
+    # Check an approval requested in an earlier batch is read back from the table, and one
+    # requested in the same batch is folded in memory: both end approved at version 2.
+    first = app.handle("acme", a_request("earlier"))
+    view.project(stored(app))
+    after = view.position()
+    second = app.handle("acme", a_request("same batch"))
+    approvals = [made.approval for made in (first, second)]
+    for approval in approvals:
+        assert approval is not None
+        decide = commands.Approve(
+            approval_id=approval.id, approver="user:ana", digest=approval.request.digest
+        )
+        app.handle("acme", decide)
+    changed = project_in_bulk(view, stored(app, after))
+    assert set(changed) == {a.id for a in approvals if a is not None}
+    for approval, title in zip(approvals, ("earlier", "same batch"), strict=True):
+        assert approval is not None
+        row = view.get("acme", approval.id)
+        assert row is not None
+        assert (row.title, row.status, row.version) == (title, "approved", 2)
+    # Check the garbage collector runs again after a bulk batch, and stays off if it was off.
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        project_in_bulk(view, stored(app, after))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_a_redelivered_batch_changes_nothing(app: Approvals, view: StatusView) -> None:
