@@ -32,28 +32,26 @@ from nats.errors import Error as NatsError
 from nats.js import api
 from nats.js.errors import NotFoundError
 
-from approvals.projections.status.view import prepare
 from approvals.schemas.codec import event_decoder
 from approvals.schemas.subjects import EVENTS_WILDCARD, NOTIFICATION_ID_HEADER, STREAM
 from approvals.services.runtime import tracing
 from approvals.services.runtime.bus import ensure_events_stream
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Sequence
     from uuid import UUID
 
     from nats.aio.client import Client
     from nats.aio.msg import Msg
     from nats.aio.subscription import Subscription
 
-    from approvals.projections.status.view import Prepared, Projected, StatusView
+    from approvals.projections.status.view import Projected, StatusView
     from approvals.schemas.queries import ApprovalView
 
 log = logging.getLogger(__name__)
 
-# An accepted message, its event decoded on arrival (None: it did not decode then) and what the
-# write needs of that event alone, built then too (``view.prepare``; None: built in the write).
-Received = tuple["Msg", "Projected | None", "Prepared | None"]
+# An accepted message and its event, decoded on arrival (None: it did not decode then).
+Received = tuple["Msg", "Projected | None"]
 
 DURABLE = "status-projection"
 MAX_RETRY_PAUSE_S = 30.0
@@ -188,11 +186,9 @@ class Projector:
             self._release_held()
 
     def _accept(self, msg: Msg, seq: int) -> None:
-        # Decoded and prepared now, on the loop while the batch before is written in its thread
-        # (sqlite3 lets go of the interpreter lock while SQLite works), not between batches nor
-        # in the writer's thread.
-        event = decode_early(msg)
-        self._received.append((msg, event, None if event is None else prepare_early(event)))
+        # Decoded now, on the loop while the batch before is written in its thread (sqlite3
+        # lets go of the interpreter lock while SQLite works), not between batches.
+        self._received.append((msg, decode_early(msg)))
         self._next_seq = seq + 1
         self._arrived.set()
 
@@ -234,7 +230,7 @@ class Projector:
 
     async def _traced_write(self, received: Sequence[Received]) -> None:
         """``_write`` in a span: a child of the one event's publish, or linked to each."""
-        batch = [(m.subject, m.headers) for m, _, _ in received]
+        batch = [(m.subject, m.headers) for m, _ in received]
         span = tracing.batch_span(self.durable, "approvals.projection", batch)
         try:
             await self._write(received)
@@ -244,28 +240,23 @@ class Projector:
 
     async def _write(self, received: Sequence[Received]) -> None:
         pause = self.retry_pause_s
-        batch = [event for _, event, _ in received if event is not None]
-        prepared = {
-            event[0]: ahead
-            for _, event, ahead in received
-            if event is not None and ahead is not None
-        }
+        batch = [event for _, event in received if event is not None]
         while True:
             try:
                 if len(batch) < len(received):
                     # Some did not decode: again, the way that tells which and why. An event of
                     # a newer schema version stops the view here (UnknownSchemaVersion) until
                     # the service is upgraded: skipping it would leave the view wrong for ever.
-                    batch = decode_batch([message for message, _, _ in received])
+                    batch = decode_batch([message for message, _ in received])
                 if len(batch) <= self.view.small_batch:
                     # A few events on a view that commits without waiting for the disk: on the
                     # loop (a thread would wait for the GIL longer than the write takes).
-                    changed = self.view.project(batch, prepared)
+                    changed = self.view.project(batch)
                     break
                 # A thread: the next batch arrives while this one is written. Shielded, and
                 # awaited by stop(): a cancelled await would leave the thread writing on a
                 # connection the service is about to close.
-                write = asyncio.to_thread(project_in_bulk, self.view, batch, prepared)
+                write = asyncio.to_thread(project_in_bulk, self.view, batch)
                 self._writing = asyncio.ensure_future(write)
                 changed = await asyncio.shield(self._writing)
                 break
@@ -305,11 +296,7 @@ class Projector:
                 log.warning("acknowledging projected batches failed (%s)", error)
 
 
-def project_in_bulk(
-    view: StatusView,
-    batch: Sequence[Projected],
-    prepared: Mapping[int, Prepared] | None = None,
-) -> dict[UUID, ApprovalView]:
+def project_in_bulk(view: StatusView, batch: Sequence[Projected]) -> dict[UUID, ApprovalView]:
     """``view.project`` with the cyclic garbage collector paused.
 
     A big batch allocates tens of thousands of containers (events, rows, tuples; no cycles:
@@ -320,7 +307,7 @@ def project_in_bulk(
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return view.project(batch, prepared)
+        return view.project(batch)
     finally:
         if was_enabled:
             gc.enable()
@@ -350,15 +337,6 @@ def decode_early(message: Msg) -> Projected | None:
     try:
         notification_id = int((message.headers or {})[NOTIFICATION_ID_HEADER])
         return notification_id, event_decoder.decode(message.data), message.data
-    except Exception:
-        return None
-
-
-def prepare_early(event: Projected) -> Prepared | None:
-    """``view.prepare``, or None when that fails for whatever reason: the write builds the
-    event's part itself then (and fails there, logged and retried, if it must)."""
-    try:
-        return prepare(event)
     except Exception:
         return None
 

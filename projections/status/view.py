@@ -23,16 +23,13 @@ from approvals.schemas.events import Event, Requested
 from approvals.schemas.queries import ApprovalView, TimelineEntry
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Iterator, Sequence
     from contextlib import AbstractContextManager
 
     from approvals.schemas import queries
     from approvals.schemas.events import AnyEvent
 
 Projected = tuple[int, "AnyEvent", bytes]  # notification id, event, the event's JSON as stored
-# An event's part of the write built ahead (``prepare``): its timeline entry's values and, for a
-# request, its new row with the row's column values.
-Prepared = tuple[tuple[Any, ...], "ApprovalView | None", "tuple[Any, ...] | None"]
 
 UPSTREAM = "approvals"  # the application whose notification ids the position counts
 
@@ -143,15 +140,8 @@ class StatusView(TrackingRecorder, ABC):
 
     # -- writes --------------------------------------------------------------------------
 
-    def project(
-        self, batch: Sequence[Projected], prepared: Mapping[int, Prepared] | None = None
-    ) -> dict[UUID, ApprovalView]:
-        """Apply events (with notification ids and stored JSON, in order); return changed rows.
-
-        ``prepared``: what ``prepare`` built ahead for some of them, by notification id (the
-        projector builds it on its loop as events arrive, while the batch before is written
-        in a thread); the rest is built here. Either way the same rows are written."""
-        ahead = prepared or {}
+    def project(self, batch: Sequence[Projected]) -> dict[UUID, ApprovalView]:
+        """Apply events (with notification ids and stored JSON, in order); return changed rows."""
         with self._transaction(commit=True) as cursor:
             position = self._position(cursor)
             everything = [item for item in batch if item[0] > position]
@@ -161,32 +151,19 @@ class StatusView(TrackingRecorder, ABC):
             fresh = [(nid, e, raw) for nid, e, raw in everything if isinstance(e, Event)]
             rows = self._select(cursor, _to_read(fresh))
             changed: dict[UUID, ApprovalView] = {}
-            built: dict[UUID, tuple[ApprovalView, tuple[Any, ...]]] = {}  # rows made ahead
-            for nid, event, _ in fresh:
-                before = rows.get(event.approval_id)
-                early = ahead.get(nid)
-                if before is None and early is not None and early[1] is not None:
-                    row: ApprovalView | None = early[1]  # a request's row: fold(None, event)
-                    built[event.approval_id] = (early[1], early[2] or _to_row(early[1]))
-                else:
-                    row = fold(before, event)
-                if row is not None and row is not before:
+            for _, event, _ in fresh:
+                row = fold(rows.get(event.approval_id), event)
+                if row is not None and row is not rows.get(event.approval_id):
                     rows[event.approval_id] = changed[event.approval_id] = row
-            self._upsert(
-                cursor,
-                [
-                    made[1] if (made := built.get(i)) is not None and made[0] is row
-                    else _to_row(row)
-                    for i, row in changed.items()
-                ],
-            )  # fmt: skip
+            self._upsert(cursor, changed.values())
             cursor.executemany(
                 self._sql("INSERT INTO {t} VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"),
                 [
-                    early[0] if (early := ahead.get(item[0])) is not None else _entry(item)
-                    for item in fresh
+                    (str(e.approval_id), e.version, nid, e.event_type, e.actor,
+                     timestamp(e.occurred_at), raw.decode())
+                    for nid, e, raw in fresh
                 ],
-            )
+            )  # fmt: skip
             self._record_position(cursor, everything[-1][0])
             return changed
 
@@ -203,7 +180,7 @@ class StatusView(TrackingRecorder, ABC):
             event = event_decoder.decode(record["event"])
             if isinstance(event, Event):
                 rows[event.approval_id] = fold(rows.get(event.approval_id), event)
-        self._upsert(cursor, [_to_row(row) for row in rows.values() if row is not None])
+        self._upsert(cursor, [row for row in rows.values() if row is not None])
 
     def _select(self, cursor: Any, ids: set[UUID]) -> dict[UUID, ApprovalView]:
         if not ids:
@@ -214,8 +191,7 @@ class StatusView(TrackingRecorder, ABC):
         )
         return {view.id: view for view in map(_from_row, cursor.fetchall())}
 
-    def _upsert(self, cursor: Any, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Write rows (their column values, ``_to_row``)."""
+    def _upsert(self, cursor: Any, rows: Any) -> None:
         # Never back: an upgrade folding the timeline again while another process projects
         # must not put an older row over a newer one.
         updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:])
@@ -225,7 +201,7 @@ class StatusView(TrackingRecorder, ABC):
                 f"INSERT INTO {{a}} ({', '.join(COLUMNS)}) VALUES ({marks}) "
                 f"ON CONFLICT (id) DO UPDATE SET {updates} WHERE {{a}}.version <= excluded.version"
             ),
-            rows,
+            [_to_row(row) for row in rows],
         )
 
     # -- reads ---------------------------------------------------------------------------
@@ -339,30 +315,6 @@ class StatusView(TrackingRecorder, ABC):
 
     def _iterate(self, sql: str) -> Iterator[Any]:
         yield from self._fetch(sql, [])
-
-
-def prepare(item: Projected) -> Prepared | None:
-    """What ``project`` would build for this event alone: its timeline entry and, for a
-    request, the new row (the row of a request is the event's alone: ``fold(None, event)``).
-
-    ``project`` uses the row only where the approval has no row yet, and its values only when
-    no later event of the batch changed it. None: a workspace's settings (no row, no entry)."""
-    event = item[1]
-    if not isinstance(event, Event):
-        return None
-    if isinstance(event, Requested):
-        row = fold(None, event)
-        return _entry(item), row, None if row is None else _to_row(row)
-    return _entry(item), None, None
-
-
-def _entry(item: Projected) -> tuple[Any, ...]:
-    """The timeline entry's values."""
-    nid, event, raw = item
-    return (
-        str(event.approval_id), event.version, nid, event.event_type,  # type: ignore[union-attr]
-        event.actor, timestamp(event.occurred_at), raw.decode(),
-    )  # fmt: skip
 
 
 def _to_read(fresh: Sequence[Projected]) -> set[UUID]:
