@@ -138,7 +138,8 @@ def signed_in(browser: Any, base: str, member: str) -> Any:
 def register(page: Any, base: str, name: str) -> None:
     from playwright.sync_api import expect
 
-    page.goto(f"{base}/workspaces/{WORKSPACE}/passkeys")
+    page.goto(f"{base}/workspaces/{WORKSPACE}/approvals")
+    page.click("#passkeys-link")  # the inbox links to the member's own passkeys
     expect(page.locator("#no-passkeys")).to_be_visible()
     page.fill("#passkey-name", name)
     page.click("#register-passkey")
