@@ -5,6 +5,7 @@ signatures, aiosmtpd as the SMTP server, and a delivery service SIGKILLed mid-ba
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -563,10 +564,13 @@ def slack_callback(payload: dict[str, Any], *, age_s: int = 0, secret: str = SLA
                            "Content-Type": "application/x-www-form-urlencoded"}  # fmt: skip
 
 
-async def test_a_slack_button_decides_verified_and_the_message_shows_the_outcome(
-    stack: tuple[CommandService, ApprovalsClient], delivery_settings: Settings,
-) -> None:  # fmt: skip
-    commands, client = stack
+@contextlib.asynccontextmanager
+async def slack_door(
+    client: ApprovalsClient, delivery_settings: Settings, **workspace_settings: Any
+) -> AsyncIterator[tuple[FakeSlack, GatewayService]]:
+    """A workspace whose high-risk requests go to Slack channel C0123 (user:ana is Slack's
+    U111), the delivery service and the gateway taking Slack's callbacks, against a fake Slack
+    API that speaks its format; ``workspace_settings``: more of the workspace's settings."""
     slack = FakeSlack()
     os.environ["TEST_SLACK_TOKEN"] = "xoxb-test"
     settings = msgspec.structs.replace(
@@ -579,53 +583,62 @@ async def test_a_slack_button_decides_verified_and_the_message_shows_the_outcome
                  "user:ana": Member(roles=("approver",), aliases=("user:slack.U111",))},
         channels={"high": ("slack",)},
         channel={"slack": ChannelConfig(secret="TEST_SLACK_TOKEN", target="C0123")},
+        **workspace_settings,
     )  # fmt: skip
     assert (await send(client, "configure", {"settings": with_slack, "by": ADMIN}))["ok"]
     gateway = GatewayService(settings)
     async with DeliveryService(settings):
         await gateway.start()
         try:
-            approval = await ask(client, risk="high", n=7)
-            await eventually(lambda: len(slack.of("chat.postMessage")) == 1)
-            [posted] = slack.of("chat.postMessage")
-            assert posted["channel"] == "C0123"
-            [buttons] = [b for b in posted["blocks"] if b["type"] == "actions"]
-            approve = next(e for e in buttons["elements"] if e["action_id"] == "approve")
-            payload = {"type": "block_actions", "user": {"id": "U111"},
-                       "channel": {"id": "C0123"}, "message": {"ts": "1700000000.000001"},
-                       "actions": [approve]}  # fmt: skip
-            url = f"{gateway.url}/integrations/slack/interactions"
-            async with httpx.AsyncClient(timeout=30) as http:
-                # Check: forgeries are refused and decide nothing.
-                forged = [
-                    slack_callback(payload, secret="not-the-secret"),
-                    slack_callback(payload, age_s=600),  # a replay, ten minutes on
-                    slack_callback({**payload, "user": {"id": "U999"}}),  # nobody we know
-                    slack_callback({**payload, "channel": {"id": "C9999"}}),  # another channel
-                ]
-                statuses = [(await http.post(url, content=b, headers=h)).status_code
-                            for b, h in forged]  # fmt: skip
-                assert statuses == [401, 401, 403, 403]
-                assert approval_of(commands, approval["id"]).status == "pending"
-                body, headers = slack_callback(payload)
-                clicked = await http.post(url, content=body, headers=headers)
-            assert clicked.status_code == 200, clicked.text
-            assert clicked.json()["outcome"] == "approved"
-            decided = approval_of(commands, approval["id"])
-            assert (decided.status, decided.decided_by) == ("approved", "user:slack.U111")
-            assert decided.votes == ("user:ana",)
-            assert door_of(commands, approval["id"], "approved") == Via(
-                channel="slack", auth="slack_signature", ref="C0123/U111"
-            )
-            # Check: the message now shows the outcome and who decided, with no buttons (edited
-            # by the click's answer, and again, the same, by the delivery service's notice).
-            updated = slack.of("chat.update")[0]
-            assert (updated["channel"], updated["ts"]) == ("C0123", "1700000000.000001")
-            assert "approved by user:slack.U111" in updated["text"]
-            assert all(b["type"] != "actions" for b in updated["blocks"])
+            yield slack, gateway
         finally:
             await gateway.stop()
             slack.server.shutdown()
+
+
+async def test_a_slack_button_decides_verified_and_the_message_shows_the_outcome(
+    stack: tuple[CommandService, ApprovalsClient], delivery_settings: Settings,
+) -> None:  # fmt: skip
+    commands, client = stack
+    async with slack_door(client, delivery_settings) as (slack, gateway):
+        approval = await ask(client, risk="high", n=7)
+        await eventually(lambda: len(slack.of("chat.postMessage")) == 1)
+        [posted] = slack.of("chat.postMessage")
+        assert posted["channel"] == "C0123"
+        [buttons] = [b for b in posted["blocks"] if b["type"] == "actions"]
+        approve = next(e for e in buttons["elements"] if e["action_id"] == "approve")
+        payload = {"type": "block_actions", "user": {"id": "U111"},
+                       "channel": {"id": "C0123"}, "message": {"ts": "1700000000.000001"},
+                       "actions": [approve]}  # fmt: skip
+        url = f"{gateway.url}/integrations/slack/interactions"
+        async with httpx.AsyncClient(timeout=30) as http:
+            # Check: forgeries are refused and decide nothing.
+            forged = [
+                slack_callback(payload, secret="not-the-secret"),
+                slack_callback(payload, age_s=600),  # a replay, ten minutes on
+                slack_callback({**payload, "user": {"id": "U999"}}),  # nobody we know
+                slack_callback({**payload, "channel": {"id": "C9999"}}),  # another channel
+            ]
+            statuses = [(await http.post(url, content=b, headers=h)).status_code
+                            for b, h in forged]  # fmt: skip
+            assert statuses == [401, 401, 403, 403]
+            assert approval_of(commands, approval["id"]).status == "pending"
+            body, headers = slack_callback(payload)
+            clicked = await http.post(url, content=body, headers=headers)
+        assert clicked.status_code == 200, clicked.text
+        assert clicked.json()["outcome"] == "approved"
+        decided = approval_of(commands, approval["id"])
+        assert (decided.status, decided.decided_by) == ("approved", "user:slack.U111")
+        assert decided.votes == ("user:ana",)
+        assert door_of(commands, approval["id"], "approved") == Via(
+            channel="slack", auth="slack_signature", ref="C0123/U111"
+        )
+        # Check: the message now shows the outcome and who decided, with no buttons (edited
+        # by the click's answer, and again, the same, by the delivery service's notice).
+        updated = slack.of("chat.update")[0]
+        assert (updated["channel"], updated["ts"]) == ("C0123", "1700000000.000001")
+        assert "approved by user:slack.U111" in updated["text"]
+        assert all(b["type"] != "actions" for b in updated["blocks"])
 
 
 def door_of(commands: CommandService, approval_id: str, event_type: str) -> Via | None:

@@ -6,30 +6,21 @@ page to finish on; nothing is recorded."""
 from __future__ import annotations
 
 import json
-import os
 from typing import TYPE_CHECKING
 
 import httpx
-import msgspec
 
-from approvals.schemas.workspace import ChannelConfig, Member, Passkeys
-from approvals.services.delivery.service import DeliveryService
-from approvals.services.gateway.app import GatewayService
-from tests.e2e.devserver import free_port
-from tests.helpers import eventually, send
+from approvals.schemas.workspace import Passkeys
+from tests.helpers import eventually
 from tests.integration.test_delivery import (
-    ADMIN,
-    SLACK_SIGNING_SECRET,
-    FakeSlack,
-    Hooks,
     approval_of,
     ask,
     delivery_settings,
     hooks,
     mailbox,
     slack_callback,
+    slack_door,
     stack,
-    workspace,
 )
 
 if TYPE_CHECKING:
@@ -44,51 +35,31 @@ async def test_slack_cannot_decide_a_request_that_needs_a_passkey(
     stack: tuple[CommandService, ApprovalsClient], delivery_settings: Settings,
 ) -> None:  # fmt: skip
     commands, client = stack
-    slack = FakeSlack()
-    os.environ["TEST_SLACK_TOKEN"] = "xoxb-test"
-    settings = msgspec.structs.replace(
-        delivery_settings, slack_api_url=slack.url, slack_signing_secret=SLACK_SIGNING_SECRET,
-        gateway_port=free_port(),
-    )  # fmt: skip
-    keyed = msgspec.structs.replace(
-        workspace(Hooks()),
-        members={ADMIN: Member(roles=("admin",)), "service:agent": Member(roles=("requester",)),
-                 "user:ana": Member(roles=("approver",), aliases=("user:slack.U111",))},
-        channels={"high": ("slack",)},
-        channel={"slack": ChannelConfig(secret="TEST_SLACK_TOKEN", target="C0123")},
-        passkeys=Passkeys(require=("high",)),
-    )  # fmt: skip
-    assert (await send(client, "configure", {"settings": keyed, "by": ADMIN}))["ok"]
-    gateway = GatewayService(settings)
-    async with DeliveryService(settings):
-        await gateway.start()
-        try:
-            approval = await ask(client, risk="high", n=22)
-            # Check: the message says a passkey is needed, and its only button is the link
-            await eventually(lambda: len(slack.of("chat.postMessage")) == 1)
-            [posted] = slack.of("chat.postMessage")
-            [buttons] = [b for b in posted["blocks"] if b["type"] == "actions"]
-            assert [(e["action_id"], e.get("url")) for e in buttons["elements"]] == [
-                ("details", approval["web_url"])
-            ]
-            assert "needs your passkey" in json.dumps(posted["blocks"])
-            # Check: an approve action sent anyway is refused with the page, nothing recorded
-            value = json.dumps({"w": "acme", "a": approval["id"], "d": approval["digest"]})
-            payload = {"type": "block_actions", "user": {"id": "U111"},
+    async with slack_door(client, delivery_settings,
+                          passkeys=Passkeys(require=("high",))) as (slack, gateway):  # fmt: skip
+        approval = await ask(client, risk="high", n=22)
+        # Check: the message says a passkey is needed, and its only button is the link
+        await eventually(lambda: len(slack.of("chat.postMessage")) == 1)
+        [posted] = slack.of("chat.postMessage")
+        [buttons] = [b for b in posted["blocks"] if b["type"] == "actions"]
+        assert [(e["action_id"], e.get("url")) for e in buttons["elements"]] == [
+            ("details", approval["web_url"])
+        ]
+        assert "needs your passkey" in json.dumps(posted["blocks"])
+        # Check: an approve action sent anyway is refused with the page, nothing recorded
+        value = json.dumps({"w": "acme", "a": approval["id"], "d": approval["digest"]})
+        payload = {"type": "block_actions", "user": {"id": "U111"},
                        "channel": {"id": "C0123"}, "message": {"ts": "1700000000.000001"},
                        "actions": [{"action_id": "approve", "value": value}]}  # fmt: skip
-            body, headers = slack_callback(payload)
-            async with httpx.AsyncClient(timeout=30) as http:
-                clicked = await http.post(f"{gateway.url}/integrations/slack/interactions",
+        body, headers = slack_callback(payload)
+        async with httpx.AsyncClient(timeout=30) as http:
+            clicked = await http.post(f"{gateway.url}/integrations/slack/interactions",
                                           content=body, headers=headers)  # fmt: skip
-            error = clicked.json()["error"]
-            assert (error["code"], error["details"]["web_url"]) == (
-                "passkey_required",
-                approval["web_url"],
-            )
-            assert approval["web_url"] in error["message"]
-            decided = approval_of(commands, approval["id"])
-            assert (decided.status, decided.votes, decided.decided_by) == ("pending", (), None)
-        finally:
-            await gateway.stop()
-            slack.server.shutdown()
+        error = clicked.json()["error"]
+        assert (error["code"], error["details"]["web_url"]) == (
+            "passkey_required",
+            approval["web_url"],
+        )
+        assert approval["web_url"] in error["message"]
+        decided = approval_of(commands, approval["id"])
+        assert (decided.status, decided.votes, decided.decided_by) == ("pending", (), None)
