@@ -11,12 +11,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from approvals.client import ApprovalsClient
-from approvals.projections.status.service import ProjectionService
 from approvals.schemas.codec import reply_error
-from approvals.services.approvals.receipts import Signer
-from approvals.services.approvals.service import CommandService
-from approvals.services.dev import bootstrap_workspace
-from approvals.services.runtime.settings import Settings
+from tests.e2e.test_client import serving
 from tests.examples import example
 from tests.helpers import eventually, send
 
@@ -28,23 +24,21 @@ if TYPE_CHECKING:
     from approvals.services.runtime.natsserver import NatsServer
 
 
+# A person's rejection or answer, and what the model then says (the stand-in models repeat the
+# tool's message after "Done: ").
+DENIALS = [
+    ("reject", {"reason": "Not this week: the budget is spent."},
+     "Done: Not this week: the budget is spent."),
+    ("respond", {"message": "Use the free tier first, then ask again."},
+     "Done: Use the free tier first, then ask again."),
+]  # fmt: skip
+
+
 @pytest.fixture
 async def stack(tmp_path: Path, nats_server: NatsServer) -> AsyncIterator[ApprovalsClient]:
     """Commands and projection services on the example workspace ``default``."""
-    settings = Settings(
-        nats_url=nats_server.url,
-        sqlite_path=tmp_path / "approvals.db",
-        view_sqlite_path=tmp_path / "status.db",
-        signing_key_path=tmp_path / "signing-key.pem",
-    )
-    Signer.from_file(tmp_path / "signing-key.pem", create=True)
-    await asyncio.to_thread(bootstrap_workspace, settings)
-    async with CommandService(settings), ProjectionService(settings):
-        client = await ApprovalsClient.connect(nats_server.url, "default", reply_timeout=10.0)
-        try:
-            yield client
-        finally:
-            await client.close()
+    async with serving(tmp_path, nats_server) as client:
+        yield client
 
 
 async def shown(client: ApprovalsClient, approval_id: str) -> ApprovalView:

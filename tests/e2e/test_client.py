@@ -5,6 +5,7 @@ and decorator resumed from another connection after a person decided."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -45,9 +46,12 @@ ASK = {"requested_by": AGENT, "skill_name": "enrich-leads", "skill_execution_id"
        "title": "Enrich", "summary": "", "risk_level": "medium"}  # fmt: skip
 
 
-@pytest.fixture
-async def stack(tmp_path: Path, nats_server: NatsServer) -> AsyncIterator[ApprovalsClient]:
-    """Commands, projection and spend-cap services on the example workspace ``default``."""
+@contextlib.asynccontextmanager
+async def serving(
+    tmp_path: Path, nats_server: NatsServer, *services: type[Any]
+) -> AsyncIterator[ApprovalsClient]:
+    """The command and projection services (and ``services``, each built from the same
+    settings) on the example workspace ``default``, and a client of theirs."""
     settings = Settings(
         nats_url=nats_server.url,
         sqlite_path=tmp_path / "approvals.db",
@@ -56,12 +60,21 @@ async def stack(tmp_path: Path, nats_server: NatsServer) -> AsyncIterator[Approv
     )
     Signer.from_file(tmp_path / "signing-key.pem", create=True)
     await asyncio.to_thread(bootstrap_workspace, settings)
-    async with CommandService(settings), ProjectionService(settings), SpendCapService(settings):
+    async with contextlib.AsyncExitStack() as running:
+        for service in (CommandService, ProjectionService, *services):
+            await running.enter_async_context(service(settings))
         client = await ApprovalsClient.connect(nats_server.url, "default", reply_timeout=10.0)
         try:
             yield client
         finally:
             await client.close()
+
+
+@pytest.fixture
+async def stack(tmp_path: Path, nats_server: NatsServer) -> AsyncIterator[ApprovalsClient]:
+    """Commands, projection and spend-cap services on the example workspace ``default``."""
+    async with serving(tmp_path, nats_server, SpendCapService) as client:
+        yield client
 
 
 async def approve_pending(client: ApprovalsClient, approver: str = "user:ana") -> int:

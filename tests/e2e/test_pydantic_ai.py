@@ -23,7 +23,14 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from approvals.client import ApprovalPending, ApprovalsClient
 from approvals.client.integrations.pydantic_ai import ask_for, results
-from tests.e2e.agent_stack import decide, decided_in_view, run_example, shown, url_of
+from tests.e2e.agent_stack import (
+    DENIALS,
+    decide,
+    decided_in_view,
+    run_example,
+    shown,
+    url_of,
+)
 from tests.helpers import eventually, send
 
 if TYPE_CHECKING:
@@ -121,15 +128,7 @@ async def test_approved_with_edits_runs_the_tool_with_the_edited_arguments(
     assert ran == [10]
 
 
-@pytest.mark.parametrize(
-    ("verb", "body", "told"),
-    [
-        ("reject", {"reason": "Not this week: the budget is spent."},
-         "Done: Not this week: the budget is spent."),
-        ("respond", {"message": "Use the free tier first, then ask again."},
-         "Done: Use the free tier first, then ask again."),
-    ],
-)  # fmt: skip
+@pytest.mark.parametrize(("verb", "body", "told"), DENIALS)
 async def test_a_denial_tells_the_model_the_persons_message_and_runs_nothing(
     stack: ApprovalsClient, verb: str, body: dict[str, Any], told: str
 ) -> None:
