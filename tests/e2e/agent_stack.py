@@ -33,6 +33,14 @@ DENIALS = [
      "Done: Use the free tier first, then ask again."),
 ]  # fmt: skip
 
+# The other endings, as a person or the requester gives them, and what the workflow or graph in
+# the LangGraph and Temporal tests then reports ("<status>: <reason> rerun=<rerun>").
+NOT_APPROVED = [
+    ("reject", {"reason": "not this week", "rerun": True}, "rejected: not this week rerun=True"),
+    ("respond", {"message": "Which rows, and why?"}, "responded: Which rows, and why? rerun=False"),
+    ("cancel", {"by": "service:agent", "reason": "withdrawn"}, "cancelled: withdrawn rerun=False"),
+]  # fmt: skip
+
 
 @pytest.fixture
 async def stack(tmp_path: Path, nats_server: NatsServer) -> AsyncIterator[ApprovalsClient]:

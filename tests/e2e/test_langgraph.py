@@ -24,7 +24,7 @@ from approvals.client.integrations.langgraph import (
     resume,
     thread_of,
 )
-from tests.e2e.agent_stack import decide
+from tests.e2e.agent_stack import NOT_APPROVED, decide
 from tests.e2e.langgraph_app import build
 from tests.e2e.test_client import approve_what_waits, stack
 from tests.e2e.test_edits import edit_and_approve
@@ -135,17 +135,7 @@ async def test_approved_with_edits_runs_the_edited_payload(
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize(
-    ("verb", "body", "result"),
-    [
-        ("reject", {"reason": "not this week", "rerun": True},
-         "rejected: not this week rerun=True"),
-        ("respond", {"message": "Which rows, and why?"},
-         "responded: Which rows, and why? rerun=False"),
-        ("cancel", {"by": "service:agent", "reason": "withdrawn"},
-         "cancelled: withdrawn rerun=False"),
-    ],
-)  # fmt: skip
+@pytest.mark.parametrize(("verb", "body", "result"), NOT_APPROVED)
 async def test_a_decision_other_than_approval_resumes_without_running(
     stack: ApprovalsClient, tmp_path: Path, saver: AsyncSqliteSaver,
     verb: str, body: dict[str, Any], result: str,

@@ -25,7 +25,7 @@ from approvals.client.integrations.temporal import SIGNAL, ApprovalActivities, D
 from approvals.schemas import events
 from approvals.services.runtime.settings import Settings
 from approvals.services.temporal.resumer import Resumer
-from tests.e2e.agent_stack import decide, shown, url_of
+from tests.e2e.agent_stack import NOT_APPROVED, decide, shown, url_of
 from tests.e2e.temporal_stack import resumer, temporal, temporal_address, worker
 from tests.e2e.test_client import approve_what_waits
 from tests.e2e.test_edits import edit_and_approve
@@ -153,17 +153,7 @@ async def test_approved_with_edits_runs_the_edited_payload(scene: Scene) -> None
     assert scene.sent() == [{"rows": [2]}]
 
 
-@pytest.mark.parametrize(
-    ("verb", "body", "result"),
-    [
-        ("reject", {"reason": "not this week", "rerun": True},
-         "rejected: not this week rerun=True"),
-        ("respond", {"message": "Which rows, and why?"},
-         "responded: Which rows, and why? rerun=False"),
-        ("cancel", {"by": "service:agent", "reason": "withdrawn"},
-         "cancelled: withdrawn rerun=False"),
-    ],
-)  # fmt: skip
+@pytest.mark.parametrize(("verb", "body", "result"), NOT_APPROVED)
 async def test_a_decision_other_than_approval_resumes_without_running(
     scene: Scene, verb: str, body: dict[str, Any], result: str
 ) -> None:
