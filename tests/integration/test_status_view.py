@@ -201,6 +201,40 @@ def test_due_lists_pending_approvals_past_their_deadline(app: Approvals, view: S
     assert view.due(now + timedelta(seconds=61)) == [("acme", soon.approval.id)]
 
 
+def test_waiting_reads_the_oldest_pending_approvals_through_its_index(
+    app: Approvals, view: StatusView, settings: Settings
+) -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    made = [
+        app.handle("acme", a_request(f"#{i}"), now=now + timedelta(minutes=3 - i)).approval
+        for i in range(4)
+    ]
+    assert all(approval is not None for approval in made)
+    decided = made[2]
+    assert decided is not None
+    reject = commands.Reject(approval_id=decided.id, approver="user:ana")
+    app.handle("acme", reject, now=now + timedelta(minutes=5))
+    view.project(stored(app))
+    # Check: pending only, oldest first, as many as asked, with what reminders go by.
+    waiting = view.waiting(limit=2)
+    assert [w.id for w in waiting] == [made[3].id, made[1].id]  # type: ignore[union-attr]
+    assert waiting[0].created_at == now
+    assert (waiting[0].workspace_id, waiting[0].reminders, waiting[0].escalated_to) == (
+        "acme", 0, None,
+    )  # fmt: skip
+    assert [w.id for w in view.waiting()] == [made[i].id for i in (3, 1, 0)]  # type: ignore[union-attr]
+    if settings.store == "sqlite":
+        # Check: an index range, not every row sorted (each tick reads it, views grow large).
+        with view._transaction(commit=False) as cursor:
+            cursor.execute(
+                f"EXPLAIN QUERY PLAN SELECT workspace_id, id, created_at, reminders, escalated_to "
+                f"FROM {view.approvals_table} WHERE status = 'pending' ORDER BY created_at LIMIT 5"
+            )
+            plan = " ".join(str(row[-1]) for row in cursor.fetchall())
+        assert "status_approvals_waiting" in plan, plan
+        assert "TEMP B-TREE" not in plan, plan
+
+
 def test_a_view_made_before_quorum_and_votes_is_upgraded_in_place(
     app: Approvals, settings: Settings
 ) -> None:

@@ -23,7 +23,7 @@ from approvals.schemas.codec import encoder, reply_error
 from approvals.schemas.replies import WorkspaceReply
 
 if TYPE_CHECKING:
-    from approvals.schemas.queries import ApprovalView
+    from approvals.projections.status.view import Waiting
     from approvals.schemas.subjects import CommandVerb
     from approvals.schemas.workspace import Reminders
 
@@ -33,7 +33,7 @@ ACTOR = "service:scheduler"
 workspace_reply = msgspec.json.Decoder(WorkspaceReply)
 
 
-def due(view: ApprovalView, rules: Reminders, now: datetime) -> list[CommandVerb]:
+def due(view: Waiting, rules: Reminders, now: datetime) -> list[CommandVerb]:
     """The commands due for a waiting approval: ``escalate`` and/or ``remind``."""
     verbs: list[CommandVerb] = []
     age = now - view.created_at
@@ -75,7 +75,7 @@ class ReminderScheduler(Ticker):
             return None
         return workspace_reply.decode(msg.data).workspace.settings.reminders
 
-    async def _send(self, view: ApprovalView, verb: CommandVerb) -> int:
+    async def _send(self, view: Waiting, verb: CommandVerb) -> int:
         body = encoder.encode({"approval_id": view.id, "by": ACTOR})
         try:
             msg = await self.nc.request(subjects.command(view.workspace_id, verb), body, 5.0)
