@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -32,13 +31,14 @@ from nats.errors import Error as NatsError
 from nats.js import api
 from nats.js.errors import NotFoundError
 
+from approvals.projections.status.bulk import BulkWriter, project_in_bulk
 from approvals.schemas.codec import event_decoder
 from approvals.schemas.subjects import EVENTS_WILDCARD, NOTIFICATION_ID_HEADER, STREAM
 from approvals.services.runtime import tracing
 from approvals.services.runtime.bus import ensure_events_stream
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Collection, Sequence
     from uuid import UUID
 
     from nats.aio.client import Client
@@ -46,7 +46,6 @@ if TYPE_CHECKING:
     from nats.aio.subscription import Subscription
 
     from approvals.projections.status.view import Projected, StatusView
-    from approvals.schemas.queries import ApprovalView
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +62,9 @@ class Projector:
         view: StatusView,
         nc: Client,
         *,
-        on_change: Callable[[dict[UUID, ApprovalView]], None] = lambda changed: None,
+        on_change: Callable[[Collection[UUID]], None] = lambda changed: None,
         durable: str = DURABLE,
+        bulk: BulkWriter | None = None,
         batch_size: int = 4000,
         ack_wait_s: float = 10.0,
     ) -> None:
@@ -72,6 +72,7 @@ class Projector:
         self.nc = nc
         self.js = nc.jetstream()
         self.on_change = on_change
+        self.bulk = bulk  # big batches written by a process of their own (SQLite)
         self.durable = durable
         self.batch_size = batch_size
         self.ack_wait_s = ack_wait_s
@@ -127,9 +128,11 @@ class Projector:
                 await self._task
             self._task = None
         if self._writing is not None:
-            # A batch the cancellation cut off is still being written in its thread.
+            # A batch the cancellation cut off is still being written in its thread or worker.
             await asyncio.wait({self._writing})
             self._writing = None
+        if self.bulk is not None:
+            await self.bulk.close()
         if self._syncer is not None:
             self._syncer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -187,8 +190,9 @@ class Projector:
 
     def _accept(self, msg: Msg, seq: int) -> None:
         # Decoded now, on the loop while the batch before is written in its thread (sqlite3
-        # lets go of the interpreter lock while SQLite works), not between batches.
-        self._received.append((msg, decode_early(msg)))
+        # lets go of the interpreter lock while SQLite works), not between batches; with a
+        # worker process, which decodes what it writes, when the batch is written if small.
+        self._received.append((msg, None if self.bulk is not None else decode_early(msg)))
         self._next_seq = seq + 1
         self._arrived.set()
 
@@ -243,10 +247,17 @@ class Projector:
         batch = [event for _, event in received if event is not None]
         while True:
             try:
+                if self.bulk is not None and len(received) > self.view.small_batch:
+                    # Decoded and written by the worker process: the loop only receives.
+                    stored = stored_events([message for message, _ in received])
+                    self._writing = asyncio.ensure_future(self.bulk.project(stored))
+                    changed: Collection[UUID] = await asyncio.shield(self._writing)
+                    break
                 if len(batch) < len(received):
-                    # Some did not decode: again, the way that tells which and why. An event of
-                    # a newer schema version stops the view here (UnknownSchemaVersion) until
-                    # the service is upgraded: skipping it would leave the view wrong for ever.
+                    # Not decoded on arrival, or some did not decode: now, the way that tells
+                    # which and why. An event of a newer schema version stops the view here
+                    # (UnknownSchemaVersion) until the service is upgraded: skipping it would
+                    # leave the view wrong for ever.
                     batch = decode_batch([message for message, _ in received])
                 if len(batch) <= self.view.small_batch:
                     # A few events on a view that commits without waiting for the disk: on the
@@ -296,23 +307,6 @@ class Projector:
                 log.warning("acknowledging projected batches failed (%s)", error)
 
 
-def project_in_bulk(view: StatusView, batch: Sequence[Projected]) -> dict[UUID, ApprovalView]:
-    """``view.project`` with the cyclic garbage collector paused.
-
-    A big batch allocates tens of thousands of containers (events, rows, tuples; no cycles:
-    reference counting frees them), and each collection they trigger walks everything young,
-    the batch itself and the messages queued behind it: a fifth to a quarter of the writer's
-    time when it catches up. The pause is the whole process's (the loop runs on meanwhile);
-    collections resume after the batch, if they ran before."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return view.project(batch)
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def stream_sequence(msg: Msg) -> int:
     """The message's stream sequence, read from its reply subject.
 
@@ -339,6 +333,18 @@ def decode_early(message: Msg) -> Projected | None:
         return notification_id, event_decoder.decode(message.data), message.data
     except Exception:
         return None
+
+
+def stored_events(messages: Sequence[Msg]) -> list[tuple[int, bytes]]:
+    """Notification ids and stored JSON, for the worker to decode; a message without the id is
+    logged and skipped (the worker does the same with one that does not decode)."""
+    stored: list[tuple[int, bytes]] = []
+    for message in messages:
+        try:
+            stored.append((int((message.headers or {})[NOTIFICATION_ID_HEADER]), message.data))
+        except (KeyError, ValueError) as error:
+            log.error("skipping a message on %s that is not an event (%s)", message.subject, error)
+    return stored
 
 
 def decode_batch(messages: Sequence[Msg]) -> list[Projected]:

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 from nats.js import api
 
-from approvals.projections.status.projector import decode_batch, project_in_bulk
+from approvals.projections.status.bulk import project_in_bulk
+from approvals.projections.status.projector import decode_batch
 from approvals.schemas.codec import event_decoder
 from approvals.schemas.subjects import EVENTS_WILDCARD, STREAM
 

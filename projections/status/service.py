@@ -66,7 +66,9 @@ class ProjectionService:
         self.queries = QueryHandlers(self.view, nc, self.waiters, self.settings,
                                      blocking_io=blocking)  # fmt: skip
         await self.queries.start()
-        self.projector = Projector(self.view, nc, on_change=self.waiters.notify)
+        self.projector = Projector(
+            self.view, nc, on_change=self.waiters.notify, bulk=self.view.bulk_writer()
+        )
         self._leading_parts = [self.projector]
         if self.with_scheduler:
             self._leading_parts.append(ExpiryScheduler(self.view, nc, blocking_io=blocking))

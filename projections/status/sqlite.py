@@ -16,6 +16,7 @@ from eventsourcing.sqlite import (
     SQLiteTrackingRecorder,
 )
 
+from approvals.projections.status.bulk import BulkWriter
 from approvals.projections.status.view import ADDED_COLUMNS, UPSTREAM, StatusView, create_statements
 
 if TYPE_CHECKING:
@@ -52,6 +53,11 @@ class SQLiteStatusView(SQLiteTrackingRecorder, StatusView):
             if added:
                 # Fill them in from the events, not with their defaults.
                 self._refold(cursor)
+
+    def bulk_writer(self) -> BulkWriter:
+        # A worker's connection commits with synchronous=NORMAL too (view_factory), and its
+        # batches are made durable by this view's sync before they are acknowledged.
+        return BulkWriter(Path(self.datastore.pool.db_name))
 
     def sync(self) -> None:
         path = Path(self.datastore.pool.db_name)

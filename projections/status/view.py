@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
     from contextlib import AbstractContextManager
 
+    from approvals.projections.status.bulk import BulkWriter
     from approvals.schemas import queries
     from approvals.schemas.events import AnyEvent
 
@@ -138,6 +139,10 @@ class StatusView(TrackingRecorder, ABC):
 
     # Batches up to this many events are written on the event loop (0: always in a thread).
     small_batch = 0
+
+    def bulk_writer(self) -> BulkWriter | None:
+        """What writes the projector's big batches in a process of its own (None: a thread)."""
+        return None
 
     def sync(self) -> None:
         """Make what ``project`` committed durable (it is visible to readers already).

@@ -7,9 +7,8 @@ from collections import defaultdict
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from uuid import UUID
-
-    from approvals.schemas.queries import ApprovalView
 
 
 class Waiters:
@@ -29,7 +28,7 @@ class Waiters:
             if not futures:
                 del self._waiting[approval_id]
 
-    def notify(self, changed: dict[UUID, ApprovalView]) -> None:
+    def notify(self, changed: Iterable[UUID]) -> None:
         for approval_id in changed:
             for future in self._waiting.pop(approval_id, ()):
                 if not future.done():

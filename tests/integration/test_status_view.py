@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import msgspec
 import pytest
 
-from approvals.projections.status.projector import project_in_bulk
+from approvals.projections.status.bulk import project_in_bulk
 from approvals.projections.status.storage import open_view
 from approvals.projections.status.view import ADDED_COLUMNS, StatusView
 from approvals.schemas import commands, queries
