@@ -149,8 +149,18 @@ async def test_the_same_event_delivered_twice_changes_nothing(
         await nc.close()
 
 
+def projector_of(view: SQLiteStatusView, nc: Client, in_worker: bool, **options: Any) -> Projector:
+    """A projector writing on its loop and in a thread, or (``in_worker``) every batch, however
+    small, in its worker process."""
+    if not in_worker:
+        return Projector(view, nc, **options)
+    view.small_batch = 0
+    return Projector(view, nc, bulk=view.bulk_writer(), **options)
+
+
+@pytest.mark.parametrize("in_worker", [False, True], ids=["loop", "worker"])
 async def test_a_message_that_is_not_an_event_is_skipped_and_the_next_projected(
-    nats_server: NatsServer, tmp_path: Path
+    nats_server: NatsServer, tmp_path: Path, in_worker: bool
 ) -> None:
     app = Approvals(store_env(Settings(sqlite_path=tmp_path / "approvals.db")))
     last = write_history(app, 10)
@@ -158,7 +168,8 @@ async def test_a_message_that_is_not_an_event_is_skipped_and_the_next_projected(
     js = nc.jetstream()
     await publish_all(app, nc)
     view = open_view(Settings(), sqlite_path=tmp_path / "status.db")
-    projector = Projector(view, nc)
+    assert isinstance(view, SQLiteStatusView)
+    projector = projector_of(view, nc, in_worker)
     await projector.start()
     try:
         await eventually(lambda: view.position() == last)
@@ -190,8 +201,9 @@ class DurableOnSignal(SQLiteStatusView):
         super().sync()
 
 
+@pytest.mark.parametrize("in_worker", [False, True], ids=["loop", "worker"])
 async def test_a_batch_is_visible_and_its_waiters_woken_before_its_fsync_and_acknowledged_after(
-    nats_server: NatsServer, tmp_path: Path
+    nats_server: NatsServer, tmp_path: Path, in_worker: bool
 ) -> None:
     app = Approvals(store_env(Settings(sqlite_path=tmp_path / "approvals.db")))
     last = write_history(app, 10)
@@ -199,10 +211,13 @@ async def test_a_batch_is_visible_and_its_waiters_woken_before_its_fsync_and_ack
     js = nc.jetstream()
     await publish_all(app, nc)
     stream_last = (await js.stream_info(STREAM)).state.last_seq
+    DurableOnSignal.durable.clear()  # set by an earlier run of this test
     view = view_factory(tmp_path / "status.db").tracking_recorder(DurableOnSignal)
     assert isinstance(view, DurableOnSignal)
     woken: list[int] = []
-    projector = Projector(view, nc, on_change=lambda changed: woken.append(len(changed)))
+    projector = projector_of(
+        view, nc, in_worker, on_change=lambda changed: woken.append(len(changed))
+    )
     await projector.start()
     try:
         # Check: committed, readable and the waiters told, while the fsync has not finished.
@@ -219,6 +234,39 @@ async def test_a_batch_is_visible_and_its_waiters_woken_before_its_fsync_and_ack
         DurableOnSignal.durable.set()
         await projector.stop()
         await nc.close()
+
+
+async def test_a_killed_writer_process_is_replaced_and_its_batch_written_again(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    app = Approvals(store_env(Settings(sqlite_path=tmp_path / "approvals.db")))
+    last = write_history(app, 3000)
+    nc = await nats.connect(nats_server.url)
+    await publish_all(app, nc)
+    view = open_view(Settings(), sqlite_path=tmp_path / "status.db")
+    bulk = view.bulk_writer()
+    assert bulk is not None
+    projector = Projector(view, nc, bulk=bulk, batch_size=500)
+    projector.retry_pause_s = 0.05
+    await projector.start()
+    try:
+        # Check: SIGKILL the worker while it has a batch in hand (it has not finished the
+        # first: nine batches of 500 events to go).
+        await eventually(lambda: bulk._process is not None)
+        assert bulk._process is not None
+        first = bulk._process.pid
+        os.kill(first, signal.SIGKILL)
+        assert view.position() < last
+        # Check: another worker writes the batch again and the rest; the view equals a rebuild.
+        await eventually(lambda: view.position() == last)
+        assert bulk._process is not None
+        assert bulk._process.pid != first
+    finally:
+        await projector.stop()
+        await nc.close()
+    assert bulk._process is None  # stopped with the projector
+    assert view.count("acme") == {"approved": 1500, "pending": 1500}
+    assert view.content_hash() == rebuilt_hash(app, tmp_path / "rebuilt.db")
 
 
 class NeverWrites(SQLiteStatusView):
