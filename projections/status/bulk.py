@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import gc
 import logging
 import signal
 import struct
 import sys
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -36,7 +38,7 @@ from uuid import UUID
 import msgspec
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     from approvals.projections.status.view import Projected, StatusView
     from approvals.schemas.queries import ApprovalView
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct(">I")
+PIPE_BYTES = 1 << 20  # Linux's default limit for a pipe's buffer
 _encoder = msgspec.msgpack.Encoder()
 _batch_decoder = msgspec.msgpack.Decoder(list[tuple[int, bytes]])
 _reply_decoder = msgspec.msgpack.Decoder(dict[str, Any])
@@ -51,6 +54,26 @@ _reply_decoder = msgspec.msgpack.Decoder(dict[str, Any])
 
 class WriterGone(RuntimeError):
     """The worker process died or broke the protocol; the batch is written again on a new one."""
+
+
+class ChangedIds(Collection[UUID]):
+    """The approvals a batch changed, as the worker sent them (16 bytes each): made into UUIDs
+    only when asked (the waiters look up the few they wait for)."""
+
+    def __init__(self, raw: list[bytes]) -> None:
+        self._raw = raw
+        self._set: set[bytes] | None = None
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __iter__(self) -> Iterator[UUID]:
+        return (UUID(bytes=approval_id) for approval_id in self._raw)
+
+    def __contains__(self, item: object) -> bool:
+        if self._set is None:
+            self._set = set(self._raw)
+        return isinstance(item, UUID) and item.bytes in self._set
 
 
 class BulkWriter:
@@ -62,7 +85,7 @@ class BulkWriter:
         self.path = str(path)
         self._process: asyncio.subprocess.Process | None = None
 
-    async def project(self, stored: Sequence[tuple[int, bytes]]) -> list[UUID]:
+    async def project(self, stored: Sequence[tuple[int, bytes]]) -> ChangedIds:
         """Write the batch (notification ids and stored JSON, in order); the approvals whose
         rows it changed."""
         process = self._process or await self._start()
@@ -79,13 +102,18 @@ class BulkWriter:
             raise WriterGone(f"the view's writer process stopped ({error!r})") from error
         if "error" in reply:
             raise RuntimeError(f"the view's writer process failed: {reply['error']}")
-        return [UUID(bytes=approval_id) for approval_id in reply["changed"]]
+        return ChangedIds(reply["changed"])
 
     async def _start(self) -> asyncio.subprocess.Process:
         self._process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", __name__, self.path,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
+        assert self._process.stdin is not None
+        pipe = self._process.stdin.transport.get_extra_info("pipe")
+        with contextlib.suppress(OSError, AttributeError):
+            # A batch is megabytes: in a few writes, not one per 64 KiB the worker reads.
+            fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         return self._process
 
     async def close(self) -> None:

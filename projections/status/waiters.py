@@ -7,7 +7,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Collection
     from uuid import UUID
 
 
@@ -28,7 +28,10 @@ class Waiters:
             if not futures:
                 del self._waiting[approval_id]
 
-    def notify(self, changed: Iterable[UUID]) -> None:
+    def notify(self, changed: Collection[UUID]) -> None:
+        # Catching up, a batch changes thousands of rows and a few of them are waited for.
+        if len(self._waiting) < len(changed):
+            changed = [approval_id for approval_id in self._waiting if approval_id in changed]
         for approval_id in changed:
             for future in self._waiting.pop(approval_id, ()):
                 if not future.done():
