@@ -37,6 +37,8 @@ from uuid import UUID
 
 import msgspec
 
+from approvals.schemas.codec import event_decoder
+
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
@@ -149,21 +151,22 @@ def project_in_bulk(view: StatusView, batch: Sequence[Projected]) -> dict[UUID, 
             gc.enable()
 
 
-def write(view: StatusView, stored: list[tuple[int, bytes]]) -> list[bytes]:
-    """In the worker: decode, fold and write one batch; the changed approvals' ids (16 bytes).
-
-    What is not an event is logged and skipped, as the projector does (``decode_batch``); an
-    event of a newer schema version raises (UnknownSchemaVersion), and the batch stops there
-    until the service is upgraded."""
-    from approvals.schemas.codec import event_decoder
-
+def decode_stored(stored: Sequence[tuple[int, bytes]]) -> list[Projected]:
+    """Events with their notification ids and stored JSON. What is not an event is logged and
+    skipped; an event of a newer schema version raises (UnknownSchemaVersion): the view stops
+    there until the service is upgraded, since skipping it would leave the view wrong for ever."""
     batch: list[Projected] = []
     for nid, raw in stored:
         try:
             batch.append((nid, event_decoder.decode(raw), raw))
         except (ValueError, msgspec.DecodeError) as error:
             log.error("skipping notification %d, which is not an event (%s)", nid, error)
-    return [approval_id.bytes for approval_id in project_in_bulk(view, batch)]
+    return batch
+
+
+def write(view: StatusView, stored: list[tuple[int, bytes]]) -> list[bytes]:
+    """In the worker: decode, fold and write one batch; the changed approvals' ids (16 bytes)."""
+    return [approval_id.bytes for approval_id in project_in_bulk(view, decode_stored(stored))]
 
 
 def main(path: str) -> None:

@@ -26,12 +26,11 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 from nats.errors import Error as NatsError
 from nats.js import api
 from nats.js.errors import NotFoundError
 
-from approvals.projections.status.bulk import BulkWriter, project_in_bulk
+from approvals.projections.status.bulk import BulkWriter, decode_stored, project_in_bulk
 from approvals.schemas.codec import event_decoder
 from approvals.schemas.subjects import EVENTS_WILDCARD, NOTIFICATION_ID_HEADER, STREAM
 from approvals.services.runtime import tracing
@@ -336,8 +335,8 @@ def decode_early(message: Msg) -> Projected | None:
 
 
 def stored_events(messages: Sequence[Msg]) -> list[tuple[int, bytes]]:
-    """Notification ids and stored JSON, for the worker to decode; a message without the id is
-    logged and skipped (the worker does the same with one that does not decode)."""
+    """Notification ids and stored JSON (for the worker, or ``decode_stored``); a message
+    without the id is logged and skipped."""
     stored: list[tuple[int, bytes]] = []
     for message in messages:
         try:
@@ -349,11 +348,4 @@ def stored_events(messages: Sequence[Msg]) -> list[tuple[int, bytes]]:
 
 def decode_batch(messages: Sequence[Msg]) -> list[Projected]:
     """Events with their notification ids; a message that is not ours is logged and skipped."""
-    batch: list[Projected] = []
-    for message in messages:
-        try:
-            notification_id = int((message.headers or {})[NOTIFICATION_ID_HEADER])
-            batch.append((notification_id, event_decoder.decode(message.data), message.data))
-        except (KeyError, ValueError, msgspec.DecodeError) as error:
-            log.error("skipping a message on %s that is not an event (%s)", message.subject, error)
-    return batch
+    return decode_stored(stored_events(messages))
